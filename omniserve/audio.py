@@ -1,0 +1,72 @@
+"""PCM codecs used on the wire (base64 float32 little-endian), resampling and WAV helpers.
+
+Pure numpy + soundfile: imported by the gateway, the worker and the engine alike.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from math import gcd
+
+import numpy as np
+
+IN_RATE = 16000   # microphone / reference audio on the wire
+OUT_RATE = 24000  # speech from the server
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the text says why."""
+
+
+def decode_f32(b64: str, *, max_samples: int | None = None) -> np.ndarray:
+    """base64 float32 LE PCM → 1-D float32 array. Raises AudioError on bad input."""
+    if not isinstance(b64, str):
+        raise AudioError("audio must be a base64 string")
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise AudioError("audio is not valid base64") from None
+    if len(raw) % 4:
+        raise AudioError(f"audio byte length {len(raw)} is not a multiple of 4 (float32 PCM expected)")
+    pcm = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if max_samples is not None and pcm.size > max_samples:
+        raise AudioError(f"audio too long: {pcm.size} samples (max {max_samples})")
+    if pcm.size and not np.isfinite(pcm).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    return pcm
+
+
+def encode_f32(pcm: np.ndarray) -> str:
+    """1-D float array → base64 float32 LE PCM."""
+    return base64.b64encode(np.asarray(pcm, dtype="<f4").tobytes()).decode("ascii")
+
+
+def resample(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Polyphase resampling (band-limited) between integer rates."""
+    pcm = np.asarray(pcm, dtype=np.float32)
+    if src == dst or pcm.size == 0:
+        return pcm
+    from scipy.signal import resample_poly
+
+    g = gcd(src, dst)
+    return resample_poly(pcm, dst // g, src // g).astype(np.float32)
+
+
+def to_wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(pcm, dtype=np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def read_audio_bytes(data: bytes, rate: int = IN_RATE) -> np.ndarray:
+    """Decode a WAV/FLAC/OGG file's bytes to mono float32 at ``rate``. Raises AudioError."""
+    import soundfile as sf
+
+    try:
+        pcm, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise AudioError(f"cannot decode audio file: {e}") from None
+    return resample(pcm.mean(axis=1), sr, rate)

@@ -1,0 +1,107 @@
+"""One settings model for the whole system: defaults < YAML file < environment < command line.
+
+Environment variables are ``OMNISERVE_<SECTION>__<FIELD>`` (e.g. ``OMNISERVE_GATEWAY__PORT=8443``).
+A YAML file is given with ``--config FILE`` or ``OMNISERVE_CONFIG``. Each section belongs to one
+tier; the gateway reads only ``gateway`` (and ``data_dir``), a worker ``worker`` and ``engine``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseModel):
+    backend: str = "embedded"                  # "embedded" | "minicpmo"
+    asr_model: str = "base"                    # "base" (Whisper base) | "tiny.en"
+    llm_model: str = "qwen2.5-0.5b"            # "qwen2.5-0.5b" | "smollm2-135m"
+    tts_engine: str = "piper"                  # "piper" | "kokoro"
+    n_ctx: int = 4096
+    threads: int = 0                           # 0 = all cores
+    cache_dir: Optional[str] = None            # joined model files; default <repo>/.cache/models or ~/.cache/omniserve
+    minicpmo_model_dir: Optional[str] = None
+
+
+class WorkerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 22400
+    index: int = 0
+    max_chat_frame_bytes: int = 16 * 1024 * 1024
+    max_audio_frame_bytes: int = 512 * 1024
+    half_duplex_timeout_cap_s: float = 600.0
+    duplex_pause_timeout_cap_s: float = 300.0
+    duplex_idle_timeout_s: float = 30.0
+    max_session_s: float = 3600.0
+    record_sessions: bool = True
+    max_recording_bytes: int = 200 * 1024 * 1024
+    gateway_url: Optional[str] = None          # register with this gateway (other hosts)
+    register_token: Optional[str] = None
+    public_url: Optional[str] = None           # URL the gateway should use to reach this worker
+
+
+class GatewaySettings(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = 8006
+    http: bool = False                         # True = plain HTTP (no TLS)
+    workers: list[str] = Field(default_factory=list)
+    health_interval_s: float = 2.0
+    max_queue_size: int = 20000
+    admin_token: Optional[str] = None
+    allowed_origins: list[str] = Field(default_factory=list)   # empty = same origin only
+    max_chat_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 2 * 1024 * 1024
+    max_diagnostic_bytes: int = 64 * 1024
+    session_retention_days: float = 14.0
+    session_storage_cap_mb: float = 5000.0
+    max_ref_audio_bytes: int = 10 * 1024 * 1024
+    max_ref_audio_s: float = 30.0
+    max_upload_recording_bytes: int = 200 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMNISERVE_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: str = "data"
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def load_settings(config_file: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Settings:
+    """Defaults < YAML file < environment < ``overrides`` (from the command line; None values ignored)."""
+    path = config_file or os.environ.get("OMNISERVE_CONFIG")
+    file_values: dict = {}
+    if path:
+        import yaml
+
+        file_values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(file_values, dict):
+            raise ValueError(f"{path}: the config file must be a mapping")
+    env = Settings()  # environment + defaults
+    merged = _deep_update(Settings.model_validate(file_values).model_dump(), {})
+    # environment wins over the file: re-apply what the environment set explicitly
+    merged = _deep_update(merged, _explicit(env))
+    merged = _deep_update(merged, overrides or {})
+    return Settings.model_validate(merged)
+
+
+def _explicit(s: BaseModel) -> dict:
+    """Only the fields that were set explicitly (recursively)."""
+    out: dict = {}
+    for name in s.model_fields_set:
+        v = getattr(s, name)
+        out[name] = _explicit(v) if isinstance(v, BaseModel) else v
+    return out

@@ -1,0 +1,1 @@
+"""The engine: UnifiedProcessor and its Chat / HalfDuplex / Duplex views (see api.py)."""

@@ -1,0 +1,419 @@
+"""Pydantic models of every WebSocket message in PROTOCOL.md.
+
+Shared by the gateway, the worker, the tests and Python clients. Names are the wire names:
+third-party clients depend on them. Client messages are validated with ``parse_client_message``;
+server messages are built with the ``*Msg`` models and sent with ``.model_dump_json()`` (or
+``dump``), which leaves out ``None`` fields that the protocol marks optional.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class _Client(BaseModel):
+    """Client → server message: unknown extra fields are tolerated (forward compatibility)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Server(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def dump(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+# --------------------------------------------------------------------------- chat
+
+class TextItem(_Client):
+    type: Literal["text"]
+    text: str = ""
+
+
+class ImageItem(_Client):
+    type: Literal["image"]
+    data: str = ""
+
+
+class AudioItem(_Client):
+    type: Literal["audio"]
+    data: str = ""
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+
+
+class VideoItem(_Client):
+    type: Literal["video"]
+    data: str = ""
+    stack_frames: int = Field(1, ge=1, le=16)
+
+
+ContentItem = Union[TextItem, ImageItem, AudioItem, VideoItem]
+
+
+class ChatMessage(_Client):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[ContentItem]]
+
+    def items(self) -> list[ContentItem]:
+        """Content as a list of items, with empty-data items dropped (PROTOCOL.md)."""
+        if isinstance(self.content, str):
+            return [TextItem(type="text", text=self.content)]
+        out: list[ContentItem] = []
+        for it in self.content:
+            if isinstance(it, TextItem):
+                out.append(it)
+            elif it.data:
+                out.append(it)
+        return out
+
+
+class GenerationConfig(_Client):
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=0, le=1000)
+    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
+
+
+class TTSConfig(_Client):
+    enabled: bool = False
+    ref_audio_data: Optional[str] = None
+
+
+class ImageConfig(_Client):
+    max_slice_nums: Optional[int] = Field(None, ge=1, le=64)
+
+
+class ChatRequest(_Client):
+    messages: list[ChatMessage] = Field(min_length=1)
+    streaming: bool = True
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    omni_mode: bool = False
+    enable_thinking: bool = False
+
+
+# ------------------------------------------------------------------ half duplex
+
+class VADConfig(_Client):
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    min_speech_duration_ms: int = Field(128, ge=0, le=10_000)
+    min_silence_duration_ms: int = Field(800, ge=50, le=10_000)
+    speech_pad_ms: int = Field(30, ge=0, le=2_000)
+
+
+class HDGenerationConfig(_Client):
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+
+
+class HDTTSConfig(_Client):
+    enabled: bool = True
+
+
+class HDSessionConfig(_Client):
+    timeout_s: float = Field(180, gt=0)
+
+
+class HalfDuplexConfig(_Client):
+    vad: VADConfig = Field(default_factory=VADConfig)
+    generation: HDGenerationConfig = Field(default_factory=HDGenerationConfig)
+    tts: HDTTSConfig = Field(default_factory=HDTTSConfig)
+    session: HDSessionConfig = Field(default_factory=HDSessionConfig)
+
+
+class HalfDuplexPrepare(_Client):
+    type: Literal["prepare"]
+    system_content: list[ContentItem] = Field(default_factory=list)
+    system_prompt: Optional[str] = None
+    ref_audio_base64: Optional[str] = None
+    config: HalfDuplexConfig = Field(default_factory=HalfDuplexConfig)
+
+
+class AudioChunkHD(_Client):
+    type: Literal["audio_chunk"]
+    audio_base64: str
+
+
+class Stop(_Client):
+    type: Literal["stop"]
+
+
+# ---------------------------------------------------------------------- duplex
+
+class DuplexConfig(_Client):
+    generate_audio: bool = True
+    force_listen_count: int = Field(3, ge=0, le=1000)
+    max_new_speak_tokens_per_chunk: int = Field(20, ge=1, le=200)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=0, le=1000)
+    listen_prob_scale: float = Field(1.0, gt=0.0, le=10.0)
+    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
+    chunk_ms: int = Field(1000, ge=100, le=5000)
+    sample_rate: Literal[16000] = 16000
+
+
+class DuplexPrepare(_Client):
+    type: Literal["prepare"]
+    system_prompt: Optional[str] = Field(None, validation_alias=AliasChoices("system_prompt", "prefix_system_prompt"))
+    ref_audio_base64: Optional[str] = None
+    tts_ref_audio_base64: Optional[str] = None
+    max_slice_nums: Optional[int] = Field(None, ge=1, le=64)
+    config: DuplexConfig = Field(default_factory=DuplexConfig)
+
+
+class AudioChunkDuplex(_Client):
+    type: Literal["audio_chunk"]
+    audio_base64: str = Field(validation_alias=AliasChoices("audio_base64", "audio"))
+    frame_base64_list: Optional[list[str]] = None
+    force_listen: bool = False
+
+
+class VideoFrame(_Client):
+    type: Literal["video_frame"]
+    frame: str
+
+
+class Pause(_Client):
+    type: Literal["pause"]
+    timeout: Optional[float] = Field(None, gt=0)
+
+
+class Resume(_Client):
+    type: Literal["resume"]
+
+
+class ClientDiagnostic(_Client):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["client_diagnostic"]
+
+
+HalfDuplexClientMessage = Union[HalfDuplexPrepare, AudioChunkHD, Stop]
+DuplexClientMessage = Union[DuplexPrepare, AudioChunkDuplex, VideoFrame, Pause, Resume, Stop, ClientDiagnostic]
+ChatClientMessage = Union[Stop]
+
+_HD_TYPES = {"prepare": HalfDuplexPrepare, "audio_chunk": AudioChunkHD, "stop": Stop}
+_DUPLEX_TYPES = {
+    "prepare": DuplexPrepare, "audio_chunk": AudioChunkDuplex, "video_frame": VideoFrame,
+    "pause": Pause, "resume": Resume, "stop": Stop, "client_diagnostic": ClientDiagnostic,
+}
+_CHAT_CONTROL_TYPES = {"stop": Stop}
+
+
+class ProtocolError(ValueError):
+    """A client message that does not fit the protocol; ``str(e)`` is the error text to send back."""
+
+
+def _parse(raw: Union[str, bytes, dict], table: dict[str, type[BaseModel]]) -> BaseModel:
+    import json
+
+    if isinstance(raw, (str, bytes)):
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"Invalid JSON: {e}") from None
+    else:
+        obj = raw
+    if not isinstance(obj, dict):
+        raise ProtocolError("Message must be a JSON object")
+    t = obj.get("type")
+    if not isinstance(t, str):
+        raise ProtocolError("Message has no 'type' field")
+    model = table.get(t)
+    if model is None:
+        raise ProtocolError(f"Unknown message type: {t!r}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise ProtocolError(_describe(t, e)) from None
+
+
+def _describe(t: str, e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(message)"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return f"Invalid '{t}' message: " + "; ".join(parts)
+
+
+def parse_half_duplex(raw: Union[str, bytes, dict]) -> BaseModel:
+    return _parse(raw, _HD_TYPES)
+
+
+def parse_duplex(raw: Union[str, bytes, dict]) -> BaseModel:
+    return _parse(raw, _DUPLEX_TYPES)
+
+
+def parse_chat_control(raw: Union[str, bytes, dict]) -> BaseModel:
+    return _parse(raw, _CHAT_CONTROL_TYPES)
+
+
+def parse_chat_request(raw: Union[str, bytes, dict]) -> ChatRequest:
+    import json
+
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"Invalid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("Message must be a JSON object")
+    try:
+        return ChatRequest.model_validate(raw)
+    except ValidationError as e:
+        raise ProtocolError(_describe("chat", e)) from None
+
+
+# ------------------------------------------------------------ server → client
+
+class ErrorMsg(_Server):
+    type: Literal["error"] = "error"
+    error: str
+    message: Optional[str] = None
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if self.message is None:
+            self.message = self.error
+
+
+class QueuedMsg(_Server):
+    type: Literal["queued"] = "queued"
+    position: int
+    estimated_wait_s: float
+    ticket_id: str
+    queue_length: int
+
+
+class QueueUpdateMsg(_Server):
+    type: Literal["queue_update"] = "queue_update"
+    position: int
+    estimated_wait_s: float
+    queue_length: int
+
+
+class QueueDoneMsg(_Server):
+    type: Literal["queue_done"] = "queue_done"
+
+
+class PrefillDoneMsg(_Server):
+    type: Literal["prefill_done"] = "prefill_done"
+    input_tokens: int
+
+
+class ChatChunkMsg(_Server):
+    type: Literal["chunk"] = "chunk"
+    text_delta: Optional[str] = None
+    audio_data: Optional[str] = None
+
+
+class ChatDoneMsg(_Server):
+    type: Literal["done"] = "done"
+    text: str
+    generated_tokens: int
+    input_tokens: int
+    audio_data: Optional[str] = None
+    recording_session_id: Optional[str] = None
+    stopped: Optional[bool] = None
+
+
+class HDPreparedMsg(_Server):
+    type: Literal["prepared"] = "prepared"
+    session_id: str
+    timeout_s: float
+    recording_session_id: Optional[str] = None
+
+
+class VadStateMsg(_Server):
+    type: Literal["vad_state"] = "vad_state"
+    speaking: bool
+
+
+class GeneratingMsg(_Server):
+    type: Literal["generating"] = "generating"
+    speech_duration_ms: float
+
+
+class HDChunkMsg(_Server):
+    type: Literal["chunk"] = "chunk"
+    text_delta: str = ""
+    audio_data: str = ""
+    audio_sample_rate: int = 24000
+    chunk_index: int
+    is_final: bool = False
+    duration_ms: float = 0.0
+
+
+class TurnDoneMsg(_Server):
+    type: Literal["turn_done"] = "turn_done"
+    turn_index: int
+    text: str
+
+
+class StoppedMsg(_Server):
+    type: Literal["stopped"] = "stopped"
+    session_id: str
+
+
+class TimeoutMsg(_Server):
+    type: Literal["timeout"] = "timeout"
+    elapsed_s: Optional[float] = None
+    reason: Optional[str] = None
+
+
+class DuplexPreparedMsg(_Server):
+    type: Literal["prepared"] = "prepared"
+    prompt_length: int
+    recording_session_id: Optional[str] = None
+
+
+class ResultMsg(_Server):
+    type: Literal["result"] = "result"
+    is_listen: bool
+    text: str = ""
+    audio_data: str = ""
+    end_of_turn: bool = False
+    current_time: int
+    cost_llm_ms: float = 0.0
+    cost_tts_ms: float = 0.0
+    cost_all_ms: float = 0.0
+    wall_clock_ms: float = 0.0
+    n_tokens: int = 0
+    n_tts_tokens: int = 0
+    kv_cache_length: int = 0
+    server_send_ts: float = 0.0
+
+
+class PausedMsg(_Server):
+    type: Literal["paused"] = "paused"
+    timeout: float
+
+
+class ResumedMsg(_Server):
+    type: Literal["resumed"] = "resumed"
+
+
+def error(text: str) -> str:
+    """The JSON text of an ``error`` frame."""
+    return ErrorMsg(error=text).dump()
+
+
+# Close codes used on every endpoint.
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+REQUEST_TYPES = ("chat", "half_duplex_audio", "audio_duplex", "omni_duplex")
+APP_IDS = ("turnbased", "half_duplex_audio", "omni", "audio_duplex")
+
+
+def duplex_variant(session_id: str) -> Literal["audio_duplex", "omni_duplex"]:
+    """The session id prefix picks the duplex variant (PROTOCOL.md)."""
+    if session_id.startswith("adx_") or session_id.startswith("audio_duplex_"):
+        return "audio_duplex"
+    return "omni_duplex"

@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 PY=${PYTHON:-python3.11}
 LLAMA_VERSION=0.3.36
+# Built wheels live outside the checkout so a fresh clone on the same machine reuses them.
+WHEEL_CACHE=${OMNISERVE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/omniserve/wheels}
 STEPS=7
 step() { printf '\n\033[1m==> [%s/%s] %s\033[0m\n' "$1" "$STEPS" "$2"; }
 pipq() { .venv/bin/pip "$@" 2>&1 | grep -v '^WARNING: Location' || true; test "${PIPESTATUS[0]}" -eq 0; }
@@ -32,19 +34,19 @@ pipq install -q --upgrade pip wheel setuptools
 step 3 "Python dependencies (requirements.txt)"
 pipq install -q -r requirements.txt
 
-step 4 "llama-cpp-python $LLAMA_VERSION (compiled once, about 5 minutes on 2 cores; wheel cached)"
-mkdir -p .cache/wheels
+step 4 "llama-cpp-python $LLAMA_VERSION (compiled once, about 5 minutes on 2 cores; wheel cached in $WHEEL_CACHE)"
+mkdir -p "$WHEEL_CACHE" .cache
 if .venv/bin/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null; then
   echo "already installed"
 else
-  whl=$(ls .cache/wheels/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -1 || true)
+  whl=$(ls "$WHEEL_CACHE"/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$whl" ]; then
     echo "building (progress in .cache/llama-build.log)…"
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-      .venv/bin/pip wheel --no-deps -w .cache/wheels "llama-cpp-python==$LLAMA_VERSION" > .cache/llama-build.log 2>&1 \
+      .venv/bin/pip wheel --no-deps -w "$WHEEL_CACHE" "llama-cpp-python==$LLAMA_VERSION" > .cache/llama-build.log 2>&1 \
       || { tail -30 .cache/llama-build.log; exit 1; }
-    whl=$(ls .cache/wheels/llama_cpp_python-$LLAMA_VERSION-*.whl | head -1)
+    whl=$(ls "$WHEEL_CACHE"/llama_cpp_python-$LLAMA_VERSION-*.whl | head -1)
   fi
   pipq install -q --no-deps "$whl"
   pipq install -q "diskcache>=5.6.1" "jinja2>=2.11.3" "typing-extensions>=4.5.0"

@@ -1,0 +1,67 @@
+"""Speech recognition: faster-whisper (CTranslate2, int8 on CPU) on Whisper base or tiny.en.
+
+Tuned for short conversational turns: greedy decoding (beam 1), no internal VAD (our VAD has
+already cut the segment), no timestamps, no conditioning on earlier windows.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..api import EngineInputError
+
+SAMPLE_RATE = 16000
+ASR_MODELS = ("base", "tiny.en")
+
+
+def check_pcm(pcm: np.ndarray, *, what: str = "audio", max_seconds: Optional[float] = None) -> np.ndarray:
+    """Validate 16 kHz mono float32 PCM; raise EngineInputError with a readable reason."""
+    if not isinstance(pcm, np.ndarray):
+        raise EngineInputError(f"{what} must be a numpy array of float32 samples, got {type(pcm).__name__}")
+    if pcm.dtype != np.float32:
+        raise EngineInputError(f"{what} must be float32 PCM, got {pcm.dtype}")
+    if pcm.ndim != 1:
+        raise EngineInputError(f"{what} must be mono (1-D), got shape {pcm.shape}")
+    if pcm.size == 0:
+        raise EngineInputError(f"{what} is empty")
+    if not np.isfinite(pcm).all():
+        raise EngineInputError(f"{what} contains NaN or infinite samples")
+    if max_seconds is not None and pcm.size > max_seconds * SAMPLE_RATE:
+        raise EngineInputError(f"{what} too long: {pcm.size / SAMPLE_RATE:.1f} s (max {max_seconds:g} s)")
+    return pcm
+
+
+class WhisperASR:
+    """``base.SpeechRecognizer`` over faster-whisper."""
+
+    def __init__(self, model: str = "base", *, threads: int = 0, cache_dir: Optional[str] = None,
+                 model_dir: Optional[str | Path] = None, max_seconds: float = 120.0) -> None:
+        from faster_whisper import WhisperModel
+
+        from .. import models
+
+        if model not in ASR_MODELS and model_dir is None:
+            raise ValueError(f"unknown ASR model {model!r}; choose one of {ASR_MODELS}")
+        self.name = model
+        self.english_only = model.endswith(".en")
+        self.max_seconds = max_seconds
+        path = Path(model_dir) if model_dir else models.whisper_dir(model, cache_dir)
+        self._model = WhisperModel(str(path), device="cpu", compute_type="int8",
+                                   cpu_threads=threads or os.cpu_count() or 1, local_files_only=True)
+
+    def transcribe(self, pcm16k: np.ndarray, *, language: Optional[str] = "en",
+                   initial_prompt: Optional[str] = None) -> str:
+        """Text of the speech in ``pcm16k`` ("" when there is none)."""
+        pcm = check_pcm(pcm16k, max_seconds=self.max_seconds)
+        if pcm.size < SAMPLE_RATE // 10:      # < 100 ms: nothing Whisper can read, only hallucinate
+            return ""
+        if self.english_only:
+            language = "en"
+        segments, _info = self._model.transcribe(
+            pcm, language=language or None, beam_size=1, best_of=1, temperature=0.0,
+            vad_filter=False, without_timestamps=True, condition_on_previous_text=False,
+            initial_prompt=initial_prompt or None)
+        return " ".join(s.text.strip() for s in segments if s.text.strip()).strip()

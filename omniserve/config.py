@@ -37,6 +37,12 @@ class WorkerSettings(BaseModel):
     max_session_s: float = 3600.0
     record_sessions: bool = True
     max_recording_bytes: int = 200 * 1024 * 1024
+    max_prepare_frame_bytes: int = 8 * 1024 * 1024      # a prepare may carry reference audio / images
+    max_duplex_frame_bytes: int = 2 * 1024 * 1024        # one duplex unit: audio + camera frames
+    duplex_pause_timeout_default_s: float = 60.0       # pause{} without a timeout
+    prepare_wait_s: float = 30.0                       # a session must send prepare within this
+    duplex_max_backlog_units: int = 8                  # units waiting for the engine; older ones dropped
+    half_duplex_max_queued_audio_s: float = 30.0       # audio held while a reply is generated
     gateway_url: Optional[str] = None          # register with this gateway (other hosts)
     register_token: Optional[str] = None
     public_url: Optional[str] = None           # URL the gateway should use to reach this worker

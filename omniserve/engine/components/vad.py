@@ -1,0 +1,194 @@
+"""Voice activity: the Silero VAD ONNX model run with onnxruntime (no torch), and a streaming
+segmenter that turns a microphone stream of any chunk size into speech_start / speech_end events.
+
+The model is recurrent: each 512-sample window (32 ms at 16 kHz) is scored together with the
+last 64 samples of the previous window (its "context") and a (2, 1, 128) state carried across
+calls — the same protocol as silero's own ``OnnxWrapper``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..api import EngineInputError, VadEvent
+
+SAMPLE_RATE = 16000
+WINDOW = 512
+CONTEXT = 64
+
+
+class SileroVAD:
+    """``base.VoiceActivityModel``. One instance holds one stream's state: use one per session
+    (the ONNX session is shared when built with ``share_session_with``)."""
+
+    sample_rate = SAMPLE_RATE
+    window = WINDOW
+
+    def __init__(self, model_path: Optional[str] = None, *, share_session_with: Optional["SileroVAD"] = None) -> None:
+        if share_session_with is not None:
+            self._session = share_session_with._session
+        else:
+            import onnxruntime as ort
+
+            from .. import models
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1   # a 32 ms window takes well under 1 ms; threads only add overhead
+            opts.inter_op_num_threads = 1
+            self._session = ort.InferenceSession(str(model_path or models.silero_onnx_path()), sess_options=opts,
+                                                 providers=["CPUExecutionProvider"])
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.reset()
+
+    def fork(self) -> "SileroVAD":
+        """A fresh stream state over the same loaded model."""
+        return SileroVAD(share_session_with=self)
+
+    def reset(self) -> None:
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._context = np.zeros((1, CONTEXT), np.float32)
+
+    def prob(self, window: np.ndarray) -> float:
+        """Speech probability of the next 512-sample window of the stream."""
+        x = np.asarray(window, np.float32).reshape(1, -1)
+        if x.shape[1] != WINDOW:
+            raise EngineInputError(f"VAD window must be {WINDOW} samples, got {x.shape[1]}")
+        x = np.concatenate([self._context, x], axis=1)
+        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        self._context = x[:, -CONTEXT:]
+        return float(np.asarray(out).reshape(-1)[0])
+
+    def probs(self, pcm: np.ndarray) -> np.ndarray:
+        """Probabilities of every window of a whole clip (state reset first; tail zero-padded)."""
+        self.reset()
+        pcm = np.asarray(pcm, np.float32)
+        pad = (-pcm.size) % WINDOW
+        if pad:
+            pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
+        return np.array([self.prob(pcm[i:i + WINDOW]) for i in range(0, pcm.size, WINDOW)], np.float32)
+
+
+class VadSegmenter:
+    """Streaming speech segmentation with silero's hysteresis.
+
+    Speech starts when a window's probability reaches ``threshold`` and has lasted
+    ``min_speech_duration_ms`` (shorter blips are dropped); it ends after
+    ``min_silence_duration_ms`` of windows below ``threshold - 0.15``. The segment handed out
+    with ``speech_end`` is padded by ``speech_pad_ms`` on both sides. Segments longer than
+    ``max_speech_s`` are cut there (a speech_end followed by a new start).
+    """
+
+    def __init__(self, model: SileroVAD, threshold: float = 0.5, min_speech_duration_ms: int = 128,
+                 min_silence_duration_ms: int = 800, speech_pad_ms: int = 30, max_speech_s: float = 60.0) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise EngineInputError(f"VAD threshold must be between 0 and 1, got {threshold}")
+        self.model = model
+        self.threshold = float(threshold)
+        self.neg_threshold = max(threshold - 0.15, 0.01)
+        self.min_speech = int(min_speech_duration_ms * SAMPLE_RATE / 1000)
+        self.min_silence = int(min_silence_duration_ms * SAMPLE_RATE / 1000)
+        self.pad = int(speech_pad_ms * SAMPLE_RATE / 1000)
+        self.max_speech = int(max_speech_s * SAMPLE_RATE)
+        self.reset()
+
+    def reset(self) -> None:
+        self.model.reset()
+        self._pending = np.zeros(0, np.float32)   # samples not yet forming a whole window
+        self._pos = 0                              # samples scored so far
+        self._audio: list[np.ndarray] = []         # kept audio, starting at sample _audio_start
+        self._audio_start = 0
+        self._start: Optional[int] = None          # first sample of the current (candidate) speech
+        self._temp_end: Optional[int] = None       # where the current silence began
+        self._last_speech_end = 0
+        self.speaking = False                      # speech_start emitted, speech_end not yet
+        self.last_prob = 0.0
+
+    # ---------------------------------------------------------------- state
+    @property
+    def silence_ms(self) -> float:
+        """Trailing silence so far (in speech: since the last speech window; idle: since the last segment)."""
+        if self._start is not None:
+            return 0.0 if self._temp_end is None else (self._pos - self._temp_end) * 1000 / SAMPLE_RATE
+        return (self._pos - self._last_speech_end) * 1000 / SAMPLE_RATE
+
+    @property
+    def speech_ms(self) -> float:
+        """Duration of the current speech so far (0 when idle)."""
+        if self._start is None:
+            return 0.0
+        end = self._temp_end if self._temp_end is not None else self._pos
+        return (end - self._start) * 1000 / SAMPLE_RATE
+
+    @property
+    def position_ms(self) -> float:
+        return self._pos * 1000 / SAMPLE_RATE
+
+    # ---------------------------------------------------------------- streaming
+    def feed(self, pcm: np.ndarray) -> list[VadEvent]:
+        """Score the new samples (any length) and return the events they complete."""
+        from .asr import check_pcm
+
+        pcm = np.asarray(pcm)
+        if pcm.size == 0:
+            return []
+        check_pcm(pcm, what="audio chunk")
+        buf = np.concatenate([self._pending, pcm]) if self._pending.size else pcm
+        n = buf.size - buf.size % WINDOW
+        self._pending = buf[n:].copy()
+        events: list[VadEvent] = []
+        for i in range(0, n, WINDOW):
+            events += self._step(buf[i:i + WINDOW])
+        return events
+
+    def flush(self) -> list[VadEvent]:
+        """End of stream: close an open segment."""
+        if self.speaking:
+            return [self._end(self._temp_end if self._temp_end is not None else self._pos)]
+        self._start = self._temp_end = None
+        return []
+
+    def _step(self, window: np.ndarray) -> list[VadEvent]:
+        p = self.last_prob = self.model.prob(window)
+        start_of_window = self._pos
+        self._pos += WINDOW
+        self._audio.append(window)
+        events: list[VadEvent] = []
+        if p >= self.threshold:
+            self._temp_end = None
+            if self._start is None:
+                self._start = start_of_window
+        elif p < self.neg_threshold and self._start is not None:
+            if self._temp_end is None:
+                self._temp_end = start_of_window
+            if not self.speaking:
+                self._start = self._temp_end = None        # a blip shorter than min_speech: drop it
+            elif self._pos - self._temp_end >= self.min_silence:
+                events.append(self._end(self._temp_end))
+        if self._start is not None and not self.speaking:
+            end = self._temp_end if self._temp_end is not None else self._pos
+            if end - self._start >= self.min_speech:
+                self.speaking = True
+                events.append(VadEvent("speech_start"))
+        if self.speaking and self._pos - self._start >= self.max_speech:
+            events.append(self._end(self._pos))
+            self._start = self._pos                          # speech continues: a new segment begins
+            self.speaking = False
+        self._trim()
+        return events
+
+    def _end(self, end: int) -> VadEvent:
+        a = max(self._start - self.pad, self._audio_start)
+        b = min(end + self.pad, self._pos)
+        whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        seg = whole[a - self._audio_start:b - self._audio_start].astype(np.float32, copy=True)
+        self._last_speech_end = end
+        self._start = self._temp_end = None
+        self.speaking = False
+        return VadEvent("speech_end", segment=seg, speech_duration_ms=seg.size * 1000 / SAMPLE_RATE)
+
+    def _trim(self) -> None:
+        """Keep only what a future segment can need: pre-roll when idle, everything in speech."""
+        keep_from = (self._start if self._start is not None else self._pos) - self.pad - WINDOW
+        while self._audio and self._audio_start + self._audio[0].size <= keep_from:
+            self._audio_start += self._audio.pop(0).size

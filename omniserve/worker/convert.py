@@ -1,0 +1,70 @@
+"""Wire messages (protocol models) → engine inputs (``omniserve.engine.api`` dataclasses).
+
+Kept apart from the session loops so the mapping is readable in one place: which field becomes
+which engine item, and which payloads are decoded how. Errors are ``InputError`` (user-facing).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..engine import api
+from ..protocol.messages import (AudioItem, ChatRequest, ContentItem, ImageItem, TextItem, VideoItem)
+from . import limits
+
+MAX_CHAT_AUDIO_S = 600.0
+MAX_MEDIA_BYTES = 16 * 1024 * 1024
+
+
+def content_items(items: list[ContentItem], where: str) -> list[api.Item]:
+    """Decode one message's content items (empty-data items were already dropped)."""
+    out: list[api.Item] = []
+    for i, it in enumerate(items):
+        what = f"{where}.content[{i}]"
+        if isinstance(it, TextItem):
+            out.append(api.Text(it.text))
+        elif isinstance(it, ImageItem):
+            out.append(api.Image(limits.blob(it.data, what=f"{what} (image)", max_bytes=MAX_MEDIA_BYTES)))
+        elif isinstance(it, AudioItem):
+            pcm = limits.audio_at(it.data, it.sample_rate, max_s=MAX_CHAT_AUDIO_S, what=f"{what} (audio)")
+            out.append(api.Audio(pcm, 16000))
+        elif isinstance(it, VideoItem):
+            out.append(api.Video(limits.blob(it.data, what=f"{what} (video)", max_bytes=MAX_MEDIA_BYTES),
+                                 it.stack_frames))
+    return out
+
+
+def chat_messages(req: ChatRequest) -> list[api.Message]:
+    msgs = [api.Message(m.role, content_items(m.items(), f"messages[{i}]")) for i, m in enumerate(req.messages)]
+    if not any(m.items for m in msgs if m.role == "user"):
+        raise limits.InputError("messages: no user content")
+    return msgs
+
+
+def generation(g) -> api.GenerationParams:  # GenerationConfig | HDGenerationConfig
+    base = api.GenerationParams()
+    return api.GenerationParams(
+        max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+        top_p=getattr(g, "top_p", base.top_p), top_k=getattr(g, "top_k", base.top_k),
+        length_penalty=g.length_penalty)
+
+
+def system_text(prompt: Optional[str], items: list[ContentItem]) -> str:
+    """``system_prompt`` if given, else the text items of ``system_content`` joined."""
+    if prompt:
+        return prompt
+    return "\n".join(it.text for it in items if isinstance(it, TextItem) and it.text).strip()
+
+
+def first_audio(items: list[ContentItem]) -> Optional[str]:
+    for it in items:
+        if isinstance(it, AudioItem) and it.data:
+            return it.data
+    return None
+
+
+def reference_pcm(b64: Optional[str], what: str) -> Optional[np.ndarray]:
+    if not b64:
+        return None
+    return limits.audio(b64, max_s=limits.MAX_REF_AUDIO_S, what=what)

@@ -1,0 +1,39 @@
+"""``omniserve worker``: one engine behind HTTP/WebSocket on (by default) 127.0.0.1:22400+index."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..config import load_settings
+from .limits import biggest_frame
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="listen port (default 22400 + index)")
+    p.add_argument("--index", type=int, help="worker index (default 0)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; expose only behind the gateway)")
+    p.add_argument("--backend", choices=["embedded", "minicpmo"], help="engine backend (default embedded)")
+    p.add_argument("--data-dir", help="where session recordings go (default ./data)")
+    p.add_argument("--no-record", action="store_true", help="do not record sessions")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    worker: dict = {"host": args.host, "index": args.index}
+    if args.port is not None:
+        worker["port"] = args.port
+    elif args.index is not None:
+        worker["port"] = 22400 + args.index
+    if args.no_record:
+        worker["record_sessions"] = False
+    overrides = {"worker": worker, "engine": {"backend": args.backend}, "data_dir": args.data_dir}
+    settings = load_settings(getattr(args, "config", None), overrides)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    w = settings.worker
+    uvicorn.run(create_app(settings), host=w.host, port=w.port, log_level=args.log_level,
+                ws_max_size=biggest_frame(w), ws_ping_interval=20.0, ws_ping_timeout=60.0)
+    return 0

@@ -1,0 +1,229 @@
+"""WorkerPool: which workers exist, whether they are healthy, and which one serves which ticket.
+
+There is exactly one dispatch point, ``dispatch()``: it is called whenever a ticket arrives, a
+worker is released, or a worker comes back, and it always serves the head of the FIFO queue first
+(a newcomer never jumps the queue). A worker is *assigned* by the gateway from dispatch until the
+proxy's cleanup calls ``release()``; health reports only tell whether it is reachable and ready,
+so dispatch never waits for a health poll.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import httpx
+
+from ..protocol.affinity import longest_cached_prefix
+from ..protocol.rest import QueueItemOut, RunningTaskOut, StatusOut, WorkerOut
+from .eta import EtaEstimator
+from .queue import Ticket, WaitQueue
+
+log = logging.getLogger(__name__)
+
+NOT_READY = {"offline", "loading", "error"}
+
+
+@dataclass(eq=False)
+class WorkerState:
+    url: str                         # http(s)://host:port
+    index: int
+    online: bool = False
+    status: str = "offline"
+    model_loaded: bool = False
+    cached_prefix_hashes: frozenset[str] = frozenset()
+    kv_cache_length: int = 0
+    ticket: Optional[Ticket] = None  # the gateway's assignment
+    busy_since: float = 0.0
+    last_used: float = 0.0
+    paused: bool = False
+    last_health: Optional[float] = None
+    failures: int = 0
+    health_task: Optional[asyncio.Task] = field(default=None, repr=False)
+
+    @property
+    def ws_base(self) -> str:
+        return "ws" + self.url[len("http"):]
+
+    @property
+    def ready(self) -> bool:
+        return self.online and self.status not in NOT_READY
+
+    @property
+    def free(self) -> bool:
+        return self.ready and self.ticket is None
+
+
+class WorkerPool:
+    def __init__(self, urls: list[str], queue: WaitQueue, eta: EtaEstimator,
+                 health_interval_s: float = 2.0, health_timeout_s: float = 2.0) -> None:
+        self.queue = queue
+        self.eta = eta
+        self.health_interval_s = health_interval_s
+        self.health_timeout_s = health_timeout_s
+        self.workers: list[WorkerState] = []
+        for u in urls:
+            self.add(u)
+        self._http: Optional[httpx.AsyncClient] = None
+        self._task: Optional[asyncio.Task] = None
+        self.affinity_hits = 0
+        queue.layout = self._layout
+        queue.estimate = eta.estimate
+
+    # ---------------------------------------------------------------- members
+    def add(self, url: str) -> WorkerState:
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            url = "http://" + url
+        for w in self.workers:
+            if w.url == url:
+                return w
+        w = WorkerState(url=url, index=len(self.workers))
+        self.workers.append(w)
+        return w
+
+    def mark_offline(self, w: WorkerState, why: str = "") -> None:
+        if w.online:
+            log.warning("worker %s offline%s", w.url, f": {why}" if why else "")
+        w.online, w.status = False, "offline"
+        self.queue.invalidate()
+
+    # --------------------------------------------------------------- dispatch
+    def dispatch(self) -> int:
+        """Assign free workers to tickets from the head of the queue. Returns how many."""
+        n = 0
+        while True:
+            t = self.queue.head()
+            if t is None:
+                return n
+            free = [w for w in self.workers if w.free]
+            if not free:
+                return n
+            w = self._choose(t, free)
+            w.ticket, w.busy_since, w.paused = t, time.monotonic(), False
+            t.worker = w
+            self.queue.remove(t)
+            n += 1
+
+    def _choose(self, t: Ticket, free: list[WorkerState]) -> WorkerState:
+        """Chat: longest cached prefix, then a worker with nothing cached, then least recently used."""
+        if t.request_type == "chat" and t.prefix_hashes:
+            best, best_k = None, 0
+            for w in free:
+                k = longest_cached_prefix(t.prefix_hashes, w.cached_prefix_hashes)
+                if k > best_k:
+                    best, best_k = w, k
+            if best is not None:
+                self.affinity_hits += 1
+                return best
+        empty = [w for w in free if not w.cached_prefix_hashes]
+        return min(empty or free, key=lambda w: w.last_used)
+
+    def release(self, w: WorkerState, *, success: bool) -> None:
+        """Called exactly once per assignment, from the proxy's cleanup."""
+        t = w.ticket
+        if t is None:
+            return
+        now = time.monotonic()
+        if success:
+            self.eta.record(t.request_type, now - w.busy_since)
+        w.ticket, w.paused, w.last_used = None, False, now
+        if w.status not in NOT_READY:
+            w.status = "idle"
+        if t.request_type == "chat" and w.online:
+            self.refresh_soon(w)  # pick up the new cached prefix for affinity
+        self.queue.invalidate()
+        self.dispatch()
+
+    # ----------------------------------------------------------------- health
+    async def check(self, w: WorkerState) -> None:
+        assert self._http is not None
+        try:
+            r = await self._http.get(w.url + "/health", timeout=self.health_timeout_s)
+            r.raise_for_status()
+            h = r.json()
+        except Exception as e:
+            w.failures += 1
+            if w.online or w.status != "offline":
+                self.mark_offline(w, type(e).__name__)
+            return
+        was_ready = w.ready
+        w.online, w.failures, w.last_health = True, 0, time.monotonic()
+        w.status = str(h.get("worker_status") or h.get("status") or "idle")
+        w.model_loaded = bool(h.get("model_loaded", True))
+        w.kv_cache_length = int(h.get("kv_cache_length") or 0)
+        w.cached_prefix_hashes = frozenset(h.get("cached_prefix_hashes") or ())
+        if w.ready != was_ready:
+            self.queue.invalidate()
+            if w.ready:
+                log.info("worker %s ready (%s)", w.url, w.status)
+                self.dispatch()
+
+    def refresh_soon(self, w: WorkerState) -> None:
+        if self._http is None or (w.health_task is not None and not w.health_task.done()):
+            return
+        w.health_task = asyncio.get_running_loop().create_task(self.check(w))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self.check(w) for w in list(self.workers)), return_exceptions=True)
+            await asyncio.sleep(self.health_interval_s)
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(trust_env=False)
+        self._task = asyncio.get_running_loop().create_task(self._health_loop(), name="health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._http is not None:
+            await self._http.aclose()
+
+    # ------------------------------------------------------------ ETA / views
+    def _layout(self, types: list[str]) -> tuple[list[float], list[float]]:
+        now = time.monotonic()
+        free_in = []
+        for w in self.workers:
+            if not w.ready:
+                continue
+            t = w.ticket
+            free_in.append(self.eta.remaining(t.request_type, now - w.busy_since) if t else 0.0)
+        return self.eta.lay_out(free_in, types)
+
+    def status(self) -> StatusOut:
+        busy = sum(1 for w in self.workers if w.ticket is not None)
+        return StatusOut(total_workers=len(self.workers), idle_workers=sum(1 for w in self.workers if w.free),
+                         busy_workers=busy, queue_length=len(self.queue), max_queue_size=self.queue.capacity,
+                         running_tasks=busy)
+
+    def worker_views(self) -> list[WorkerOut]:
+        now = time.monotonic()
+        return [WorkerOut(url=w.url, index=w.index, status=w.status, online=w.online, assigned=w.ticket is not None,
+                          request_type=w.ticket.request_type if w.ticket else None,
+                          session_id=w.ticket.session_id if w.ticket else None,
+                          busy_for_s=round(now - w.busy_since, 1) if w.ticket else None, paused=w.paused,
+                          cached_prefix_hashes=len(w.cached_prefix_hashes),
+                          last_health_s_ago=round(now - w.last_health, 1) if w.last_health else None)
+                for w in self.workers]
+
+    def running(self) -> list[RunningTaskOut]:
+        now = time.monotonic()
+        return [RunningTaskOut(worker_url=w.url, request_type=w.ticket.request_type, session_id=w.ticket.session_id,
+                               elapsed_s=round(now - w.busy_since, 1),
+                               estimated_remaining_s=round(self.eta.remaining(w.ticket.request_type, now - w.busy_since), 1))
+                for w in self.workers if w.ticket is not None]
+
+    def queue_items(self, reveal_ids: bool) -> list[QueueItemOut]:
+        items = list(self.queue)
+        etas, _ = self._layout([t.request_type for t in items])
+        now = time.monotonic()
+        return [QueueItemOut(ticket_id=t.ticket_id if reveal_ids else t.public_id, request_type=t.request_type,
+                             session_id=t.session_id if reveal_ids else None, position=i + 1,
+                             estimated_wait_s=round(etas[i], 1), waited_s=round(now - t.enqueued_at, 1))
+                for i, t in enumerate(items)]

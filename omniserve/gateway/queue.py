@@ -1,0 +1,176 @@
+"""One FIFO queue for every request type, with contiguous 1-based positions and ETAs.
+
+A waiting client's handler owns a ``Ticket`` and sleeps on its event; the queue wakes it when its
+position/ETA changed (``update``) or when a worker was assigned (``worker``). Positions are
+computed in one O(n) pass by a single broadcaster task — at most every ``min_gap`` after a
+change, and at least every ``interval`` (the protocol's 3 s promise) — never per event, so
+enqueueing 10,000 clients stays O(1) each. A newcomer's first position is simply the queue length,
+and its ETA comes from the tail of the last layout (``_Tail``), so ``queued`` is also O(log w).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    def __init__(self, capacity: int) -> None:
+        super().__init__(f"Queue full ({capacity} requests)")
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One waiting request. ``ticket_id`` is a secret: knowing it lets its holder cancel it."""
+
+    request_type: str
+    session_id: Optional[str] = None
+    prefix_hashes: list[str] = field(default_factory=list)      # chat affinity
+    ticket_id: str = field(default_factory=lambda: "tk_" + secrets.token_urlsafe(16))
+    enqueued_at: float = field(default_factory=time.monotonic)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    position: int = 0
+    estimated_wait_s: float = 0.0
+    queue_length: int = 0
+    worker: Any = None              # the WorkerState once assigned
+    cancelled: Optional[str] = None  # reason, once removed without a worker
+    update_seq: int = 0             # bumped by every broadcast that touched this ticket
+
+    @property
+    def public_id(self) -> str:
+        """What non-admins see in listings (cannot be used to cancel)."""
+        return "pub_" + hashlib.sha256(self.ticket_id.encode()).hexdigest()[:12]
+
+    @property
+    def waiting(self) -> bool:
+        return self.worker is None and self.cancelled is None
+
+
+class _Tail:
+    """Worker free-times after laying out the whole queue (seconds from ``t0``)."""
+
+    def __init__(self, heap: list[float], t0: float) -> None:
+        self.heap, self.t0 = heap, t0
+
+
+class WaitQueue:
+    """Insertion-ordered tickets (a dict is an O(1)-removal ordered set)."""
+
+    def __init__(self, capacity: int, interval_s: float = 2.0, min_gap_s: float = 0.2) -> None:
+        self.capacity = capacity
+        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
+        self._items: dict[str, Ticket] = {}
+        self._tail: Optional[_Tail] = None
+        self._changed = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+        # set by the pool: (free_in_s list for usable workers, estimate(type) fn)
+        self.layout: Callable[[list[str]], tuple[list[float], list[float]]] = lambda types: ([0.0] * len(types), [0.0])
+        self.estimate: Callable[[str], float] = lambda t: 0.0
+        self.broadcasts = 0
+
+    # ------------------------------------------------------------------ order
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Ticket]:
+        return iter(list(self._items.values()))
+
+    def get(self, ticket_id: str) -> Optional[Ticket]:
+        return self._items.get(ticket_id)
+
+    def head(self) -> Optional[Ticket]:
+        return next(iter(self._items.values()), None)
+
+    def enqueue(self, ticket: Ticket) -> Ticket:
+        """Append at the tail (never ahead of anyone). Raises QueueFull."""
+        if len(self._items) >= self.capacity:
+            raise QueueFull(self.capacity)
+        self._items[ticket.ticket_id] = ticket
+        ticket.position = len(self._items)
+        ticket.queue_length = len(self._items)
+        ticket.estimated_wait_s = self._tail_eta(ticket.request_type)
+        self._changed.set()
+        return ticket
+
+    def remove(self, ticket: Ticket, reason: Optional[str] = None) -> bool:
+        """Take a ticket out (assigned, cancelled or gone). Wakes its owner."""
+        if self._items.pop(ticket.ticket_id, None) is None:
+            return False
+        if reason is not None and ticket.worker is None:
+            ticket.cancelled = reason
+        self._tail = None
+        self._changed.set()
+        ticket.event.set()
+        return True
+
+    def invalidate(self) -> None:
+        """Worker capacity or estimates changed: ETAs must be recomputed soon."""
+        self._tail = None
+        self._changed.set()
+
+    # -------------------------------------------------------------- positions
+    def _tail_eta(self, request_type: str) -> float:
+        now = time.monotonic()
+        if self._tail is None:
+            types = [t.request_type for t in self._items.values()]
+            etas, heap = self.layout(types[:-1])
+            heapq.heapify(heap)
+            self._tail = _Tail(heap, now)
+        tail = self._tail
+        start = heapq.heappop(tail.heap) if tail.heap else 0.0
+        heapq.heappush(tail.heap, start + self.estimate(request_type))
+        return max(0.0, start - (now - tail.t0))
+
+    def refresh(self) -> None:
+        """One O(n) pass: positions 1..n and ETAs for everyone; wake each waiter."""
+        items = list(self._items.values())
+        etas, heap = self.layout([t.request_type for t in items])
+        heapq.heapify(heap)
+        self._tail = _Tail(heap, time.monotonic())
+        n = len(items)
+        for i, t in enumerate(items):
+            t.position, t.estimated_wait_s, t.queue_length = i + 1, round(etas[i], 1), n
+            t.update_seq += 1
+            t.event.set()
+        self.broadcasts += 1
+
+    async def run(self) -> None:
+        """The broadcaster: after a change (but not more often than ``min_gap``), and every ``interval``."""
+        last = time.monotonic()
+        while True:
+            timeout = max(0.0, self.interval_s - (time.monotonic() - last))
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            last = time.monotonic()
+            if self._items:
+                try:
+                    self.refresh()
+                except Exception:  # never let the broadcaster die
+                    log.exception("queue refresh failed")
+            spent = time.monotonic() - last
+            # a big queue costs more per pass: keep broadcasting at most ~20% of the time
+            await asyncio.sleep(max(self.min_gap_s, 4 * spent))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="queue-broadcaster")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None

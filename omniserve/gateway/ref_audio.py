@@ -1,0 +1,147 @@
+"""RefAudioRegistry: uploaded reference voices, stored as 16 kHz mono WAV in ``<data_dir>/ref_audio``.
+
+Uploads are size- and duration-capped and decoded off the event loop: WAV/FLAC/OGG through
+``omniserve.audio.read_audio_bytes``; browser WebM/Opus (and anything else) through an ``ffmpeg``
+subprocess when ffmpeg is installed. Names are validated (a short allow-listed alphabet) and
+HTML-escaped on output; ids are random and checked against a strict pattern before any file use.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..audio import IN_RATE, AudioError, decode_f32, read_audio_bytes, to_wav_bytes
+from ..protocol.rest import RefAudioOut
+from .presets import DEFAULT_VOICE
+
+NAME_RE = re.compile(r"^[\w .\-()]{1,64}$")
+ID_RE = re.compile(r"^ra_[0-9a-f]{16}$")
+DEFAULT_ID = "default"
+
+
+class RefAudioError(ValueError):
+    """An upload that cannot be accepted; the text says why (HTTP 400/413)."""
+
+
+class RefAudioRegistry:
+    def __init__(self, folder: Path, max_bytes: int, max_seconds: float) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self._index_path = folder / "index.json"
+        self._lock = threading.Lock()
+        self._items: dict[str, dict] = {}
+        if self._index_path.is_file():
+            try:
+                self._items = {k: v for k, v in json.loads(self._index_path.read_text()).items() if ID_RE.match(k)}
+            except Exception:
+                self._items = {}
+
+    # ------------------------------------------------------------------ read
+    def list(self) -> list[RefAudioOut]:
+        out = [RefAudioOut(id=DEFAULT_ID, name="Default voice", duration_s=_wav_seconds(DEFAULT_VOICE),
+                           created_at=0.0, builtin=True)]
+        for k, v in sorted(self._items.items(), key=lambda kv: kv[1]["created_at"]):
+            out.append(RefAudioOut(id=k, name=html.escape(v["name"]), duration_s=v["duration_s"],
+                                   created_at=v["created_at"]))
+        return out
+
+    def path(self, ref_id: str) -> Optional[Path]:
+        if ref_id == DEFAULT_ID:
+            return DEFAULT_VOICE
+        if not ID_RE.match(ref_id) or ref_id not in self._items:
+            return None
+        p = (self.folder / f"{ref_id}.wav").resolve()
+        return p if p.is_relative_to(self.folder.resolve()) and p.is_file() else None
+
+    # ----------------------------------------------------------------- write
+    async def add(self, name: str, data: bytes, fmt: Optional[str] = None) -> RefAudioOut:
+        name = name.strip()
+        if not NAME_RE.match(name):
+            raise RefAudioError("name: 1-64 letters, digits, spaces or . - _ ( )")
+        if not data:
+            raise RefAudioError("empty upload")
+        if len(data) > self.max_bytes:
+            raise RefAudioError(f"file too large ({len(data)} bytes, max {self.max_bytes})")
+        pcm = await self._decode(data, fmt)
+        seconds = pcm.size / IN_RATE
+        if seconds < 0.5:
+            raise RefAudioError(f"audio too short ({seconds:.2f} s, min 0.5 s)")
+        if seconds > self.max_seconds:
+            raise RefAudioError(f"audio too long ({seconds:.1f} s, max {self.max_seconds:.0f} s)")
+        ref_id = "ra_" + secrets.token_hex(8)
+        wav = await asyncio.to_thread(to_wav_bytes, pcm, IN_RATE)
+        await asyncio.to_thread(self._store, ref_id, name, wav, seconds)
+        return RefAudioOut(id=ref_id, name=html.escape(name), duration_s=round(seconds, 2), created_at=time.time())
+
+    def _store(self, ref_id: str, name: str, wav: bytes, seconds: float) -> None:
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"{ref_id}.wav").write_bytes(wav)
+            self._items[ref_id] = {"name": name, "duration_s": round(seconds, 2), "created_at": time.time()}
+            self._save()
+
+    def delete(self, ref_id: str) -> bool:
+        if not ID_RE.match(ref_id):
+            return False
+        with self._lock:
+            if self._items.pop(ref_id, None) is None:
+                return False
+            (self.folder / f"{ref_id}.wav").unlink(missing_ok=True)
+            self._save()
+        return True
+
+    def _save(self) -> None:
+        tmp = self._index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._items, indent=1))
+        os.replace(tmp, self._index_path)
+
+    # ---------------------------------------------------------------- decode
+    async def _decode(self, data: bytes, fmt: Optional[str]) -> np.ndarray:
+        if fmt == "pcm_f32":
+            import base64
+            try:
+                return await asyncio.to_thread(decode_f32, base64.b64encode(data).decode())
+            except AudioError as e:
+                raise RefAudioError(str(e)) from None
+        try:
+            return await asyncio.to_thread(read_audio_bytes, data, IN_RATE)
+        except AudioError as first:
+            if shutil.which("ffmpeg") is None:
+                raise RefAudioError(f"{first} (install ffmpeg for WebM/Opus/MP3)") from None
+            return await self._ffmpeg(data)
+
+    async def _ffmpeg(self, data: bytes) -> np.ndarray:
+        proc = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+            "-t", str(self.max_seconds + 1), "-ac", "1", "-ar", str(IN_RATE), "-f", "f32le", "pipe:1",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(data), timeout=30)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RefAudioError("audio decoding timed out") from None
+        if proc.returncode != 0 or not out:
+            raise RefAudioError("cannot decode audio file: " + err.decode(errors="replace").strip()[-200:])
+        return np.frombuffer(out[: len(out) // 4 * 4], dtype="<f4").astype(np.float32)
+
+
+def _wav_seconds(path: Path) -> float:
+    try:
+        import soundfile as sf
+        info = sf.info(str(path))
+        return round(info.frames / info.samplerate, 2)
+    except Exception:
+        return 0.0

@@ -1,0 +1,167 @@
+"""Pydantic models of the gateway's REST bodies (PROTOCOL.md, "REST (gateway)").
+
+Shared by the gateway (validation, responses) and Python clients/tests. Request bodies reject
+unknown fields so that a typo is an error (422), not a silently ignored setting.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .messages import REQUEST_TYPES
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------ status / queue
+
+class StatusOut(BaseModel):
+    total_workers: int
+    idle_workers: int
+    busy_workers: int
+    queue_length: int
+    max_queue_size: int
+    running_tasks: int
+
+
+class WorkerOut(BaseModel):
+    url: str
+    index: int
+    status: str                    # offline | loading | idle | busy_* | duplex_* | error
+    online: bool
+    assigned: bool
+    request_type: Optional[str] = None
+    session_id: Optional[str] = None
+    busy_for_s: Optional[float] = None
+    paused: bool = False
+    cached_prefix_hashes: int = 0
+    last_health_s_ago: Optional[float] = None
+
+
+class QueueItemOut(BaseModel):
+    ticket_id: str
+    request_type: str
+    session_id: Optional[str] = None
+    position: int
+    estimated_wait_s: float
+    waited_s: float
+
+
+class RunningTaskOut(BaseModel):
+    worker_url: str
+    request_type: str
+    session_id: Optional[str] = None
+    elapsed_s: float
+    estimated_remaining_s: float
+
+
+class QueueOut(BaseModel):
+    queue_length: int
+    items: list[QueueItemOut]
+    running_tasks: list[RunningTaskOut]
+
+
+# ------------------------------------------------------------------------- ETA
+
+class EtaConfig(BaseModel):
+    """Per-type estimates (seconds) and the EMA that replaces them once enough samples exist."""
+
+    eta_chat_s: float = Field(15.0, ge=0)
+    eta_half_duplex_s: float = Field(180.0, ge=0)
+    eta_audio_duplex_s: float = Field(120.0, ge=0)
+    eta_omni_duplex_s: float = Field(90.0, ge=0)
+    eta_ema_alpha: float = Field(0.3, gt=0, le=1)
+    eta_ema_min_samples: int = Field(3, ge=1)
+
+    def base_for(self, request_type: str) -> float:
+        return {
+            "chat": self.eta_chat_s,
+            "half_duplex_audio": self.eta_half_duplex_s,
+            "audio_duplex": self.eta_audio_duplex_s,
+            "omni_duplex": self.eta_omni_duplex_s,
+        }[request_type]
+
+
+class EtaConfigUpdate(_Body):
+    """Partial update: only the given fields change (all validated like ``EtaConfig``)."""
+
+    eta_chat_s: Optional[float] = Field(None, ge=0)
+    eta_half_duplex_s: Optional[float] = Field(None, ge=0)
+    eta_audio_duplex_s: Optional[float] = Field(None, ge=0)
+    eta_omni_duplex_s: Optional[float] = Field(None, ge=0)
+    eta_ema_alpha: Optional[float] = Field(None, gt=0, le=1)
+    eta_ema_min_samples: Optional[int] = Field(None, ge=1)
+
+
+class EtaOut(EtaConfig):
+    ema_s: dict[str, Optional[float]] = Field(default_factory=dict)
+    samples: dict[str, int] = Field(default_factory=dict)
+    effective_s: dict[str, float] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ apps
+
+class AppOut(BaseModel):
+    app_id: str
+    name: str
+    path: str
+    enabled: bool
+
+
+class AppUpdate(_Body):
+    enabled: bool
+
+
+# ------------------------------------------------------------------- ref audio
+
+class RefAudioOut(BaseModel):
+    id: str
+    name: str
+    duration_s: float
+    created_at: float
+    builtin: bool = False
+
+
+class RefAudioUpload(_Body):
+    """JSON upload: ``data`` is the base64 of a WAV/FLAC/OGG/WebM file (or of raw f32 PCM when
+    ``format`` is ``"pcm_f32"``). The raw-body form (``?name=``) takes the file bytes directly."""
+
+    name: str = Field(min_length=1, max_length=64)
+    data: str = Field(min_length=1)
+    format: Optional[str] = None
+
+    @field_validator("name")
+    @classmethod
+    def _clean(cls, v: str) -> str:
+        v = v.strip()
+        if not v or any(ord(c) < 32 for c in v):
+            raise ValueError("name must be printable text")
+        return v
+
+
+# ------------------------------------------------------------------- workers
+
+class WorkerRegister(_Body):
+    url: str = Field(min_length=1, max_length=512)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("url must start with http:// or https://")
+        return v
+
+
+# ------------------------------------------------------------------- sessions
+
+class CommentIn(_Body):
+    text: str = Field(min_length=1, max_length=4000)
+    rating: Optional[int] = Field(None, ge=1, le=5)
+
+
+def request_type_ok(t: str) -> bool:
+    return t in REQUEST_TYPES

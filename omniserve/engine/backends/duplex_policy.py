@@ -1,0 +1,293 @@
+"""Full duplex on the embedded cascade: decide, every unit of audio, whether to listen or speak.
+
+A cascade has no listen/speak tokens, so the decision is a small policy over Silero VAD run on
+every 512-sample window of the unit:
+
+- **listen** while the user speaks (an utterance opens after ~190 ms of speech); a background
+  thread transcribes the growing utterance with Whisper tiny.en for live captions;
+- **end of turn** once the utterance is followed by ``END_SILENCE_MS`` of silence (scaled by
+  ``listen_prob_scale``) — then the reply starts in the background (final ASR, prefill of only the
+  new tokens, LLM → sentence splitter → TTS) and the units hand it out: at most
+  ``max_new_speak_tokens_per_chunk`` tokens of text and about ``chunk_ms`` of audio per unit;
+- **barge-in**: user speech while a reply is pending or being spoken cancels it at once (buffers
+  dropped, ``end_of_turn``), and the interrupting speech becomes the next utterance.
+
+The unit call itself only runs VAD and moves buffers (a few ms); everything heavy runs in
+background threads, so a unit keeps pace with real time. Memory stays bounded for hour-long
+sessions: the utterance is capped, the conversation is a sliding window, buffers are per reply.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+
+from ..api import DuplexSettings, EngineInputError, GenerationParams, UnitResult, Voice
+from ..conversation import Conversation
+from ..media import check_audio, check_image
+from ..params import DEFAULT_SYSTEM, check_generation
+from .reply import SpokenReply
+
+WINDOW = 512
+WINDOW_MS = WINDOW * 1000 / 16000          # 32 ms
+SPEECH_P, SILENCE_P = 0.5, 0.35            # Silero hysteresis
+START_MS = 190                             # this much speech opens an utterance (and barges in)
+END_SILENCE_MS = 480                       # silence after speech that ends the user's turn
+MIN_UTTERANCE_MS = 250                     # shorter voiced time is noise: no reply
+MAX_UTTERANCE_S = 30.0                     # a longer monologue is answered at this point
+PREROLL_MS = 400
+FRAME_EVERY_S = 3.0                        # re-describe the camera at most this often
+REPLY_MAX_TOKENS = 120
+AUDIO_LEAD_MS = 200                        # extra audio on a reply's first speaking unit
+FINAL_ASR_FAST = True                      # tiny.en for the final transcript too: ~3x faster than base
+
+
+def check_duplex_settings(cfg: DuplexSettings) -> DuplexSettings:
+    if cfg.sample_rate != 16000:
+        raise EngineInputError(f"duplex sample_rate must be 16000, got {cfg.sample_rate}")
+    if not 100 <= int(cfg.chunk_ms) <= 5000:
+        raise EngineInputError(f"chunk_ms must be between 100 and 5000, got {cfg.chunk_ms}")
+    if int(cfg.force_listen_count) < 0:
+        raise EngineInputError(f"force_listen_count must be >= 0, got {cfg.force_listen_count}")
+    if int(cfg.max_new_speak_tokens_per_chunk) < 1:
+        raise EngineInputError(f"max_new_speak_tokens_per_chunk must be >= 1, got {cfg.max_new_speak_tokens_per_chunk}")
+    if not 0.0 < float(cfg.listen_prob_scale) <= 10.0:
+        raise EngineInputError(f"listen_prob_scale must be in (0, 10], got {cfg.listen_prob_scale}")
+    check_generation(GenerationParams(REPLY_MAX_TOKENS, cfg.temperature, cfg.top_p, cfg.top_k, cfg.length_penalty))
+    return cfg
+
+
+class EmbeddedDuplex:
+    """``backends.base.DuplexSession`` for ``EmbeddedBackend``."""
+
+    def __init__(self, backend, system_prompt: str, voice: Voice, cfg: DuplexSettings) -> None:
+        self.b = backend
+        self.cfg = check_duplex_settings(cfg)
+        self.voice = voice
+        system = backend.spoken_style(system_prompt) if cfg.generate_audio else ((system_prompt or "").strip() or DEFAULT_SYSTEM)
+        if cfg.omni:
+            system += "\nYou also see through the user's camera: what it shows is given as (Camera: ...)."
+        self.conv = Conversation(system)
+        self.params = GenerationParams(REPLY_MAX_TOKENS, cfg.temperature, cfg.top_p, cfg.top_k, cfg.length_penalty)
+        self.vad = backend.vad.fork()
+        self.end_silence_ms = END_SILENCE_MS * min(max(float(cfg.listen_prob_scale), 0.25), 4.0)
+        self.out_chunk = int(cfg.chunk_ms) * 24
+        self._jobs = ThreadPoolExecutor(1, thread_name_prefix="duplex-bg")
+        self._lock = threading.Lock()                  # conversation + shared captions
+        self._units = 0
+        self._pending = np.zeros(0, np.float32)
+        self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=int(PREROLL_MS / WINDOW_MS))
+        self._run_ms = 0.0
+        self._in_speech = False
+        self._utt: list[np.ndarray] = []
+        self._voiced_ms = 0.0
+        self._silence_ms = 0.0
+        self._partial: Optional[Future] = None
+        self._caption = ""                             # latest words heard (partial or final)
+        self._reported = ""
+        self._frame: Optional[bytes] = None
+        self._frame_job: Optional[Future] = None
+        self._frame_at = -1e9
+        self._frame_desc = ""
+        self._reply: Optional[SpokenReply] = None
+        self._emitted = False
+        self._llm_seen = self._tts_seen = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> int:
+        return self.b.prefill(self.conv.messages()).input_tokens
+
+    def close(self) -> None:
+        self._closed = True
+        if self._reply is not None:
+            self._reply.cancel(wait=0)
+            self._reply = None
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._utt.clear()
+        self._preroll.clear()
+
+    def kv_cache_length(self) -> int:
+        return self.b.cache_length()
+
+    # ------------------------------------------------------------------ one unit
+    def unit(self, audio: np.ndarray, frames: Optional[list[bytes]], force_listen: bool) -> UnitResult:
+        t0 = time.perf_counter()
+        if self._closed:
+            raise EngineInputError("this duplex session is closed; prepare a new one")
+        pcm = check_audio(audio, self.cfg.sample_rate, what="audio chunk", max_seconds=10.0)
+        frame = check_image(frames[-1], what="camera frame") if frames else None
+        index, self._units = self._units, self._units + 1
+        forced = bool(force_listen) or index < int(self.cfg.force_listen_count)
+        if frame is not None and self.cfg.omni:
+            self._maybe_describe(frame, index)
+
+        tv = time.perf_counter()
+        barge = self._scan(pcm)
+        vad_ms = (time.perf_counter() - tv) * 1000
+
+        res = UnitResult(is_listen=True)
+        reply = self._reply
+        if reply is not None and (barge or reply.cancelled):
+            res.end_of_turn = self._emitted          # the reply is cut: tell the client to stop playing
+            reply.cancel(wait=0)
+            self._reply = None
+        elif reply is not None and not forced:
+            self._drain(reply, res)
+        elif reply is None and self._in_speech and not forced:
+            self._maybe_end_turn()
+        if self._reply is None and self._in_speech:
+            self._maybe_partial()
+        res.user_text = self._new_caption()
+        res.kv_cache_length = self.b.cache_length()
+        res.timings = self._timings(reply, vad_ms, t0)
+        return res
+
+    # ------------------------------------------------------------------ listening
+    def _scan(self, pcm: np.ndarray) -> bool:
+        """VAD over the unit at the native window; True when user speech opens during a reply."""
+        buf = np.concatenate([self._pending, pcm]) if self._pending.size else pcm
+        n = buf.size - buf.size % WINDOW
+        self._pending = buf[n:].copy()
+        barge = False
+        for i in range(0, n, WINDOW):
+            w = buf[i:i + WINDOW]
+            p = self.vad.prob(w)
+            if p >= SPEECH_P:
+                self._run_ms += WINDOW_MS
+            elif p < SILENCE_P:
+                self._run_ms = 0.0
+            if not self._in_speech:
+                self._preroll.append(w)
+                if self._run_ms >= START_MS:
+                    self._open_utterance()
+                    barge = barge or self._reply is not None
+            else:
+                self._utt.append(w)
+                if p >= SPEECH_P:
+                    self._silence_ms = 0.0
+                    self._voiced_ms += WINDOW_MS
+                elif p < SILENCE_P:
+                    self._silence_ms += WINDOW_MS
+        return barge
+
+    def _open_utterance(self) -> None:
+        self._in_speech = True
+        self._utt = list(self._preroll)
+        self._preroll.clear()
+        self._voiced_ms = self._run_ms
+        self._silence_ms = 0.0
+
+    def _utterance_audio(self) -> np.ndarray:
+        return np.concatenate(self._utt) if self._utt else np.zeros(0, np.float32)
+
+    def _maybe_end_turn(self) -> None:
+        long = len(self._utt) * WINDOW_MS >= MAX_UTTERANCE_S * 1000
+        if self._silence_ms < self.end_silence_ms and not long:
+            return
+        audio = self._utterance_audio()
+        voiced = self._voiced_ms
+        self._in_speech = False
+        self._utt = []
+        self._run_ms = 0.0
+        if voiced >= MIN_UTTERANCE_MS:
+            self._start_reply(audio)
+
+    def _maybe_partial(self) -> None:
+        """Live caption: transcribe the growing utterance (last 10 s) when the worker is free."""
+        if self._partial is not None and not self._partial.done():
+            return
+        audio = self._utterance_audio()[-160000:]
+        if audio.size < 8000:
+            return
+
+        def job() -> None:
+            text = self.b.transcribe(audio, fast=True)
+            if text:
+                with self._lock:
+                    self._caption = text
+
+        self._partial = self._jobs.submit(job)
+
+    def _new_caption(self) -> str:
+        with self._lock:
+            if self._caption and self._caption != self._reported:
+                self._reported = self._caption
+                return self._caption
+        return ""
+
+    def _maybe_describe(self, frame: bytes, index: int) -> None:
+        now = index * self.cfg.chunk_ms / 1000
+        self._frame = frame
+        if now - self._frame_at < FRAME_EVERY_S or (self._frame_job is not None and not self._frame_job.done()):
+            return
+        self._frame_at = now
+
+        def job() -> None:
+            try:
+                desc = self.b.describe_image(frame)
+            except EngineInputError:
+                return
+            with self._lock:
+                self._frame_desc = desc
+
+        self._frame_job = self._jobs.submit(job)
+
+    # ------------------------------------------------------------------ speaking
+    def _start_reply(self, audio: np.ndarray) -> None:
+        state = {"user": False}
+
+        def before() -> bool:
+            heard = self.b.transcribe(audio, fast=FINAL_ASR_FAST).strip()
+            if not heard or self._closed:
+                return False
+            with self._lock:
+                self._caption = heard
+                user = heard + (f" (Camera: {self._frame_desc})" if self.cfg.omni and self._frame_desc else "")
+                self.conv.add("user", user)
+                state["user"] = True
+                budget = self.b.n_ctx - REPLY_MAX_TOKENS - 64
+                self.conv.fit(self.b.count_tokens, budget)
+                messages = self.conv.messages()
+            self.b.prefill(messages)
+            return True
+
+        def after(reply: SpokenReply) -> None:
+            if state["user"]:
+                said = reply.spoken if reply.cancelled else reply.text
+                with self._lock:
+                    self.conv.add("assistant", said.strip() or "…")
+
+        self._emitted = False
+        self._llm_seen = self._tts_seen = 0.0
+        self._reply = self.b.reply(self.params, speak=self.cfg.generate_audio, voice=self.voice,
+                                   before=before, after=after)
+
+    def _drain(self, reply: SpokenReply, res: UnitResult) -> None:
+        want = self.out_chunk + (0 if self._emitted else AUDIO_LEAD_MS * 24)
+        text, n, audio = reply.take(int(self.cfg.max_new_speak_tokens_per_chunk), want if self.cfg.generate_audio else 0)
+        res.text, res.n_tokens, res.audio = text, n, audio
+        res.n_tts_tokens = 0 if audio is None else audio.size // 960      # 40 ms frames
+        got = bool(text) or audio is not None
+        self._emitted = self._emitted or got
+        if reply.done:
+            res.end_of_turn = self._emitted
+            self._reply = None
+            if reply.error is not None and not isinstance(reply.error, EngineInputError):
+                raise RuntimeError(f"reply failed: {reply.error}") from reply.error
+        res.is_listen = not self._emitted
+
+    def _timings(self, reply: Optional[SpokenReply], vad_ms: float, t0: float) -> dict:
+        llm = tts = before = 0.0
+        if reply is not None:
+            llm, self._llm_seen = max(0.0, reply.llm_ms - self._llm_seen), reply.llm_ms
+            tts, self._tts_seen = max(0.0, reply.tts_ms - self._tts_seen), reply.tts_ms
+            before = reply.before_ms
+        return {"cost_vad_ms": round(vad_ms, 2), "cost_asr_ms": 0.0,
+                "cost_llm_ms": round(llm, 1), "cost_tts_ms": round(tts, 1),
+                "bg_asr_prefill_ms": round(before, 1),
+                "cost_all_ms": round((time.perf_counter() - t0) * 1000, 2)}

@@ -1,0 +1,222 @@
+"""A reply produced in the background: the LLM writes, a TTS thread speaks sentence by sentence.
+
+Two threads, so the first sentence is being spoken while the LLM still writes the second:
+
+    LLM thread ──text pieces──▶ buffer (read by the view)
+        └──sentences (first clause early)──▶ TTS thread ──audio──▶ buffer
+
+The view either iterates (chat, half-duplex: blocks until something arrives) or ``take``s what
+is ready without blocking (duplex: at most N tokens and one unit of audio per unit). ``cancel``
+stops both threads at their next token / sentence and drops what is buffered (barge-in, stop).
+"""
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from ..api import Delta
+from ..components.base import SamplingParams
+from ..components.text import SentenceSplitter, normalize_for_speech
+
+Synthesize = Callable[[str], np.ndarray]
+
+
+class SpokenReply:
+    """``base.ReplyStream`` over a ``LlamaLM`` (already prefilled) and an optional synthesizer."""
+
+    def __init__(self, llm, params: SamplingParams, *, synthesize: Optional[Synthesize],
+                 llm_lock: threading.RLock, before: Optional[Callable[[], None]] = None,
+                 stop_strings: tuple[str, ...] = (), after: Optional[Callable[["SpokenReply"], None]] = None) -> None:
+        self._llm = llm
+        self._params = params
+        self._synth = synthesize
+        self._llm_lock = llm_lock
+        self._before = before              # work to do first in the LLM thread (ASR + prefill); False = no reply
+        self._after = after                # bookkeeping at the end, still holding the LLM lock
+        self._stop_strings = stop_strings
+        self._cancel = threading.Event()
+        self._cond = threading.Condition()
+        self._text: collections.deque[str] = collections.deque()      # one entry per token
+        self._audio: collections.deque[np.ndarray] = collections.deque()
+        self._sentences: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._llm_done = False
+        self._tts_done = synthesize is None
+        self.error: Optional[BaseException] = None
+        self.text = ""
+        self.n_tokens = 0
+        self.n_pieces = 0                  # sentences sent to TTS
+        self.finish_reason = ""
+        self.started_at = time.monotonic()
+        self.first_token_at: Optional[float] = None
+        self.first_audio_at: Optional[float] = None
+        self.llm_ms = 0.0                  # compute time spent in the background so far
+        self.tts_ms = 0.0
+        self.before_ms = 0.0
+        self.spoken = ""                   # text already handed to the listener (duplex: what was said)
+        self._threads = [threading.Thread(target=self._run_llm, name="reply-llm", daemon=True)]
+        if synthesize is not None:
+            self._threads.append(threading.Thread(target=self._run_tts, name="reply-tts", daemon=True))
+
+    def start(self) -> "SpokenReply":
+        for t in self._threads:
+            t.start()
+        return self
+
+    # ----------------------------------------------------------------------- producers
+    def _run_llm(self) -> None:
+        splitter = SentenceSplitter()
+        try:
+            with self._llm_lock:
+                try:
+                    go = not self._cancel.is_set()
+                    if go and self._before is not None:
+                        t0 = time.monotonic()
+                        go = self._before() is not False
+                        self.before_ms = (time.monotonic() - t0) * 1000
+                    if go and not self._cancel.is_set():
+                        self._generate(splitter)
+                finally:
+                    if self._after is not None:
+                        self._after(self)
+        except BaseException as e:     # surfaced to the reader, never kills the process
+            self.error = e
+        finally:
+            if self._synth is not None:
+                if not self._cancel.is_set():
+                    for s in splitter.flush():
+                        self._speak(s)
+                self._sentences.put(None)
+            with self._cond:
+                self._llm_done = True
+                self._cond.notify_all()
+
+    def _generate(self, splitter: SentenceSplitter) -> None:
+        t0 = time.monotonic()
+        for tok, piece in self._llm.stream(self._params, stop=self._cancel, stop_strings=self._stop_strings):
+            with self._cond:
+                if self.first_token_at is None:
+                    self.first_token_at = time.monotonic()
+                self._text.append(piece)
+                self.text += piece
+                self.n_tokens += 1 if tok >= 0 else 0
+                self.llm_ms = (time.monotonic() - t0) * 1000
+                self._cond.notify_all()
+            if self._synth is not None and piece:
+                for s in splitter.push(piece):
+                    self._speak(s)
+        self.finish_reason = getattr(self._llm, "last_finish_reason", "")
+        self.llm_ms = (time.monotonic() - t0) * 1000
+
+    def _speak(self, sentence: str) -> None:
+        if normalize_for_speech(sentence):
+            self.n_pieces += 1
+            self._sentences.put(sentence)
+
+    def _run_tts(self) -> None:
+        try:
+            while not self._cancel.is_set():
+                s = self._sentences.get()
+                if s is None or self._cancel.is_set():
+                    break
+                t0 = time.monotonic()
+                audio = self._synth(s)
+                self.tts_ms += (time.monotonic() - t0) * 1000
+                if audio is not None and audio.size:
+                    with self._cond:
+                        if self.first_audio_at is None:
+                            self.first_audio_at = time.monotonic()
+                        self._audio.append(np.asarray(audio, np.float32))
+                        self._cond.notify_all()
+        except BaseException as e:
+            self.error = e
+        finally:
+            with self._cond:
+                self._tts_done = True
+                self._cond.notify_all()
+
+    # ----------------------------------------------------------------------- consumers
+    @property
+    def producing(self) -> bool:
+        return not (self._llm_done and self._tts_done)
+
+    @property
+    def done(self) -> bool:
+        with self._cond:
+            return self._llm_done and self._tts_done and not self._text and not self._audio
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __iter__(self) -> Iterator[Delta]:
+        return self.iterate()
+
+    def iterate(self, stop: Optional[threading.Event] = None) -> Iterator[Delta]:
+        """Deltas in order of production until the reply ends; a set ``stop`` cancels within ~50 ms."""
+        while True:
+            with self._cond:
+                while not self._text and not self._audio and not (self._llm_done and self._tts_done):
+                    if stop is not None and stop.is_set():
+                        break
+                    self._cond.wait(0.05)
+                text = "".join(self._text)
+                self._text.clear()
+                audio = list(self._audio)
+                self._audio.clear()
+                finished = self._llm_done and self._tts_done
+            if stop is not None and stop.is_set():
+                self.cancel()
+                return
+            if text:
+                yield Delta(text=text)
+            for a in audio:
+                yield Delta(audio=a)
+            if finished and not text and not audio:
+                if self.error is not None:
+                    raise self.error
+                return
+
+    def take(self, max_tokens: int, max_samples: int) -> tuple[str, int, Optional[np.ndarray]]:
+        """Non-blocking: at most ``max_tokens`` tokens of text and ``max_samples`` of audio."""
+        with self._cond:
+            n = min(len(self._text), max(0, max_tokens))
+            text = "".join(self._text.popleft() for _ in range(n))
+            self.spoken += text
+            parts: list[np.ndarray] = []
+            need = max(0, max_samples)
+            while need > 0 and self._audio:
+                a = self._audio[0]
+                if a.size <= need:
+                    parts.append(self._audio.popleft())
+                    need -= a.size
+                else:
+                    parts.append(a[:need])
+                    self._audio[0] = a[need:]
+                    need = 0
+        audio = np.concatenate(parts) if parts else None
+        return text, n, audio
+
+    def buffered_samples(self) -> int:
+        with self._cond:
+            return sum(a.size for a in self._audio)
+
+    def cancel(self, wait: float = 2.0) -> None:
+        """Stop producing, drop buffers, and wait (bounded) for the LLM to let go of the model."""
+        self._cancel.set()
+        self._sentences.put(None)
+        with self._cond:
+            self._text.clear()
+            self._audio.clear()
+            self._cond.notify_all()
+        for t in self._threads:
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(wait)
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        for t in self._threads:
+            t.join(timeout)

@@ -1,0 +1,77 @@
+"""Pick a shipped TTS voice for a reference recording: match, do not clone.
+
+The embedded engine cannot clone a voice. It measures the reference's median pitch (F0) and its
+speaking rate, picks the shipped voice nearest in pitch (on a log scale, which is how pitch is
+heard), and sets the speaking speed to bring that voice's rate toward the reference's. The
+result is a ``Voice`` whose name carries the speed: ``"kokoro:jf_alpha@1.10"``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .api import EngineInputError, Voice
+from .components.base import VoiceInfo
+from .components.voiceprint import median_pitch, speaking_rate
+
+MIN_REFERENCE_S = 1.0
+MAX_REFERENCE_S = 60.0
+SPEED_RANGE = (0.8, 1.25)
+
+
+def parse_voice(voice: Voice) -> tuple[str, float]:
+    """("piper:joe", 1.0) from a Voice name like "piper:joe" or "kokoro:jf_alpha@1.10"."""
+    name, _, speed = voice.name.partition("@")
+    try:
+        s = float(speed) if speed else 1.0
+    except ValueError:
+        raise EngineInputError(f"bad voice name {voice.name!r}") from None
+    if not math.isfinite(s) or not 0.5 <= s <= 2.0:
+        raise EngineInputError(f"bad voice speed in {voice.name!r}")
+    return name, s
+
+
+def check_reference(pcm16k: object) -> np.ndarray:
+    if not isinstance(pcm16k, np.ndarray) or pcm16k.dtype.kind != "f" or pcm16k.ndim != 1:
+        raise EngineInputError("reference audio must be mono float32 PCM at 16 kHz")
+    if pcm16k.size == 0:
+        raise EngineInputError("reference audio is empty")
+    if not np.isfinite(pcm16k).all():
+        raise EngineInputError("reference audio contains NaN or infinite samples")
+    seconds = pcm16k.size / 16000
+    if seconds < MIN_REFERENCE_S:
+        raise EngineInputError(f"reference audio is too short ({seconds:.1f} s); give at least {MIN_REFERENCE_S:.0f} s of speech")
+    if seconds > MAX_REFERENCE_S:
+        pcm16k = pcm16k[: int(MAX_REFERENCE_S * 16000)]
+    if float(np.max(np.abs(pcm16k))) < 1e-3:
+        raise EngineInputError("reference audio is silent")
+    return pcm16k.astype(np.float32, copy=False)
+
+
+def match_voice(pcm16k: np.ndarray, voices: Sequence[VoiceInfo]) -> Voice:
+    """The shipped voice closest to the reference in pitch, at a speed near its rate."""
+    pcm = check_reference(pcm16k)
+    pitch = median_pitch(pcm, 16000)
+    if pitch <= 0:
+        raise EngineInputError("no voiced speech found in the reference audio")
+    rate = speaking_rate(pcm, 16000)
+    usable = [v for v in voices if v.pitch_hz > 0]
+    if not usable:
+        raise EngineInputError("no TTS voice is available to match")
+    best = min(usable, key=lambda v: _distance(pitch, rate, v))
+    speed = 1.0
+    if rate > 0 and best.rate_sps > 0:
+        speed = min(max(rate / best.rate_sps, SPEED_RANGE[0]), SPEED_RANGE[1])
+    name = best.name if abs(speed - 1.0) < 0.03 else f"{best.name}@{speed:.2f}"
+    desc = (f"matched (not cloned): reference {pitch:.0f} Hz, {rate:.1f} syll/s → {best.name} "
+            f"({best.pitch_hz:.0f} Hz) at speed {speed:.2f}")
+    return Voice(name, desc)
+
+
+def _distance(pitch: float, rate: float, v: VoiceInfo) -> float:
+    d = abs(math.log2(pitch / v.pitch_hz))          # octaves apart
+    if rate > 0 and v.rate_sps > 0:
+        d += 0.1 * abs(math.log2(rate / v.rate_sps))  # rate matters less: speed can fix it
+    return d

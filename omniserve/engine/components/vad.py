@@ -103,6 +103,7 @@ class VadSegmenter:
         self._last_speech_end = 0
         self.speaking = False                      # speech_start emitted, speech_end not yet
         self.last_prob = 0.0
+        self.last_segment_ms: Optional[tuple[float, float]] = None   # (start, end) of the last padded segment in the stream
 
     # ---------------------------------------------------------------- state
     @property
@@ -183,6 +184,7 @@ class VadSegmenter:
         whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         seg = whole[a - self._audio_start:b - self._audio_start].astype(np.float32, copy=True)
         self._last_speech_end = end
+        self.last_segment_ms = (a * 1000 / SAMPLE_RATE, b * 1000 / SAMPLE_RATE)
         self._start = self._temp_end = None
         self.speaking = False
         return VadEvent("speech_end", segment=seg, speech_duration_ms=seg.size * 1000 / SAMPLE_RATE)

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                              "max_queue_size": args.max_queue_size}}
     settings = load_settings(args.config, overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     raise_fd_limit()
     s = settings.gateway
     app = create_app(settings)

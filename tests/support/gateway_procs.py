@@ -1,0 +1,121 @@
+"""Real processes on loopback for gateway tests and the gateway bench: fake workers and a gateway.
+
+``start_fake_worker(port, *flags)`` runs ``tests/support/fake_worker.py``; ``start_gateway`` runs
+``python -m omniserve.cli gateway --http`` with a temporary data folder and short intervals, and
+waits until it answers ``/health`` (and optionally until ``n_ready`` workers are ready).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@dataclass
+class GatewayProc(Proc):
+    data_dir: Path = field(default_factory=Path)
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin_token").read_text().strip()
+
+    @property
+    def admin(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            httpx.get(url, timeout=1, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def start_fake_worker(tmp: Path, *flags: str, port: Optional[int] = None) -> Proc:
+    port = port or free_port()
+    log = tmp / f"fake_worker_{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_worker", "--port", str(port), *flags],
+                            cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    p = Proc(proc, port, log)
+    _wait_http(p.url + "/health", proc, log, 20)
+    return p
+
+
+def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional[dict] = None,
+                  *flags: str) -> GatewayProc:
+    port = free_port()
+    data = tmp / "gw_data"
+    log = tmp / f"gateway_{port}.log"
+    e = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__HEALTH_INTERVAL_S="0.3",
+             OMNISERVE_GATEWAY__QUEUE_UPDATE_INTERVAL_S="2.0")
+    e.update(env or {})
+    cmd = [sys.executable, "-m", "omniserve.cli", "gateway", "--http", "--host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data), "--log-level", "warning", *flags]
+    if workers:
+        cmd += ["--workers", ",".join(workers)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=e, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    g = GatewayProc(proc, port, log, data)
+    _wait_http(g.url + "/health", proc, log, 30)
+    if n_ready:
+        wait_ready(g, n_ready)
+    return g
+
+
+def wait_ready(g: Proc, n: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    last: dict = {}
+    while time.monotonic() < deadline:
+        last = httpx.get(g.url + "/health", timeout=2, trust_env=False).json()
+        if last.get("workers_ready", 0) >= n:
+            return last
+        time.sleep(0.1)
+    raise TimeoutError(f"gateway never had {n} ready workers: {last}")

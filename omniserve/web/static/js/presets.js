@@ -55,7 +55,8 @@ export class PresetPicker {
     this.select.closest("label").hidden = !this.presets.length;
     if (!this.textarea.value.trim()) {
       const d = await frontendDefaults();
-      const prompt = d && (d[this.mode]?.system_prompt ?? d.system_prompts?.[this.mode] ?? d.system_prompt);
+      const key = this.mode === "turnbased" ? "chat" : this.mode;   // /api/frontend_defaults calls it "chat"
+      const prompt = d && (d[key]?.system_prompt ?? d[this.mode]?.system_prompt);
       const first = this.presets[0];
       const text = typeof prompt === "string" && prompt ? prompt : first ? presetText(first) : "";
       if (text) { this.textarea.value = text; this.textarea.dispatchEvent(new Event("change")); }

@@ -91,9 +91,9 @@ def start_fake_worker(tmp: Path, *flags: str, port: Optional[int] = None) -> Pro
 
 
 def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional[dict] = None,
-                  *flags: str) -> GatewayProc:
+                  *flags: str, data_dir: Optional[Path] = None) -> GatewayProc:
     port = free_port()
-    data = tmp / "gw_data"
+    data = data_dir or tmp / "gw_data"
     log = tmp / f"gateway_{port}.log"
     e = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__HEALTH_INTERVAL_S="0.3",
              OMNISERVE_GATEWAY__QUEUE_UPDATE_INTERVAL_S="2.0")

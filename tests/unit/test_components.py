@@ -284,3 +284,12 @@ def test_vision_downscales_large_images_and_sees_dark_scenes(vision):
 def test_vision_rejects_bad_images(vision, data, message):
     with pytest.raises(EngineInputError, match=message):
         vision.describe(data)
+
+
+def test_ocr_respacing_of_run_together_words():
+    from omniserve.engine.components.vision import _respace
+
+    box = lambda x0, x1: [[x0, 0], [x1, 0], [x1, 40], [x0, 40]]   # noqa: E731
+    xs = [(0, 40), (40, 80), (80, 120), (120, 160), (175, 215), (215, 255), (275, 315), (315, 355)]
+    assert _respace([box(*x) for x in xs], list("OPEN24HO")) == "OPEN 24 HO"
+    assert _respace([box(*x) for x in xs[:4]], list("EXIT")) == ""          # short: left alone

@@ -161,16 +161,21 @@ class FakeWorker:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    fw = FakeWorker(args)
-    async with serve(fw.handler, "127.0.0.1", args.port, process_request=fw.process_request,
-                     max_size=None, compression=None, ping_interval=None):
-        print(f"fake worker on 127.0.0.1:{args.port}", flush=True)
-        await asyncio.Future()
+    """One fake worker per port (``--ports`` runs many in one process, for benchmarks)."""
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else [args.port]
+    servers = []
+    for i, port in enumerate(ports):
+        fw = FakeWorker(argparse.Namespace(**{**vars(args), "index": args.index + i}))
+        servers.append(await serve(fw.handler, "127.0.0.1", port, process_request=fw.process_request,
+                                   max_size=None, compression=None, ping_interval=None))
+    print(f"fake worker(s) on 127.0.0.1:{','.join(map(str, ports))}", flush=True)
+    await asyncio.Future()
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int)
+    p.add_argument("--ports", help="comma-separated ports: one independent fake worker on each")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--chat-delay", type=float, default=0.2, help="seconds between the first chunk and done")
     p.add_argument("--prefill-per-msg", type=float, default=0.0)

@@ -222,6 +222,13 @@ def centerface_dynamic_path(cache: Optional[str] = None) -> Path:
     return out
 
 
+def _measure_voices(cache: Optional[str]) -> Path:
+    from .components.tts import measure_voices
+
+    measure_voices(cache)
+    return cache_dir(cache) / "voices.json"
+
+
 def verify_all(cache: Optional[str] = None) -> dict[str, bool]:
     """Re-hash the joined files (slow; for diagnostics)."""
     return {"qwen": _sha256(qwen_gguf_path(cache)) == QWEN_SHA256,
@@ -246,7 +253,8 @@ def prepare(cache: Optional[str] = None, out=sys.stderr) -> None:
              ("Silero VAD", silero_onnx_path),
              ("Piper joe voice", lambda: piper_voice_paths()[0]),
              ("Kokoro-82M", lambda: kokoro_model_path(cache)),
-             ("CenterFace", lambda: centerface_dynamic_path(cache))]
+             ("CenterFace", lambda: centerface_dynamic_path(cache)),
+             ("TTS voice profiles", lambda: _measure_voices(cache))]
     for label, fn in steps:
         t = time.monotonic()
         path = fn()

@@ -239,6 +239,22 @@ def _cut(phonemes: str, limit: int) -> tuple[str, str]:
     return phonemes[:cut].strip(), phonemes[cut:].strip()
 
 
+def measure_voices(cache_dir: Optional[str] = None) -> int:
+    """Measure the pitch and rate of every shipped voice not yet in ``voices.json`` (setup time,
+    so the first worker start does not spend ~10 s on it). Returns how many were measured."""
+    from .. import models
+
+    with np.load(models.kokoro_data_dir() / "voices_ja.npz") as npz:
+        kokoro = [f"kokoro:{k}" for k in npz.files]
+    known = _catalog(cache_dir)._data
+    missing = [v for v in [PiperTTS.VOICE, *kokoro] if v not in known]
+    if PiperTTS.VOICE in missing:
+        PiperTTS(cache_dir=cache_dir).voices()
+    if any(v.startswith("kokoro:") for v in missing):
+        KokoroTTS(cache_dir=cache_dir).voices()
+    return len(missing)
+
+
 TTS_ENGINES = ("piper", "kokoro")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -85,7 +86,9 @@ class LlamaLM:
 
         Deterministic: the same messages always render the same text, and a conversation's
         rendering is a prefix of the rendering after one more turn — which is what prefix reuse
-        across turns relies on.
+        across turns relies on. Control-token look-alikes in the contents ("<|im_start|>") are
+        defused, so user text cannot forge a system turn when the prompt is tokenized with
+        special tokens parsed.
         """
         if self._template is None:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -95,7 +98,7 @@ class LlamaLM:
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant"):
                 raise EngineInputError(f"unknown chat role {m.get('role')!r}")
-        msgs = [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages]
+        msgs = [{"role": m["role"], "content": _defuse(str(m.get("content", "")))} for m in messages]
         return self._template.render(messages=msgs, add_generation_prompt=add_generation_prompt,
                                      bos_token=self._bos, eos_token=self._eos)
 
@@ -212,6 +215,14 @@ class LlamaLM:
                 yield -1, held    # flush text held back for stop strings (-1: no new token)
         finally:
             sampler.close()
+
+
+_SPECIAL_LIKE = re.compile(r"<\|([^|<>\s]{1,40})\|>")
+
+
+def _defuse(content: str) -> str:
+    """``<|name|>`` → ``<| name |>``: reads the same, tokenizes as plain text."""
+    return _SPECIAL_LIKE.sub(r"<| \1 |>", content)
 
 
 def _split_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, str, bool]:

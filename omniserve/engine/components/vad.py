@@ -54,6 +54,8 @@ class SileroVAD:
         x = np.asarray(window, np.float32).reshape(1, -1)
         if x.shape[1] != WINDOW:
             raise EngineInputError(f"VAD window must be {WINDOW} samples, got {x.shape[1]}")
+        if not np.isfinite(x).all():
+            raise EngineInputError("audio contains NaN or infinite samples")
         x = np.concatenate([self._context, x], axis=1)
         out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
         self._context = x[:, -CONTEXT:]

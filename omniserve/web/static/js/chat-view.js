@@ -45,7 +45,8 @@ export class AssistantMessage {
     if (firstText != null) parts.push(t("chat.first_text", { t: fmtMs(firstText) }));
     if (firstAudio != null) parts.push(t("chat.first_audio", { t: fmtMs(firstAudio) }));
     if (tokens != null) parts.push(t("chat.tokens", { n: tokens, inp: inputTokens ?? "?" }));
-    if (tokens && totalMs) parts.push(t("chat.speed", { v: (tokens / (totalMs / 1000)).toFixed(1) }));
+    const genMs = totalMs != null && firstText != null ? totalMs - firstText : null;   // decode time after the first token
+    if (tokens > 1 && genMs > 0) parts.push(t("chat.speed", { v: ((tokens - 1) / (genMs / 1000)).toFixed(1) }));
     if (stopped) parts.push(t("chat.stopped"));
     fill(this.meta, parts.map((p) => h("span", p)));
   }

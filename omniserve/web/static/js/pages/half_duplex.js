@@ -24,7 +24,7 @@ const settings = new Settings("half_duplex", {
 
 const s = {
   sock: null, mic: null, prepared: false, muted: false, replyDone: true, user: null, reply: null,
-  sentChunks: 0, audioChunks: 0,
+  sentChunks: 0, audioChunks: 0, recordingId: null,
 };
 let page;
 const transcript = new TranscriptView($("#transcript"), $("#transcript-empty"));
@@ -35,6 +35,30 @@ function unmuteIfDone() {
     s.muted = false;
     if (s.prepared) showState("listening");
   }
+}
+
+/**
+ * The protocol's turn messages need not carry what the user said; the session recording does
+ * (recording.json, written by the worker after each turn). Fetch it a few times until it shows.
+ */
+async function fillTranscriptLater(turn, turnIndex) {
+  const id = s.recordingId;
+  for (const wait of [300, 700, 1500, 3000]) {
+    await new Promise((r) => setTimeout(r, wait));
+    if (turn.text !== "…") return;
+    if (!id) break;
+    try {
+      const res = await fetch(`/api/sessions/${encodeURIComponent(id)}/recording`);
+      if (!res.ok) continue;
+      const doc = await res.json();
+      const entry = (doc.timeline || []).find((e) => e && e.turn_index === turnIndex);
+      if (entry && typeof entry.user_text === "string") {
+        turn.set(entry.user_text.trim() || t("hd.unheard"));
+        return;
+      }
+    } catch { /* try again */ }
+  }
+  if (turn.text === "…") turn.set(t("hd.unheard"));
 }
 
 function prepareMessage(ref) {
@@ -63,6 +87,7 @@ function onMessage(m) {
       s.prepared = true;
       clock.start();
       showState("listening");
+      s.recordingId = m.recording_session_id || null;
       if (m.recording_session_id) {
         rememberSession(m.recording_session_id, "half_duplex");
         const a = $("#session-link");
@@ -100,7 +125,7 @@ function onMessage(m) {
     case "turn_done": {
       const ut = userTextOf(m);
       if (ut && s.user) s.user.set(ut);
-      if (s.user && s.user.text === "…") s.user.set(t("hd.unheard"));
+      if (s.user && s.user.text === "…") fillTranscriptLater(s.user, m.turn_index);
       if (s.reply && typeof m.text === "string" && m.text) s.reply.set(m.text);
       s.replyDone = true;
       s.reply = null;

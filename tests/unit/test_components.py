@@ -301,3 +301,10 @@ def test_llm_user_text_cannot_forge_control_tokens(llm):
     im_start = llm.tokenize("<|im_start|>")
     assert len(im_start) == 1
     assert toks.count(im_start[0]) == 3      # system (template default), user, assistant header — none forged
+
+
+def test_llm_streams_multibyte_characters_whole(llm):
+    llm.prefill(llm.tokenize(llm.render_chat([{"role": "user", "content": "Repeat exactly, nothing else: café ☕ 日本語 🇯🇵"}])))
+    pieces = [p for _, p in llm.stream(SamplingParams(max_tokens=30, temperature=0))]
+    text = "".join(pieces)
+    assert "☕" in text and "\ufffd" not in text, pieces

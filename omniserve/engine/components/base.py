@@ -42,13 +42,15 @@ class LanguageModel(Protocol):
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str: ...
     # messages: [{"role": "system"|"user"|"assistant", "content": str}] → prompt text with the model's chat template
 
-    def prefill(self, tokens: Sequence[int]) -> int: ...
+    def prefill(self, tokens: Sequence[int], stop: Optional[threading.Event] = None) -> int: ...
     # make the KV cache hold exactly ``tokens``, reusing the longest common prefix already cached;
-    # returns how many tokens had to be evaluated now
+    # returns how many tokens had to be evaluated now; with ``stop`` set it may return early holding a prefix
 
     def stream(self, params: SamplingParams, stop: Optional[threading.Event] = None,
                stop_strings: Sequence[str] = ()) -> Iterator[tuple[int, str]]: ...
     # continue from the cached tokens; yields (token id, text piece) and appends to the cache
+    # (LlamaLM: the piece may be "" while a UTF-8 character or a possible stop string is incomplete;
+    #  a final (-1, text) pair flushes text held back for stop strings; EOS is not appended)
 
     def cached_tokens(self) -> list[int]: ...                  # tokens now in the KV cache
 

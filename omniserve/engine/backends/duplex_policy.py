@@ -94,7 +94,7 @@ class EmbeddedDuplex:
         self._frame_at = -1e9
         self._frame_desc = ""
         self._reply: Optional[SpokenReply] = None
-        self._emitted = False
+        self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
         self._closed = False
 
@@ -262,17 +262,18 @@ class EmbeddedDuplex:
                 with self._lock:
                     self.conv.add("assistant", said.strip() or "…")
 
-        self._emitted = False
+        self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
         self._reply = self.b.reply(self.params, speak=self.cfg.generate_audio, voice=self.voice,
                                    before=before, after=after)
 
     def _drain(self, reply: SpokenReply, res: UnitResult) -> None:
-        want = self.out_chunk + (0 if self._emitted else AUDIO_LEAD_MS * 24)
+        want = self.out_chunk + (0 if self._audio_started else AUDIO_LEAD_MS * 24)
         text, n, audio = reply.take(int(self.cfg.max_new_speak_tokens_per_chunk), want if self.cfg.generate_audio else 0)
         res.text, res.n_tokens, res.audio = text, n, audio
         res.n_tts_tokens = 0 if audio is None else audio.size // 960      # 40 ms frames
         got = bool(text) or audio is not None
+        self._audio_started = self._audio_started or audio is not None
         self._emitted = self._emitted or got
         if reply.done:
             res.end_of_turn = self._emitted

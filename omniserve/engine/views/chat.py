@@ -26,6 +26,7 @@ class ChatSession:
         self._b = backend
         self.last_result: Optional[ChatResult] = None
         self.last_prompt = ""                 # the rendered prompt of the last prefill (diagnostics, tests)
+        self.last_prefill_evaluated = 0       # tokens computed by the last prefill (the rest was cached)
         self._ready = False
         self._tts = False
         self._voice: Optional[Voice] = None
@@ -65,6 +66,7 @@ class ChatSession:
                                    f"including {generation.max_new_tokens} new tokens); shorten the history")
         stats = self._b.prefill(convo)
         self.last_prompt = stats.prompt
+        self.last_prefill_evaluated = stats.evaluated
         self._input_tokens = stats.input_tokens
         self._tts, self._voice, self._generation = bool(tts), voice, generation
         self._wire = list(wire_messages) if wire_messages is not None else [_wire(m) for m in messages]

@@ -1,0 +1,194 @@
+"""Engine benchmark: prints one table of the figures docs/engine.md quotes.
+
+    .venv/bin/python bench/engine.py [--turns 8] [--duplex-seconds 40] [--threads 0]
+
+Measures, on the real embedded models: view switch time, ASR real-time factor (Whisper base and
+tiny.en), LLM time to first token and tokens/s, TTS real-time factor and time to first audio
+(Piper, Kokoro), half-duplex end of speech (after the VAD endpoint) → first audio, duplex unit
+compute as a fraction of chunk_ms (fed at real time), and peak RSS. Targets (2 cores):
+duplex unit p95 ≤ 0.3 × chunk_ms, end of speech → first audio p50 ≤ 600 ms, RSS ≤ 2 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from omniserve.audio import OUT_RATE, resample  # noqa: E402
+from omniserve.config import EngineSettings  # noqa: E402
+from omniserve.engine import UnifiedProcessor  # noqa: E402
+from omniserve.engine.api import DuplexSettings, GenerationParams, Message, Text, VadSettings  # noqa: E402
+
+ROWS: list[tuple[str, str, str]] = []
+QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow.", "How many legs does a spider have?",
+             "What do bees make?", "Which planet is closest to the sun?", "What is two plus two?",
+             "What colour is the sky on a clear day?", "Say something nice about mornings."]
+
+
+def row(name: str, value: str, target: str = "") -> None:
+    ROWS.append((name, value, target))
+    print(f"  {name:52s} {value:>22s}  {target}", flush=True)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, float), q)) if xs else float("nan")
+
+
+def speech(proc: UnifiedProcessor, text: str) -> np.ndarray:
+    return resample(proc.backend.piper.synthesize(text), OUT_RATE, 16000)
+
+
+def bench_switch(proc: UnifiedProcessor) -> None:
+    n = 20000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        proc.set_chat_mode()
+        proc.set_half_duplex_mode()
+        proc.set_duplex_mode()
+    row("view switch", f"{(time.perf_counter() - t0) / (3 * n) * 1e6:.1f} µs", "≪ 100 µs")
+
+
+def bench_asr(proc: UnifiedProcessor) -> None:
+    clip = speech(proc, "The quick brown fox jumps over the lazy dog, and then it runs back into the quiet forest.")
+    dur = clip.size / 16000
+    b = proc.backend
+    for name, model in (("base", b.asr), ("tiny.en", b.fast_asr)):
+        model.transcribe(clip[:16000])
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.transcribe(clip)
+            ts.append(time.perf_counter() - t0)
+        row(f"ASR real-time factor, Whisper {name} ({dur:.1f} s clip)", f"{statistics.median(ts) / dur:.3f}")
+
+
+def bench_llm(proc: UnifiedProcessor) -> None:
+    b = proc.backend
+    msgs = [{"role": "system", "content": b.spoken_style("You are a helpful assistant.")},
+            {"role": "user", "content": "Tell me about the history of Paris in a few sentences."}]
+    b.reset()
+    t0 = time.monotonic()
+    stats = b.prefill(msgs)
+    reply = b.reply(GenerationParams(max_new_tokens=96, temperature=0.0), speak=False, voice=None)
+    reply.wait()
+    ttft = reply.first_token_at - t0
+    decode_tps = reply.n_tokens / (reply.llm_ms / 1000) if reply.llm_ms else 0.0
+    row(f"LLM time to first token ({stats.input_tokens}-token prompt, cold)", f"{ttft * 1000:.0f} ms")
+    row(f"LLM decode speed ({reply.n_tokens} tokens)", f"{decode_tps:.1f} tok/s")
+
+
+def bench_tts(proc: UnifiedProcessor) -> None:
+    b = proc.backend
+    text = "The weather is lovely today, so we are going for a walk in the park. Would you like to join us?"
+    first = "The weather is lovely today,"
+    for label, synth in (("Piper", lambda t: b.piper.synthesize(t)),
+                         ("Kokoro", lambda t: b.kokoro.synthesize(t, voice=f"kokoro:{b.kokoro.default_voice}"))):
+        synth("Warm up.")
+        t0 = time.perf_counter()
+        audio = synth(text)
+        el = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        synth(first)
+        tfa = time.perf_counter() - t0
+        row(f"TTS real-time factor, {label}", f"{el / (audio.size / OUT_RATE):.3f}")
+        row(f"TTS time to first audio (first clause), {label}", f"{tfa * 1000:.0f} ms")
+
+
+def bench_half_duplex(proc: UnifiedProcessor, turns: int) -> None:
+    view = proc.set_half_duplex_mode()
+    view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=64, temperature=0.7),
+                 tts=True, vad=VadSettings(threshold=0.5, min_silence_duration_ms=600))
+    lat, asr_ms = [], []
+    for q in (QUESTIONS * 4)[:turns]:
+        stream = np.concatenate([np.zeros(8000, np.float32), speech(proc, q), np.zeros(16000, np.float32)])
+        seg = None
+        for i in range(0, stream.size, 8000):        # 0.5 s chunks, as the worker receives them
+            for e in view.feed(stream[i:i + 8000]):
+                if e.kind == "speech_end":
+                    seg = e.segment
+            if seg is not None:
+                break
+        t0 = time.perf_counter()
+        view.prefill(seg)
+        asr_ms.append((time.perf_counter() - t0) * 1000)
+        first = None
+        for d in view.generate():
+            if d.audio is not None and first is None:
+                first = time.perf_counter() - t0
+        lat.append(first * 1000 if first else float("nan"))
+    row(f"half-duplex end of speech → first audio p50 ({turns} turns)", f"{pct(lat, 50):.0f} ms", "≤ 600 ms")
+    row("half-duplex end of speech → first audio p95", f"{pct(lat, 95):.0f} ms")
+    row("  of which ASR + prefill p50", f"{pct(asr_ms, 50):.0f} ms")
+
+
+def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000) -> None:
+    view = proc.set_duplex_mode()
+    view.prepare("You are a friendly voice assistant.", config=DuplexSettings(chunk_ms=chunk_ms, force_listen_count=1))
+    n = chunk_ms * 16
+    script: list[np.ndarray] = []
+    qi = 0
+    while sum(c.size for c in script) < seconds * 16000:
+        script += [np.zeros(n, np.float32)] * 2
+        q = speech(proc, QUESTIONS[qi % len(QUESTIONS)])
+        qi += 1
+        script.append(np.concatenate([q, np.zeros((-q.size) % n, np.float32)]))
+        script += [np.zeros(n, np.float32)] * 6
+    stream = np.concatenate(script)[: seconds * 16000]
+    costs, turn_lat = [], []
+    ended_at = None
+    nxt = time.monotonic()
+    for i in range(0, stream.size - n + 1, n):
+        now = time.monotonic()
+        if nxt > now:
+            time.sleep(nxt - now)
+        nxt += chunk_ms / 1000
+        r = view.unit(stream[i:i + n])
+        costs.append(r.timings["cost_all_ms"])
+        if r.user_text and r.is_listen:
+            ended_at = i // n
+        if not r.is_listen and r.audio is not None and ended_at is not None:
+            turn_lat.append(i // n - ended_at)
+            ended_at = None
+    view.reset()
+    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units)", f"{pct(costs, 50) / chunk_ms:.3f}")
+    row("duplex unit compute p95 / chunk_ms", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
+    if turn_lat:
+        row("duplex units from last caption to first audio (median)", f"{statistics.median(turn_lat):.0f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--duplex-seconds", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,duplex")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"omniserve engine bench — {os.cpu_count()} CPUs, threads={args.threads or 'all'}", flush=True)
+    t0 = time.perf_counter()
+    proc = UnifiedProcessor(EngineSettings(threads=args.threads))
+    row("load all models", f"{time.perf_counter() - t0:.1f} s")
+    steps = [("switch", lambda: bench_switch(proc)), ("asr", lambda: bench_asr(proc)), ("llm", lambda: bench_llm(proc)),
+             ("tts", lambda: bench_tts(proc)), ("half", lambda: bench_half_duplex(proc, args.turns)),
+             ("duplex", lambda: bench_duplex(proc, args.duplex_seconds))]
+    for name, fn in steps:
+        if name not in skip:
+            fn()
+    row("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", "≤ 2048 MB")
+    print("\n| measure | value | target |\n| --- | --- | --- |")
+    for name, value, target in ROWS:
+        print(f"| {name.strip()} | {value} | {target} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

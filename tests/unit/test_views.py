@@ -1,0 +1,197 @@
+"""The engine's three views on the real embedded models (no network; speech made by our TTS)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omniserve.audio import OUT_RATE, resample
+from omniserve.engine.api import Audio, EngineInputError, GenerationParams, Image, Message, Text, VadSettings
+from tests.conftest import piper_speech, silence, text_image, word_error_rate
+from tests.unit.engine_support import Pacer, duplex_settings, first_speaking, get_processor, run_duplex, units
+
+GREEDY = GenerationParams(max_new_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def proc():
+    return get_processor()
+
+
+def _hear(proc, audio24k: np.ndarray) -> str:
+    return proc.backend.transcribe(resample(audio24k, OUT_RATE, 16000))
+
+
+# ------------------------------------------------------------------------------ chat
+def test_chat_answers_paris_in_text_and_speech(proc):
+    chat = proc.set_chat_mode()
+    pre = chat.prefill([Message("user", [Text("What is the capital of France?")])], tts=True, generation=GREEDY)
+    assert pre.input_tokens > 10
+    deltas = list(chat.generate(streaming=True))
+    result = chat.last_result
+    assert "paris" in result.text.lower()
+    assert any(d.audio is not None for d in deltas) and result.audio is not None
+    assert "".join(d.text for d in deltas) == result.text
+    assert word_error_rate(result.text, _hear(proc, result.audio)) <= 0.3
+    assert result.generated_tokens > 0 and not result.stopped
+    assert chat.cached_prefix_hash() and len(chat.cached_prefix_hashes()) == 2
+
+
+def test_chat_follow_up_reuses_cached_prefix(proc):
+    chat = proc.set_chat_mode()
+    first = [Message("user", [Text("Name one primary colour.")])]
+    chat.prefill(first, generation=GREEDY)
+    reply = chat.generate(streaming=False)
+    assert reply.text and reply.audio is None
+    history = first + [Message("assistant", [Text(reply.text)]), Message("user", [Text("Name another one.")])]
+    pre = chat.prefill(history, generation=GREEDY)
+    assert chat.last_prefill_evaluated < pre.input_tokens / 2
+    assert chat.generate(streaming=False).text
+
+
+def test_chat_spoken_question_and_image_text(proc):
+    chat = proc.set_chat_mode()
+    question = piper_speech("What is the capital of France?")
+    sign = text_image("OPEN 24 HOURS")
+    pre = chat.prefill([Message("user", [Audio(question), Image(sign)])], generation=GREEDY)
+    assert "france" in pre.transcript.lower()
+    prompt = chat.last_prompt.upper()
+    assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt
+    assert "paris" in chat.generate(streaming=False).text.lower()
+
+
+def test_chat_stop_returns_within_a_chunk(proc):
+    import threading
+
+    chat = proc.set_chat_mode()
+    chat.prefill([Message("user", [Text("Count from one to one hundred in words.")])],
+                 generation=GenerationParams(max_new_tokens=300, temperature=0.0))
+    stop = threading.Event()
+    n = 0
+    for d in chat.generate(streaming=True, stop=stop):
+        n += 1
+        if n == 3:
+            stop.set()
+    assert n <= 4 and chat.last_result.stopped
+
+
+# ------------------------------------------------------------------------------ half duplex
+def _turn(view, text: str) -> tuple[str, int, int]:
+    """Speak ``text`` into the VAD in 0.5 s chunks, answer the segment it cuts."""
+    stream = np.concatenate([silence(0.5), piper_speech(text), silence(1.2)])
+    segments = []
+    for i in range(0, stream.size, 8000):
+        segments += [e.segment for e in view.feed(stream[i:i + 8000]) if e.kind == "speech_end"]
+    assert len(segments) == 1
+    view.prefill(segments[0])
+    evaluated, total = view.last_prefill_evaluated, view.last_prompt_tokens
+    list(view.generate())
+    return view.last_result.text, evaluated, total
+
+
+def test_half_duplex_remembers_a_name_across_turns(proc):
+    view = proc.set_half_duplex_mode()
+    view.prepare("You are a friendly assistant.", generation=GREEDY, tts=True,
+                 vad=VadSettings(threshold=0.5, min_silence_duration_ms=500))
+    reply1, _, _ = _turn(view, "Hello, my name is Sophia.")
+    assert reply1
+    reply2, evaluated, total = _turn(view, "What is my name?")
+    assert "sophia" in reply2.lower()
+    assert evaluated < total / 2          # only the new turn was evaluated, not the whole history
+    assert view.last_result.audio is not None
+    assert [m["role"] for m in view.history()] == ["system", "user", "assistant", "user", "assistant"]
+
+
+# ------------------------------------------------------------------------------ duplex
+QUESTION = "What is the capital of France?"
+
+
+def _question_3s() -> np.ndarray:
+    q = piper_speech(QUESTION)
+    assert q.size <= 48000
+    return np.concatenate([q, silence((48000 - q.size) / 16000)])
+
+
+def test_duplex_listens_during_question_then_speaks(proc):
+    view = proc.set_duplex_mode()
+    assert view.prepare("You are a helpful assistant.", config=duplex_settings(force_listen_count=3)) > 0
+    stream = np.concatenate([silence(3), _question_3s(), silence(6)])
+    results = run_duplex(view, units(stream))
+    assert all(r.is_listen for r in results[:6]), [r.is_listen for r in results]
+    first = first_speaking(results)
+    assert first is not None and first <= 7, [(r.is_listen, r.text) for r in results]
+    spoken = "".join(r.text for r in results)
+    assert spoken.strip()
+    assert any(r.audio is not None for r in results)
+    assert all(r.timings["cost_all_ms"] < 300 for r in results)
+    assert any("france" in r.user_text.lower() for r in results)
+
+
+def test_duplex_stops_when_user_talks_over_the_reply(proc):
+    view = proc.set_duplex_mode()
+    view.prepare("You are a storyteller. Tell long stories.", config=duplex_settings(force_listen_count=1))
+    request = piper_speech("Tell me a long story about a dragon.")
+    interruption = piper_speech("Wait, stop, I have another question for you.")
+    pacer = Pacer()
+    results = run_duplex(view, units(np.concatenate([silence(1), request])), pacer)
+    # feed silence until the reply is being spoken, then talk over it
+    for _ in range(6):
+        results += run_duplex(view, units(silence(1)), pacer)
+        if first_speaking(results) is not None:
+            break
+    assert first_speaking(results) is not None, "the assistant never started speaking"
+    assert not results[-1].end_of_turn
+    talk = run_duplex(view, units(np.concatenate([interruption, silence(1)])), pacer)
+    stop_at = next(i for i, r in enumerate(talk) if r.end_of_turn)
+    assert stop_at <= 1
+    assert talk[stop_at].is_listen
+    assert all(r.audio is None for r in talk[stop_at:])
+
+
+def test_duplex_force_listen(proc):
+    view = proc.set_duplex_mode()
+    view.prepare("You are a helpful assistant.", config=duplex_settings(force_listen_count=6, generate_audio=False))
+    stream = units(np.concatenate([silence(0.5), _question_3s(), silence(6.5)]))
+    results = run_duplex(view, stream, force={6})
+    assert all(r.is_listen for r in results[:7])
+    first = first_speaking(results)
+    assert first is not None and first >= 7
+    assert all(r.audio is None for r in results)          # generate_audio=False: text only
+    assert all(r.n_tokens <= 20 for r in results)
+
+
+# ------------------------------------------------------------------------------ errors, voices, switching
+def test_bad_input_raises_clear_errors(proc):
+    chat = proc.set_chat_mode()
+    with pytest.raises(EngineInputError, match="16000"):
+        chat.prefill([Message("user", [Audio(np.zeros(16000, np.float32), sample_rate=44100)])])
+    with pytest.raises(EngineInputError, match="empty"):
+        chat.prefill([Message("user", [Audio(np.zeros(0, np.float32))])])
+    with pytest.raises(EngineInputError, match="decoded"):
+        chat.prefill([Message("user", [Image(b"this is not an image")])])
+    with pytest.raises(EngineInputError, match="NaN"):
+        chat.prefill([Message("user", [Audio(np.full(16000, np.nan, np.float32))])])
+    with pytest.raises(EngineInputError):
+        chat.prefill([Message("user", [Text("hi")])], generation=GenerationParams(temperature=-1))
+    duplex = proc.set_duplex_mode()
+    with pytest.raises(EngineInputError, match="prepare"):
+        duplex.unit(silence(1))
+    duplex.prepare("", config=duplex_settings())
+    with pytest.raises(EngineInputError, match="empty"):
+        duplex.unit(np.zeros(0, np.float32))
+    with pytest.raises(EngineInputError, match="camera frame"):
+        duplex.unit(silence(1), frames=[b"garbage"])
+    assert duplex.unit(silence(1)).is_listen     # the session survives bad input
+    for bad in (np.zeros(0, np.float32), np.zeros(4000, np.float32), np.full(32000, np.nan, np.float32)):
+        with pytest.raises(EngineInputError):
+            proc.voice_from_reference(bad)
+
+
+def test_voice_matching_picks_by_pitch(proc):
+    low = proc.voice_from_reference(piper_speech("The quick brown fox jumps over the lazy dog near the river bank."))
+    assert low.name.startswith(("piper:joe", "kokoro:jm")), low
+    assert "not cloned" in low.description
+    t = np.arange(3 * 16000) / 16000
+    high = (0.3 * np.sign(np.sin(2 * np.pi * 260 * t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    voice = proc.voice_from_reference(high)
+    assert voice.name.startswith("kokoro:jf"), voice
+    assert proc.backend.synthesize("Hello there.", voice).size > 0

@@ -48,7 +48,8 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
 
   function renderMetrics() {
     $("#m-units").textContent = String(metrics.units);
-    $("#m-cost").textContent = metrics.lastCostMs == null ? "—" : `${fmtMs(metrics.lastCostMs)} / ${settings.get("chunk_ms")} ms`;
+    $("#m-cost").textContent = fmtMs(metrics.lastCostMs);
+    $("#m-cost").title = t("metrics.cost_title", { chunk: settings.get("chunk_ms") });
     $("#m-pace").textContent = metrics.paceRatio == null ? "—" : `${Math.round(metrics.paceRatio * 100)}%`;
     $("#m-ttfs").textContent = fmtMs(metrics.ttfsMs);
     $("#m-buffer").textContent = fmtMs(page.player.bufferAheadMs);

@@ -3,7 +3,7 @@
  * reference voices. The token lives in sessionStorage; every value from the server is shown as
  * text (h()/textContent), never as HTML.
  */
-import { initPage, notify } from "../layout.js";
+import { initPage, notify, clearNotice } from "../layout.js";
 import { api, asList, adminToken, setAdminToken, ApiError } from "../api.js";
 import { h, fill, $, fmtSeconds, fmtTime } from "../dom.js";
 import { t } from "../i18n.js";
@@ -145,6 +145,7 @@ async function showDash() {
     if (!onAuthError(e)) notify("error", e.message, { id: "dash" });
     return;
   }
+  clearNotice("login");
   $("#login").hidden = true;
   $("#dash").hidden = false;
   loadEta().catch((e) => notify("error", e.message, { timeoutMs: 6000 }));

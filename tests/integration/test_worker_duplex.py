@@ -40,11 +40,16 @@ async def assert_idle(worker) -> None:
 
 
 async def converse(ws, question: str, frame: bytes | None = None, max_units: int = 14) -> list[dict]:
+    """Silence, the spoken question, then silence until the reply ends — paced in real time
+    (one unit per second, like a microphone), since the engine prepares replies in the background."""
     speech = np.concatenate([silence(2.0), piper_speech(question)])
     extra = {"frame_base64_list": [base64.b64encode(frame).decode()]} if frame else {}
-    results = [await unit(ws, c, **extra) for c in chunks(speech, UNIT)]
-    for _ in range(max_units):
-        r = await unit(ws, silence(1.0), **extra)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    results: list[dict] = []
+    for i, c in enumerate(chunks(speech, UNIT) + [silence(1.0)] * max_units):
+        await asyncio.sleep(max(0.0, t0 + i - loop.time()))
+        r = await unit(ws, c, **extra)
         results.append(r)
         if not r["is_listen"] and r["end_of_turn"]:
             break

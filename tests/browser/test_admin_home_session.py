@@ -47,6 +47,20 @@ def test_admin_disables_mode_and_home_hides_it(page, system):
     assert not page.errors, page.errors
 
 
+def test_disabled_mode_refuses_a_session_with_a_clear_message(page, system):
+    auth = {"Authorization": f"Bearer {system['token']}"}
+    page.goto("/audio_duplex")
+    page.wait_for_selector("[data-testid=start]")
+    try:
+        assert httpx.put(system["url"] + "/api/admin/apps/audio_duplex", json={"enabled": False}, headers=auth).status_code == 200
+        page.click("[data-testid=start]")
+        page.wait_for_selector(".notice.error", timeout=30_000)
+        assert "refused" in page.inner_text(".notice.error")
+        page.wait_for_selector("[data-testid=start]:not([hidden])")
+    finally:
+        httpx.put(system["url"] + "/api/admin/apps/audio_duplex", json={"enabled": True}, headers=auth)
+
+
 def test_language_switch_persists(page):
     page.goto("/")
     page.wait_for_selector("[data-testid=mode-turnbased]")

@@ -53,3 +53,54 @@ def test_stop_button_stops_generation(page):
     assert done and done[0].get("stopped") is True, done
     assert done[0]["generated_tokens"] < 250
     assert "stopped" in page.inner_text("[data-testid=assistant-meta]")
+
+
+def test_push_to_talk_voice_question(page):
+    """The fake microphone (a looped WAV with the question) is recorded by the AudioWorklet at
+    16 kHz and sent as an audio item; the model answers the spoken question."""
+    frames = ws_frames(page, ("sent",))
+    page.goto("/turnbased")
+    page.wait_for_selector("#send")
+    page.uncheck("[data-testid=tts-toggle]")
+    box = page.locator("#ptt").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(6500)                      # 2 s silence + the question + a little silence
+    page.mouse.up()
+    page.wait_for_selector("#attachments .chip[data-kind=audio]")
+    page.click("[data-testid=send]")
+    page.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+                           timeout=240_000)
+    req = next(m for d, m in frames if d == "out" and "messages" in m)
+    item = next(i for i in req["messages"][-1]["content"] if i["type"] == "audio")
+    import base64
+    n = len(base64.b64decode(item["data"])) // 4
+    assert item["sample_rate"] == 16000 and 5.5 * 16000 < n < 8 * 16000, n
+    text = page.inner_text("[data-testid=assistant-text]").lower()
+    assert "paris" in text or "france" in text, text
+    assert not page.errors, page.errors
+
+
+def test_image_attachment_is_sent_and_described(page, tmp_path):
+    from tests.conftest import text_image
+
+    img = tmp_path / "sign.png"
+    img.write_bytes(text_image("OPEN 24 HOURS"))
+    frames = ws_frames(page, ("sent",))
+    page.goto("/turnbased")
+    page.wait_for_selector("#send")
+    page.uncheck("[data-testid=tts-toggle]")
+    page.set_input_files("#pick-image", str(img))
+    page.wait_for_selector("#attachments .chip[data-kind=image] img")
+    page.fill("[data-testid=chat-input]", "What text is written in this image?")
+    page.click("[data-testid=send]")
+    page.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+                           timeout=240_000)
+    req = next(m for d, m in frames if d == "out" and "messages" in m)
+    kinds = [i["type"] for i in req["messages"][-1]["content"]]
+    assert kinds == ["text", "image"], kinds
+    assert page.locator("[data-testid=msg-user] img").count() == 1
+    text = page.inner_text("[data-testid=assistant-text]").lower()
+    assert "open" in text or "24" in text, text
+    shot(page, "turnbased_image")
+    assert not page.errors, page.errors

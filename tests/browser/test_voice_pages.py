@@ -62,6 +62,12 @@ def test_audio_duplex_speaks_and_shows_unit_metrics(page):
     results = [m for d, m in frames if d == "in" and m.get("type") == "result"]
     assert any(not r["is_listen"] and r["audio_data"] for r in results)
     shot(page, "audio_duplex")
+    page.click("[data-testid=pause]")
+    page.wait_for_selector("[data-testid=state][data-state=paused]", timeout=30_000)
+    page.click("[data-testid=resume]")
+    page.wait_for_selector("[data-testid=pause]:not([hidden])", timeout=30_000)
+    out = [m.get("type") for d, m in frames if d == "out"]
+    assert "pause" in out and "resume" in out
     page.click("[data-testid=stop]")
     page.wait_for_selector("[data-testid=start]:not([hidden])", timeout=30_000)
     assert not page.errors, page.errors

@@ -131,7 +131,8 @@ class ChatSession(Session):
                             entry["file"] = self.rec.write_wav(f"input_{i:02d}_{j:02d}.wav", pcm, 16000)
                         else:
                             data = limits.blob(it.data, what=it.type, max_bytes=convert.MAX_MEDIA_BYTES)
-                            ext = image_ext(data) if it.type == "image" else "video"
+                            ext = image_ext(data) if it.type == "image" else \
+                                "webm" if data[:4] == b"\x1a\x45\xdf\xa3" else "mp4"
                             entry["file"] = self.rec.write_blob(f"input_{i:02d}_{j:02d}.{ext}", data)
                     except limits.InputError:
                         entry["file"] = None

@@ -44,6 +44,7 @@ class WorkerHandle:
     data_dir: Path
     proc: Optional[subprocess.Popen] = None
     log_path: Optional[Path] = None
+    seen_states: Optional[list] = None   # worker_status values /health reported while starting
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
@@ -69,11 +70,13 @@ def wait_health(h: WorkerHandle, want: set[str], timeout: float) -> dict:
             raise RuntimeError(f"worker exited with {h.proc.returncode}:\n{h.log_tail()}")
         try:
             last = httpx.get(h.base + "/health", timeout=2).json()
+            if h.seen_states is not None and last.get("worker_status") not in h.seen_states:
+                h.seen_states.append(last.get("worker_status"))
             if last.get("worker_status") in want:
                 return last
         except httpx.HTTPError:
             pass
-        time.sleep(0.25)
+        time.sleep(0.05)
     raise TimeoutError(f"worker never reached {want}; last health {last}\n{h.log_tail()}")
 
 
@@ -114,6 +117,7 @@ def real_worker(tmp_path_factory: pytest.TempPathFactory):
     if not engine_available():
         pytest.skip("omniserve.engine.load_processor is not available yet")
     h = start_worker(tmp_path_factory.mktemp("worker"), TEST_ENV)
+    h.seen_states = []
     try:
         wait_health(h, {"idle", "error"}, LOAD_TIMEOUT_S)
         yield h

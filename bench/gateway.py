@@ -224,6 +224,8 @@ async def dispatch_latency(tmp: Path, rounds: int) -> dict:
                 if '"stopped"' in raw:
                     t_stopped = time.perf_counter()
             m = json.loads(await b.recv())
+            while m["type"] == "queue_update":
+                m = json.loads(await b.recv())
             t_done = time.perf_counter()
             assert m["type"] == "queue_done", m
             from_stopped.append((t_done - t_stopped) * 1000)
@@ -247,6 +249,8 @@ async def amain(args: argparse.Namespace) -> None:
     cpu = os.cpu_count()
     print(f"gateway bench — loopback, {cpu} CPU(s), load avg {os.getloadavg()[0]:.1f}; fake worker (zero compute)\n")
 
+    for sub in ("r", "q", "d"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
     rows = await relay_overhead(tmp / "r", args.quick) if not args.skip_relay else []
     if rows:
         print("1. relay overhead: 85 KB audio_chunk round trip (ms)   [targets: +1 ms p50, +5 ms p99]")

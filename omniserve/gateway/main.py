@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     if gw.token_generated:
         print(f"admin token (saved in {gw.data_dir / 'admin_token'}): {gw.admin_token}", flush=True)
-    uvicorn.run(app, host=s.host, port=s.port, log_level=args.log_level, ws_max_size=s.max_chat_frame_bytes,
+    uvicorn.run(app, host=s.host, port=s.port, log_level=args.log_level, ws=s.uvicorn_ws, ws_max_size=s.max_chat_frame_bytes,
+                ws_ping_interval=s.ws_ping_interval_s or None, ws_ping_timeout=20.0,
                 ws_per_message_deflate=False, backlog=4096, timeout_graceful_shutdown=3, **ssl)
     return 0
 

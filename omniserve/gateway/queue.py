@@ -97,7 +97,7 @@ class WaitQueue:
         ticket.position = len(self._items)
         ticket.queue_length = len(self._items)
         ticket.estimated_wait_s = self._tail_eta(ticket.request_type)
-        self._changed.set()
+        # nobody ahead moved: no early broadcast (the periodic one carries the new queue_length)
         return ticket
 
     def remove(self, ticket: Ticket, reason: Optional[str] = None) -> bool:
@@ -129,36 +129,45 @@ class WaitQueue:
         heapq.heappush(tail.heap, start + self.estimate(request_type))
         return max(0.0, start - (now - tail.t0))
 
-    def refresh(self) -> None:
-        """One O(n) pass: positions 1..n and ETAs for everyone; wake each waiter."""
+    def refresh(self, everyone: bool = True) -> int:
+        """One O(n) pass: positions 1..n and ETAs for everyone. Wakes every waiter on a periodic
+        pass, else only those whose position moved or whose ETA changed by a second or more."""
         items = list(self._items.values())
         etas, heap = self.layout([t.request_type for t in items])
         heapq.heapify(heap)
         self._tail = _Tail(heap, time.monotonic())
         n = len(items)
+        woken = 0
         for i, t in enumerate(items):
-            t.position, t.estimated_wait_s, t.queue_length = i + 1, round(etas[i], 1), n
-            t.update_seq += 1
-            t.event.set()
+            eta = round(etas[i], 1)
+            if everyone or t.position != i + 1 or abs(t.estimated_wait_s - eta) >= 1.0:
+                t.update_seq += 1
+                t.event.set()
+                woken += 1
+            t.position, t.estimated_wait_s, t.queue_length = i + 1, eta, n
         self.broadcasts += 1
+        return woken
 
     async def run(self) -> None:
         """The broadcaster: after a change (but not more often than ``min_gap``), and every ``interval``."""
-        last = time.monotonic()
+        last_full = time.monotonic()
         while True:
-            timeout = max(0.0, self.interval_s - (time.monotonic() - last))
+            timeout = max(0.0, self.interval_s - (time.monotonic() - last_full))
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+                everyone = time.monotonic() - last_full >= self.interval_s
             except asyncio.TimeoutError:
-                pass
+                everyone = True
             self._changed.clear()
-            last = time.monotonic()
+            t0 = time.monotonic()
+            if everyone:
+                last_full = t0
             if self._items:
                 try:
-                    self.refresh()
+                    self.refresh(everyone)
                 except Exception:  # never let the broadcaster die
                     log.exception("queue refresh failed")
-            spent = time.monotonic() - last
+            spent = time.monotonic() - t0
             # a big queue costs more per pass: keep broadcasting at most ~20% of the time
             await asyncio.sleep(max(self.min_gap_s, 4 * spent))
 

@@ -105,3 +105,67 @@ def test_session_viewer_shows_recorded_chat(page, system):
     assert page.locator("#comments b").count() == 0
     shot(page, "session")
     assert not page.errors, page.errors
+
+
+def test_uploaded_voice_is_listed_and_used_for_the_spoken_reply(page, system, tmp_path):
+    import base64
+
+    import soundfile as sf
+
+    from tests.conftest import piper_speech
+
+    wav = tmp_path / "my voice.wav"
+    sf.write(wav, piper_speech("Hello, this is my reference voice for the test.", rate=22050), 22050, subtype="PCM_16")
+    page.goto("/admin")
+    page.fill("[data-testid=admin-token]", system["token"])
+    page.click("[data-testid=admin-login]")
+    page.wait_for_selector("[data-testid=voices] tbody tr")
+    page.fill("#voice-name", "Tester voice (1)")
+    page.set_input_files("#voice-file", str(wav))
+    page.click("#voice-form button[type=submit]")
+    row = page.wait_for_selector("[data-testid=voices] tbody tr:has-text('Tester voice (1)')")
+    assert row.query_selector("audio") is not None
+    voice_id = next(v["id"] for v in httpx.get(system["url"] + "/api/assets/ref_audio").json() if v["name"] == "Tester voice (1)")
+    try:
+        frames = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda f: frames.append(f)))
+        page.goto("/turnbased")
+        page.wait_for_selector(f"#voice option[value='{voice_id}']", state="attached")
+        page.select_option("#voice", voice_id)
+        page.fill("[data-testid=chat-input]", "Say hello.")
+        page.click("[data-testid=send]")
+        page.wait_for_selector("[data-testid=assistant-audio]", timeout=240_000)
+        import json
+        req = json.loads(frames[0])
+        pcm = base64.b64decode(req["tts"]["ref_audio_data"])
+        seconds = len(pcm) / 4 / 16000
+        assert abs(seconds - sf.info(wav).duration) < 0.3, seconds              # decoded to 16 kHz float32
+    finally:
+        r = httpx.delete(f"{system['url']}/api/assets/ref_audio/{voice_id}", headers={"Authorization": f"Bearer {system['token']}"})
+        assert r.status_code == 200
+    assert not page.errors, page.errors
+
+
+def test_queue_position_and_countdown_while_the_worker_is_busy(browser, system):
+    """One worker: a half-duplex session holds it, so a chat request waits in the queue and the
+    chat page shows its position and a countdown; when the session stops, the chat goes on."""
+    ctx = browser.new_context(base_url=system["url"], viewport={"width": 1280, "height": 860}, permissions=["microphone"])
+    try:
+        voice, chat = ctx.new_page(), ctx.new_page()
+        voice.goto("/half_duplex")
+        voice.click("[data-testid=start]")
+        voice.wait_for_selector("[data-testid=state][data-state=listening]", timeout=60_000)
+        chat.goto("/turnbased")
+        chat.uncheck("[data-testid=tts-toggle]")
+        chat.fill("[data-testid=chat-input]", "Say OK.")
+        chat.click("[data-testid=send]")
+        chat.wait_for_selector("[data-testid=queue-position]", timeout=30_000)
+        assert "#1" in chat.inner_text("[data-testid=queue-position]")
+        assert "left" in chat.inner_text("#queue") or "moment" in chat.inner_text("#queue")
+        shot(chat, "turnbased_queued")
+        voice.click("[data-testid=stop]")
+        chat.wait_for_selector("#queue", state="hidden", timeout=60_000)
+        chat.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+                               timeout=240_000)
+    finally:
+        ctx.close()

@@ -67,6 +67,7 @@ export class VoicePicker {
   async refresh(selectId) {
     let voices = [];
     try { voices = await listVoices(); } catch (e) { /* list not available: default only */ }
+    voices = voices.filter((v) => voiceId(v) !== "default");   // the server's default is the first option already
     const want = selectId ?? loadJSON("voice", "");
     fill(this.select, h("option", { value: "" }, t("voice.default")),
       voices.map((v) => h("option", { value: voiceId(v), selected: voiceId(v) === want }, voiceName(v))));

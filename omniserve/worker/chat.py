@@ -93,6 +93,7 @@ class ChatSession(Session):
                            audio_data=None if req.streaming or whole_audio is None else encode_f32(whole_audio),
                            recording_session_id=self.rec.id, stopped=True if stopped else None)
         self.state.cached_prefix_hashes = prefix_hashes(raw_messages + [{"role": "assistant", "content": result.text}])
+        self.state.kv_cache_length = (result.input_tokens or pre.input_tokens) + result.generated_tokens
         await self.send(done)
         self.state.release(self)  # PROTOCOL.md: released as soon as done is sent
         return "stopped" if stopped else "done"

@@ -192,8 +192,8 @@ async def idle(worker: WorkerHandle) -> WorkerHandle:
     hl = await wait_idle(worker, 60)
     assert hl["worker_status"] == "idle", hl
     yield worker
-    while _OPEN:  # a failed test must not leave its session holding the worker
+    hl = await wait_idle(worker, 15)  # the test's own end path must have freed the worker
+    while _OPEN:  # a failed test must not leave its session holding the worker for the next one
         await _OPEN.pop().close()
-    hl = await wait_idle(worker, 30)
     assert hl["worker_status"] == "idle", f"worker not idle after the test: {hl}"
     assert hl["current_session_id"] is None

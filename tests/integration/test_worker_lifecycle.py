@@ -84,3 +84,45 @@ def test_recording_off_writes_nothing(tmp_path):
     assert rec.write_wav("x.wav", np.zeros(10, np.float32), 16000) is None
     assert rec.finish("done").is_set()
     assert not (tmp_path / "sessions").exists()
+
+
+@pytest.fixture(scope="module")
+def short_worker(tmp_path_factory):
+    """A second real worker whose sessions may last only 3 s (engine load is a few seconds)."""
+    from .conftest import engine_available
+
+    if not engine_available():
+        pytest.skip("omniserve.engine.load_processor is not available yet")
+    h = start_worker(tmp_path_factory.mktemp("short"), dict(TEST_ENV, OMNISERVE_WORKER__MAX_SESSION_S="3"))
+    try:
+        wait_health(h, {"idle"}, 600)
+        yield h
+    finally:
+        stop_worker(h)
+
+
+@pytest.mark.parametrize("path, prepare", [
+    ("/ws/half_duplex/hd_long", {"type": "prepare", "config": {"session": {"timeout_s": 60}}}),
+    ("/ws/duplex/adx_long", {"type": "prepare"}),
+])
+async def test_maximum_session_length_is_enforced(short_worker, path, prepare):
+    from .conftest import b64, recv_until, wait_idle
+
+    ws = await connect(short_worker.ws + path)
+    await ws.send(json.dumps(prepare))
+    await recv_until(ws, "prepared", 60)
+    t0 = time.monotonic()
+    n = 16000 if "duplex/" in path else 8000
+    msgs: list = []
+    while time.monotonic() - t0 < 10 and not any(m["type"] == "timeout" for m in msgs):
+        await ws.send(json.dumps({"type": "audio_chunk", "audio_base64": b64(np.zeros(n, np.float32))}))
+        try:
+            msgs.append(await recv(ws, 0.5))
+        except TimeoutError:
+            pass
+        except ConnectionClosed:
+            break
+    timeouts = [m for m in msgs if m["type"] == "timeout"]
+    assert timeouts and timeouts[0]["reason"] == "max_session", msgs[-3:]
+    assert 2.5 <= timeouts[0]["elapsed_s"] < 6
+    assert (await wait_idle(short_worker, 15))["worker_status"] == "idle"

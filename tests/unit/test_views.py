@@ -50,13 +50,13 @@ def test_chat_follow_up_reuses_cached_prefix(proc):
 
 def test_chat_spoken_question_and_image_text(proc):
     chat = proc.set_chat_mode()
-    question = piper_speech("What is the capital of France?")
+    question = piper_speech("Please read the sign in this picture.")
     sign = text_image("OPEN 24 HOURS")
     pre = chat.prefill([Message("user", [Audio(question), Image(sign)])], generation=GREEDY)
-    assert "france" in pre.transcript.lower()
+    assert word_error_rate("please read the sign in this picture", pre.transcript) <= 0.3, pre.transcript
     prompt = chat.last_prompt.upper()
-    assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt
-    assert "paris" in chat.generate(streaming=False).text.lower()
+    assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt, chat.last_prompt
+    assert "open" in chat.generate(streaming=False).text.lower()
 
 
 def test_chat_stop_returns_within_a_chunk(proc):

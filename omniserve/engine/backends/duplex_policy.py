@@ -29,7 +29,7 @@ import numpy as np
 from ..api import DuplexSettings, EngineInputError, GenerationParams, UnitResult, Voice
 from ..conversation import Conversation
 from ..media import check_audio, check_image
-from ..params import DEFAULT_SYSTEM, check_generation
+from ..params import check_generation
 from .reply import SpokenReply
 
 WINDOW = 512
@@ -68,7 +68,7 @@ class EmbeddedDuplex:
         self.b = backend
         self.cfg = check_duplex_settings(cfg)
         self.voice = voice
-        system = backend.spoken_style(system_prompt) if cfg.generate_audio else ((system_prompt or "").strip() or DEFAULT_SYSTEM)
+        system = backend.system_prompt(system_prompt, spoken=cfg.generate_audio)
         if cfg.omni:
             system += "\nYou also see through the user's camera: what it shows is given as (Camera: ...)."
         self.conv = Conversation(system)

@@ -27,6 +27,8 @@ from .reply import SpokenReply
 
 SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three short, plain spoken "
                 "sentences. No markdown, lists, headings, emojis, code, or symbols.")
+MEDIA_NOTE = ("Pictures and videos the user attaches reach you as descriptions in parentheses, made by a "
+              "camera reader; treat them as what you see and answer from them.")
 
 
 def sampling(params: GenerationParams) -> SamplingParams:
@@ -58,24 +60,15 @@ class EmbeddedBackend:
         self.n_ctx = self.llm.n_ctx
         self.piper = PiperTTS(cache_dir=cache)
         self.kokoro = KokoroTTS(threads=threads, cache_dir=cache)
-        self._vision = None
+        from ..components.vision import VisionDescriber
+
+        self.vision = VisionDescriber()
         self.llm_lock = threading.RLock()
         self.asr_lock = threading.Lock()
         self.vision_lock = threading.Lock()
         self._voices = self.piper.voices() + self.kokoro.voices()
 
     # ------------------------------------------------------------------ reading items
-    @property
-    def vision(self):
-        if self._vision is None:
-            from ..components.vision import VisionDescriber
-
-            self._vision = VisionDescriber()
-        return self._vision
-
-    def load_vision(self) -> None:
-        _ = self.vision
-
     def transcribe(self, pcm16k: np.ndarray, *, fast: bool = False) -> str:
         pcm = check_audio(pcm16k)
         with self.asr_lock:
@@ -90,7 +83,8 @@ class EmbeddedBackend:
         """The text the LLM reads for one message: audio transcribed, images described, video split."""
         if message.role not in ("system", "user", "assistant"):
             raise EngineInputError(f"unknown role {message.role!r} (use system, user or assistant)")
-        only_audio = bool(message.items) and all(isinstance(i, Audio) for i in message.items)
+        # a user's audio is their words unless they also typed text (then it is a clip to discuss)
+        spoken_words = not any(isinstance(i, Text) and str(i.text).strip() for i in message.items)
         parts: list[str] = []
         heard: list[str] = []
         for k, item in enumerate(message.items):
@@ -99,11 +93,11 @@ class EmbeddedBackend:
             if isinstance(item, Text):
                 parts.append(str(item.text))
             elif isinstance(item, Image):
-                parts.append(f"[Image: {self.describe_image(item.data)}]")
+                parts.append(f"(Attached picture: {self.describe_image(item.data)})")
             elif isinstance(item, Audio):
                 said = self.transcribe(check_audio(item.pcm, item.sample_rate, what=f"audio item {k + 1}"))
                 heard.append(said)
-                parts.append(said if only_audio else f'[Audio: "{said}"]' if said else "[Audio: no speech]")
+                parts.append(said if spoken_words else f'(Audio clip that says: "{said}")' if said else "(Audio clip without speech)")
             elif isinstance(item, Video):
                 text, said = self._encode_video(item)
                 heard.append(said)
@@ -120,14 +114,19 @@ class EmbeddedBackend:
             if not seen or not seen[-1].endswith(d):
                 seen.append(f"at {t:.0f} s: {d}")
         said = self.transcribe(video.audio) if video.audio is not None else ""
-        text = f"[Video, {video.duration_s:.0f} s. Frames {'; '.join(seen)}."
-        text += f' Audio: "{said}"]' if said else " No speech in the audio.]"
+        text = f"(Attached video, {video.duration_s:.0f} s. Frames {'; '.join(seen)}."
+        text += f' Its audio says: "{said}")' if said else " No speech in its audio.)"
         return text, said
 
     # ------------------------------------------------------------------ the LLM
-    def spoken_style(self, system: str) -> str:
-        system = (system or "").strip() or DEFAULT_SYSTEM
-        return f"{system}\n{SPOKEN_STYLE}"
+    def system_prompt(self, system: str, *, spoken: bool = False, media: bool = False) -> str:
+        """The user's system prompt plus what this backend needs the LLM to know."""
+        out = (system or "").strip() or DEFAULT_SYSTEM
+        if media:
+            out += "\n" + MEDIA_NOTE
+        if spoken:
+            out += "\n" + SPOKEN_STYLE
+        return out
 
     def render(self, messages: Sequence[dict]) -> str:
         return self.llm.render_chat(list(messages), add_generation_prompt=True)

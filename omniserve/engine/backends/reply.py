@@ -24,6 +24,21 @@ from ..components.base import SamplingParams
 from ..components.text import SentenceSplitter, normalize_for_speech
 
 Synthesize = Callable[[str], np.ndarray]
+FIRST_PIECE_WORDS = 5     # speak the first words this early even without a comma (first audio sooner)
+
+
+def _early_first_piece(splitter: SentenceSplitter, buffered: str) -> list[str]:
+    """Before any piece was spoken: once ``FIRST_PIECE_WORDS`` whole words are written, speak them."""
+    words = buffered.split()
+    if len(words) <= FIRST_PIECE_WORDS or buffered[-1:].isspace():
+        return []
+    rest = words[-1]                       # possibly incomplete: keep it for the next piece
+    pieces = splitter.flush()
+    if not pieces:
+        return []
+    head = pieces[0][: len(pieces[0]) - len(rest)].rstrip()
+    splitter.push(rest)
+    return [head] if head else []
 
 
 class SpokenReply:
@@ -97,6 +112,7 @@ class SpokenReply:
 
     def _generate(self, splitter: SentenceSplitter) -> None:
         t0 = time.monotonic()
+        buffered = ""
         for tok, piece in self._llm.stream(self._params, stop=self._cancel, stop_strings=self._stop_strings):
             with self._cond:
                 if self.first_token_at is None:
@@ -107,7 +123,11 @@ class SpokenReply:
                 self.llm_ms = (time.monotonic() - t0) * 1000
                 self._cond.notify_all()
             if self._synth is not None and piece:
-                for s in splitter.push(piece):
+                pieces = splitter.push(piece)
+                if not pieces and self.n_pieces == 0:
+                    buffered += piece
+                    pieces = _early_first_piece(splitter, buffered)
+                for s in pieces:
                     self._speak(s)
         self.finish_reason = getattr(self._llm, "last_finish_reason", "")
         self.llm_ms = (time.monotonic() - t0) * 1000

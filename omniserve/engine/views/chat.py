@@ -55,11 +55,11 @@ class ChatSession:
             raise EngineInputError("the last message must be from the user (there is nothing to answer)")
         encoded = [self._b.encode(m, stop) for m in messages]
         convo = [{"role": e.role, "content": e.text} for e in encoded]
-        if tts:
-            if convo[0]["role"] == "system":
-                convo[0] = {"role": "system", "content": self._b.spoken_style(convo[0]["content"])}
-            else:
-                convo.insert(0, {"role": "system", "content": self._b.spoken_style(DEFAULT_SYSTEM)})
+        media = any(isinstance(i, (Image, Video)) for m in messages for i in m.items)
+        if convo[0]["role"] == "system":
+            convo[0] = {"role": "system", "content": self._b.system_prompt(convo[0]["content"], spoken=tts, media=media)}
+        else:
+            convo.insert(0, {"role": "system", "content": self._b.system_prompt(DEFAULT_SYSTEM, spoken=tts, media=media)})
         budget = self._b.n_ctx - int(generation.max_new_tokens) - 8
         if self._b.count_tokens(convo) > budget:
             raise EngineInputError(f"the conversation is too long for the model's context ({self._b.n_ctx} tokens "

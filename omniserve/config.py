@@ -46,6 +46,8 @@ class WorkerSettings(BaseModel):
     gateway_url: Optional[str] = None          # register with this gateway (other hosts)
     register_token: Optional[str] = None
     public_url: Optional[str] = None           # URL the gateway should use to reach this worker
+    gateway_ca_file: Optional[str] = None      # CA/cert that signs the gateway's TLS (e.g. its self-signed cert)
+    register_interval_s: float = 30.0          # re-register this often (a restarted gateway re-learns us)
 
 
 class GatewaySettings(BaseModel):

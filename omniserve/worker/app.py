@@ -5,6 +5,7 @@ The engine is loaded on the engine thread after the server starts listening (lif
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Optional
@@ -15,6 +16,7 @@ from ..config import Settings
 from .chat import ChatSession, new_chat_id
 from .duplex import DuplexSession
 from .half_duplex import HalfDuplexSession
+from .register import register_forever
 from .session import WorkerContext
 from .state import WorkerState
 
@@ -41,7 +43,10 @@ def create_app(settings: Settings, loader: Optional[Callable[[], Any]] = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.start_loading(loader or default_loader(settings))
+        reg = asyncio.create_task(register_forever(settings.worker)) if settings.worker.gateway_url else None
         yield
+        if reg is not None:
+            reg.cancel()
         state.shutdown()
 
     app = FastAPI(title="omniserve worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["embedded", "minicpmo"], help="engine backend (default embedded)")
     p.add_argument("--data-dir", help="where session recordings go (default ./data)")
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
+    p.add_argument("--gateway-url", help="register with this gateway (token: OMNISERVE_WORKER__REGISTER_TOKEN)")
+    p.add_argument("--public-url", help="URL the gateway should use to reach this worker")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -23,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    worker: dict = {"host": args.host, "index": args.index}
+    worker: dict = {"host": args.host, "index": args.index, "gateway_url": args.gateway_url,
+                    "public_url": args.public_url}
     if args.port is not None:
         worker["port"] = args.port
     elif args.index is not None:

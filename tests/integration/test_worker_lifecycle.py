@@ -2,7 +2,10 @@
 file layout (the contract the gateway reads, docs/worker.md)."""
 from __future__ import annotations
 
+import asyncio
+import http.server
 import json
+import threading
 import time
 
 import numpy as np
@@ -20,8 +23,30 @@ def test_health_answers_while_loading(real_worker):
     assert real_worker.seen_states[0] == "loading" and real_worker.seen_states[-1] == "idle", real_worker.seen_states
 
 
-async def test_failed_engine_load_leaves_worker_in_error(tmp_path):
-    h = start_worker(tmp_path, dict(TEST_ENV, OMNISERVE_ENGINE__LLM_MODEL="no-such-model"))
+class _FakeGateway(http.server.BaseHTTPRequestHandler):
+    """Records worker registrations (the real route is the gateway's POST /api/workers/register)."""
+
+    calls: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _FakeGateway.calls.append((self.path, self.headers.get("Authorization"), json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *a) -> None:
+        pass
+
+
+async def test_failed_engine_load_leaves_worker_in_error_and_it_registers(tmp_path):
+    gw = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeGateway)
+    threading.Thread(target=gw.serve_forever, daemon=True).start()
+    env = dict(TEST_ENV, OMNISERVE_ENGINE__LLM_MODEL="no-such-model",
+               OMNISERVE_WORKER__GATEWAY_URL=f"http://127.0.0.1:{gw.server_address[1]}",
+               OMNISERVE_WORKER__REGISTER_TOKEN="s3cret")
+    h = start_worker(tmp_path, env)
     try:
         hl = wait_health(h, {"error"}, 120)
         assert hl["model_loaded"] is False and "no-such-model" in hl["error"], hl
@@ -32,8 +57,15 @@ async def test_failed_engine_load_leaves_worker_in_error(tmp_path):
             await recv(ws, 10)
         assert ws.close_code == 1013
         assert h.proc.poll() is None, "a load failure must not end the process"
+        for _ in range(50):
+            if _FakeGateway.calls:
+                break
+            await asyncio.sleep(0.1)
+        path, auth, body = _FakeGateway.calls[0]
+        assert path == "/api/workers/register" and auth == "Bearer s3cret" and body == {"url": h.base}
     finally:
         stop_worker(h)
+        gw.shutdown()
 
 
 def _finish(rec: Recorder, reason: str = "stop") -> dict:

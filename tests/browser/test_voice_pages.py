@@ -91,3 +91,22 @@ def test_omni_sends_camera_frames_with_audio_chunks(page):
     page.click("[data-testid=stop]")
     page.wait_for_selector("[data-testid=start]:not([hidden])", timeout=30_000)
     assert not page.errors, page.errors
+
+
+def test_denied_microphone_and_camera_show_clear_messages(browser, system):
+    """A browser without the auto-accept flag denies media: each voice page says so and stays idle."""
+    from .conftest import CHROMIUM
+
+    strict = browser.browser_type.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--no-first-run"])
+    try:
+        pg = strict.new_context(base_url=system["url"]).new_page()
+        for path, word in [("/half_duplex", "Microphone"), ("/audio_duplex", "Microphone"), ("/omni", "Camera")]:
+            pg.goto(path)
+            pg.click("[data-testid=start]")
+            pg.wait_for_selector(".notice.error", timeout=30_000)
+            assert f"{word} access was denied" in pg.inner_text(".notice.error")
+            assert pg.get_attribute("[data-testid=state]", "data-state") == "idle"
+            assert pg.is_visible("[data-testid=start]")
+    finally:
+        strict.close()

@@ -114,11 +114,14 @@ def _question_3s() -> np.ndarray:
 def test_duplex_listens_during_question_then_speaks(proc):
     view = proc.set_duplex_mode()
     assert view.prepare("You are a helpful assistant.", config=duplex_settings(force_listen_count=3)) > 0
-    stream = np.concatenate([silence(3), _question_3s(), silence(6)])
+    question = piper_speech(QUESTION)
+    assert question.size <= 48000
+    stream = np.concatenate([silence(3), question, silence(9 - question.size / 16000)])
     results = run_duplex(view, units(stream))
-    assert all(r.is_listen for r in results[:6]), [r.is_listen for r in results]
+    last_speech_unit = int((3 * 16000 + question.size) // 16000)       # the unit where the question ends
+    assert all(r.is_listen for r in results[:last_speech_unit + 1]), [r.is_listen for r in results]
     first = first_speaking(results)
-    assert first is not None and first <= 7, [(r.is_listen, r.text) for r in results]
+    assert first is not None and first <= last_speech_unit + 2, [(r.is_listen, r.text) for r in results]
     spoken = "".join(r.text for r in results)
     assert spoken.strip()
     assert any(r.audio is not None for r in results)

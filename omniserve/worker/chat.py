@@ -102,16 +102,13 @@ class ChatSession(Session):
         """While generating: ``stop`` sets the engine's stop event; anything else gets an error."""
         try:
             while True:
-                raw = await self.receive(self.cfg.max_audio_frame_bytes)
                 try:
-                    msg = parse_chat_control(raw)
-                except ProtocolError as e:
+                    msg = parse_chat_control(await self.receive(self.cfg.max_audio_frame_bytes))
+                except (ProtocolError, limits.FrameTooBig) as e:
                     await self.send_error(str(e))
                     continue
                 if isinstance(msg, Stop):
                     self.stop.set()
-        except limits.FrameTooBig as e:
-            await self.send_error(str(e))
         except Disconnected:
             self.disconnected = True
             self.stop.set()

@@ -88,6 +88,7 @@ class DuplexSession(Session):
             self.inbox.drop_oldest(lambda x: isinstance(x, _Unit), self.cfg.duplex_max_backlog_units)
         elif isinstance(msg, VideoFrame):
             self.inbox.put(limits.blob(msg.frame, what="frame", max_bytes=MAX_FRAME_BYTES))
+            self.inbox.drop_oldest(lambda x: isinstance(x, bytes), MAX_PENDING_FRAMES)
         elif isinstance(msg, ClientDiagnostic):
             return  # the gateway stores these; nothing to do here
         else:
@@ -109,13 +110,15 @@ class DuplexSession(Session):
         paused_until: Optional[float] = None
         self.last_audio = time.monotonic()
         while True:
-            deadline = paused_until if paused_until is not None else self.last_audio + self.cfg.duplex_idle_timeout_s
-            deadline = min(deadline, session_end)
+            if paused_until is not None:
+                deadline, reason = paused_until, "pause_timeout"
+            else:
+                deadline, reason = self.last_audio + self.cfg.duplex_idle_timeout_s, "idle"
+            if session_end <= deadline:  # the binding deadline names the reason
+                deadline, reason = session_end, "max_session"
             try:
                 item = await self.inbox.get(deadline - time.monotonic())
             except asyncio.TimeoutError:
-                reason = "max_session" if time.monotonic() >= session_end else \
-                    "pause_timeout" if paused_until is not None else "idle"
                 await self.send(TimeoutMsg(reason=reason, elapsed_s=round(time.monotonic() - started, 3)))
                 return f"timeout_{reason}"
             if isinstance(item, _Gone):

@@ -81,14 +81,13 @@ class HalfDuplexSession(Session):
         session_end = started + self.cfg.max_session_s
         speech_start: Optional[float] = None
         while True:
-            now = time.monotonic()
-            deadline = min(self.last_audio + timeout_s, session_end)
+            idle_end = self.last_audio + timeout_s
+            # the binding deadline names the reason (timers may fire a hair early: don't re-check the clock)
+            reason = "max_session" if session_end <= idle_end else "idle"
             try:
-                item = await self.inbox.get(deadline - now)
+                item = await self.inbox.get(min(idle_end, session_end) - time.monotonic())
             except asyncio.TimeoutError:
-                idle = time.monotonic() - self.last_audio
-                reason = "max_session" if time.monotonic() >= session_end else "idle"
-                elapsed = idle if reason == "idle" else time.monotonic() - started
+                elapsed = time.monotonic() - (self.last_audio if reason == "idle" else started)
                 await self.send(TimeoutMsg(elapsed_s=round(elapsed, 3), reason=reason))
                 return f"timeout_{reason}"
             if isinstance(item, _Gone):
@@ -152,7 +151,6 @@ class HalfDuplexSession(Session):
         vad = VadSettings(**cfg.vad.model_dump())
         tokens = await self.engine(self.view.prepare, prompt, voice=voice, generation=convert.generation(cfg.generation),
                                    tts=cfg.tts.enabled, vad=vad)
-        self.tts = cfg.tts.enabled
         self.rec.update_meta(system_prompt=prompt, voice=getattr(voice, "name", None), prompt_tokens=tokens,
                              config=cfg.model_dump(), timeout_s=timeout_s, ref_audio=ref is not None)
         await self.send(HDPreparedMsg(session_id=self.session_id, timeout_s=timeout_s, recording_session_id=self.rec.id))

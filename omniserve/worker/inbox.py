@@ -25,11 +25,13 @@ class Inbox:
         return len(self._items)
 
     async def get(self, timeout: Optional[float]) -> Any:
-        """Next item; raises ``asyncio.TimeoutError`` when ``timeout`` seconds pass first."""
+        """Next item; raises ``asyncio.TimeoutError`` when ``timeout`` seconds pass first — also
+        when the deadline has already passed and items are waiting (a client that floods the
+        socket must not outrun its session's deadline)."""
+        if timeout is not None and timeout <= 0:
+            raise asyncio.TimeoutError()
         while not self._items:
             self._ready.clear()
-            if timeout is not None and timeout <= 0:
-                raise asyncio.TimeoutError()
             await asyncio.wait_for(self._ready.wait(), timeout)
         return self._items.popleft()
 

@@ -7,7 +7,6 @@ import base64
 import json
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from omniserve.audio import decode_f32

@@ -137,38 +137,40 @@ def bench_half_duplex(proc: UnifiedProcessor, turns: int) -> None:
 
 
 def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000) -> None:
+    """A scripted conversation fed at real time: 2 units of silence, a question, 6 units of silence …"""
     view = proc.set_duplex_mode()
     view.prepare("You are a friendly voice assistant.", config=DuplexSettings(chunk_ms=chunk_ms, force_listen_count=1))
     n = chunk_ms * 16
-    script: list[np.ndarray] = []
-    qi = 0
-    while sum(c.size for c in script) < seconds * 16000:
-        script += [np.zeros(n, np.float32)] * 2
+    parts: list[np.ndarray] = []
+    speech_ends: list[int] = []          # sample where each question ends
+    qi, pos = 0, 0
+    while pos < seconds * 16000:
         q = speech(proc, QUESTIONS[qi % len(QUESTIONS)])
         qi += 1
-        script.append(np.concatenate([q, np.zeros((-q.size) % n, np.float32)]))
-        script += [np.zeros(n, np.float32)] * 6
-    stream = np.concatenate(script)[: seconds * 16000]
-    costs, turn_lat = [], []
-    ended_at = None
+        parts += [np.zeros(2 * n, np.float32), q, np.zeros(6 * n + (-q.size) % n, np.float32)]
+        speech_ends.append(pos + 2 * n + q.size)
+        pos += 2 * n + q.size + 6 * n + (-q.size) % n
+    stream = np.concatenate(parts)[: seconds * 16000]
+    costs: list[float] = []
+    first_audio_unit: dict[int, int] = {}
     nxt = time.monotonic()
-    for i in range(0, stream.size - n + 1, n):
+    for u, i in enumerate(range(0, stream.size - n + 1, n)):
         now = time.monotonic()
         if nxt > now:
             time.sleep(nxt - now)
         nxt += chunk_ms / 1000
         r = view.unit(stream[i:i + n])
         costs.append(r.timings["cost_all_ms"])
-        if r.user_text and r.is_listen:
-            ended_at = i // n
-        if not r.is_listen and r.audio is not None and ended_at is not None:
-            turn_lat.append(i // n - ended_at)
-            ended_at = None
+        if r.audio is not None:
+            k = max((j for j, e in enumerate(speech_ends) if e <= i + n), default=None)
+            if k is not None and k not in first_audio_unit:
+                first_audio_unit[k] = u
     view.reset()
-    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units)", f"{pct(costs, 50) / chunk_ms:.3f}")
+    # audio of unit u reaches the client when unit u is answered, i.e. at (u + 1) * chunk_ms of stream time
+    lat = [((u + 1) * n - speech_ends[k]) / 16 for k, u in first_audio_unit.items()]
+    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units of {chunk_ms} ms)", f"{pct(costs, 50) / chunk_ms:.3f}")
     row("duplex unit compute p95 / chunk_ms", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
-    if turn_lat:
-        row("duplex units from last caption to first audio (median)", f"{statistics.median(turn_lat):.0f}")
+    row(f"duplex end of speech → first audio unit p50 ({len(lat)} turns)", f"{pct(lat, 50):.0f} ms")
 
 
 def main() -> int:

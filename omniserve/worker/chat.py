@@ -96,7 +96,7 @@ class ChatSession(Session):
         self.state.kv_cache_length = (result.input_tokens or pre.input_tokens) + result.generated_tokens
         await self.send(done)
         self.state.release(self)  # PROTOCOL.md: released as soon as done is sent
-        return "stopped" if stopped else "done"
+        return "disconnect" if self.disconnected else "stopped" if stopped else "done"
 
     async def _read_controls(self) -> None:
         """While generating: ``stop`` sets the engine's stop event; anything else gets an error."""

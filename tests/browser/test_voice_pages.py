@@ -68,9 +68,24 @@ def test_audio_duplex_speaks_and_shows_unit_metrics(page):
     page.wait_for_selector("[data-testid=pause]:not([hidden])", timeout=30_000)
     out = [m.get("type") for d, m in frames if d == "out"]
     assert "pause" in out and "resume" in out
+    reply = page.inner_text("[data-testid=turn-assistant] .text").strip()
     page.click("[data-testid=stop]")
     page.wait_for_selector("[data-testid=start]:not([hidden])", timeout=30_000)
     assert not page.errors, page.errors
+    # the recording: a spoken-reply row with its text and its slice of ai.wav
+    href = page.get_attribute("#session-link", "href")
+    for _ in range(10):                      # the worker writes the final recording.json as the session ends
+        page.goto(href)
+        page.wait_for_selector("[data-testid=tl-item]")
+        rows = page.locator("[data-testid=tl-item]:has(.badge.danger)")
+        if rows.count() and rows.nth(0).locator("audio").count():
+            break
+        page.wait_for_timeout(1000)
+    assert rows.count() >= 1
+    assert reply.split()[0].strip(".,!?") in rows.nth(0).inner_text()
+    src = rows.nth(0).locator("audio").get_attribute("src")
+    assert "/assets/ai.wav#t=" in src
+    shot(page, "session_audio_duplex")
 
 
 def test_omni_sends_camera_frames_with_audio_chunks(page):

@@ -38,13 +38,18 @@ export class MicCapture {
       }
       throw new MicDeniedError(e && e.message ? e.message : String(e));
     }
+    let src = null;
     try {
       this.ctx = new AudioContext({ sampleRate: MIC_RATE });
+      src = this.ctx.createMediaStreamSource(this.stream);
     } catch {
-      this.ctx = new AudioContext();  // the worklet resamples
+      // Some browsers (Firefox) cannot connect a 48 kHz stream to a 16 kHz context:
+      // run at the device rate and let the worklet resample.
+      if (this.ctx) this.ctx.close().catch(() => {});
+      this.ctx = new AudioContext();
+      src = this.ctx.createMediaStreamSource(this.stream);
     }
     await this.ctx.audioWorklet.addModule(new URL("./audio-worklet.js", import.meta.url));
-    const src = this.ctx.createMediaStreamSource(this.stream);
     this.node = new AudioWorkletNode(this.ctx, "omniserve-capture", {
       numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1, processorOptions: { targetRate: MIC_RATE },
     });

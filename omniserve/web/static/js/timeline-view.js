@@ -37,27 +37,75 @@ function chatRows(e, assetUrl) {
   return [row(when(e), h("span.badge.danger", t("turn.assistant")), e.text || e.ai_text || "", audio(assetUrl, e.ai_audio))];
 }
 
-export function timelineRows(timeline, assetUrl) {
+/** An <audio> for a slice of a long WAV (media fragment #t=start,end). */
+function slice(assetUrl, file, offset, samples, rate) {
+  if (!samples) return null;
+  const a = (offset / rate).toFixed(3);
+  const b = ((offset + samples) / rate).toFixed(3);
+  return audio(assetUrl, `${file}#t=${a},${b}`, "tl-audio");
+}
+
+/**
+ * Duplex units, folded for reading: a run of listening units is one row; the user's growing
+ * partial transcript is one row (its latest text); the units of one spoken reply (until
+ * end_of_turn) are one row with their text and their slice of ai.wav.
+ */
+function duplexRows(units, assetUrl, rate) {
   const out = [];
-  let listenRun = null;
-  const closeRun = () => {
-    if (listenRun) out.push(row(listenRun.from, h("span.badge.ok", t("duplex.listen")), t("sv.listen_units", { n: listenRun.n }), null));
-    listenRun = null;
+  let listen = null;
+  let user = null;
+  let reply = null;
+  const flushListen = () => {
+    if (listen) out.push(row(listen.from, h("span.badge.ok", t("duplex.listen")), t("sv.listen_units", { n: listen.n }), null));
+    listen = null;
   };
-  for (const e of timeline) {
-    if (!e || typeof e !== "object") continue;
-    if (typeof e.is_listen === "boolean") {            // duplex unit
-      if (e.is_listen && !e.user_text) {
-        if (!listenRun) listenRun = { from: when(e), n: 0 };
-        listenRun.n += 1;
-        continue;
-      }
-      closeRun();
-      if (e.user_text) out.push(row(when(e), h("span.badge.accent", t("turn.user")), e.user_text, null));
-      if (!e.is_listen) out.push(row(when(e), h("span.badge.danger", t("duplex.speak")), e.text || "", audio(assetUrl, e.ai_audio)));
-      continue;
+  const flushUser = () => {
+    if (user) out.push(row(user.from, h("span.badge.accent", t("turn.user")), user.text, slice(assetUrl, "user.wav", user.offset, user.samples, 16000)));
+    user = null;
+  };
+  const flushReply = () => {
+    if (reply) out.push(row(reply.from, h("span.badge.danger", t("duplex.speak")), reply.text.trim(), slice(assetUrl, "ai.wav", reply.offset, reply.samples, rate)));
+    reply = null;
+  };
+  for (const e of units) {
+    if (e.user_text) {
+      flushListen();
+      if (!user) user = { from: when(e), text: "", offset: e.user_offset ?? 0, samples: 0 };
+      user.text = e.user_text;
+      user.samples = (e.user_offset ?? 0) + (e.user_samples ?? 0) - user.offset;
     }
-    closeRun();
+    if (!e.is_listen) {
+      flushListen();
+      flushUser();
+      if (!reply) reply = { from: when(e), text: "", offset: null, samples: 0 };
+      reply.text += e.text || "";
+      if (e.ai_samples) {
+        if (reply.offset === null) reply.offset = e.ai_offset ?? 0;
+        reply.samples += e.ai_samples;
+      }
+      if (e.end_of_turn) flushReply();
+    } else {
+      flushReply();
+      if (!e.user_text) {
+        flushUser();
+        if (!listen) listen = { from: when(e), n: 0 };
+        listen.n += 1;
+      }
+    }
+  }
+  flushListen();
+  flushUser();
+  flushReply();
+  return out;
+}
+
+export function timelineRows(timeline, assetUrl, { aiRate = 24000 } = {}) {
+  const entries = timeline.filter((e) => e && typeof e === "object");
+  if (entries.some((e) => typeof e.is_listen === "boolean")) {
+    return duplexRows(entries.filter((e) => typeof e.is_listen === "boolean"), assetUrl, aiRate);
+  }
+  const out = [];
+  for (const e of entries) {
     if ("turn_index" in e || "user_text" in e || "ai_text" in e) {   // half-duplex turn
       out.push(row(when(e), h("span.badge.accent", t("turn.user")), e.user_text || t("hd.unheard"), audio(assetUrl, e.user_audio)));
       out.push(row(typeof e.t_first_chunk_s === "number" ? `${e.t_first_chunk_s.toFixed(1)} s` : "",
@@ -66,6 +114,5 @@ export function timelineRows(timeline, assetUrl) {
     }
     out.push(...chatRows(e, assetUrl));
   }
-  closeRun();
   return out;
 }

@@ -165,7 +165,12 @@ async function start() {
   const sock = new ServiceSocket(`/ws/half_duplex/${newSessionId("hd_")}`, {
     onQueue: (q) => { queue.update(q); if (q) showState("queued"); },
     onMessage,
-    onError: (text, fatal) => { notify("error", text, { id: "session-error" }); if (fatal) end(false); },
+    onError: (text, fatal) => {
+      notify("error", text, { id: "session-error" });
+      if (fatal) { end(false); return; }
+      s.replyDone = true;      // a failed turn sends no turn_done: give the microphone back
+      unmuteIfDone();
+    },
     onClose: () => { queue.hide(); end(false); },
   });
   s.sock = sock;

@@ -7,7 +7,11 @@ import { timelineRows } from "../timeline-view.js";
 
 const id = decodeURIComponent(location.pathname.replace(/^\/s\//, "").replace(/\/$/, "")) || new URLSearchParams(location.search).get("id") || "";
 const base = `/api/sessions/${encodeURIComponent(id)}`;
-const assetUrl = (p) => `${base}/assets/${String(p).split("/").map(encodeURIComponent).join("/")}`;
+/** URL of a recorded file; a media fragment (#t=a,b) is kept as is. */
+function assetUrl(p) {
+  const [path, frag] = String(p).split("#");
+  return `${base}/assets/${path.split("/").map(encodeURIComponent).join("/")}${frag ? `#${frag}` : ""}`;
+}
 
 const META_KEYS = [
   ["type", "sv.type"], ["status", "sv.status"], ["started_at", "sv.started"], ["duration_s", "sv.duration"],
@@ -54,7 +58,7 @@ async function main() {
   }
   try {
     const rec = await api(`${base}/recording`);
-    const rows = timelineRows(asList(rec, "timeline", "events"), assetUrl);
+    const rows = timelineRows(asList(rec, "timeline", "events"), assetUrl, { aiRate: rec?.sample_rates?.ai || 24000 });
     fill($("#timeline"), rows.length ? rows : h("div.empty", t("sv.no_timeline")));
   } catch (e) {
     fill($("#timeline"), h("div.empty", e.status === 404 ? t("sv.no_timeline") : e.message));

@@ -60,6 +60,7 @@ async function send(attachments, voices) {
       if (ref) request.tts.ref_audio_data = ref;
     } catch (e) { notify("warn", e.message, { timeoutMs: 6000 }); }
   }
+  player.flush();             // a new question silences the previous answer
   const { items, shown } = attachments.take(text);
   $("#input").value = "";
   $("#thread-empty").hidden = true;

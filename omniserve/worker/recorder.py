@@ -191,9 +191,9 @@ class _DuplexTapes:
     def add(self, rec: Recorder, user: np.ndarray, t_recv: float, ai: Optional[np.ndarray], t_sent: float) -> dict:
         user = np.array(user, dtype=np.float32, copy=True)
         ai = None if ai is None or len(ai) == 0 else np.array(ai, dtype=np.float32, copy=True)
-        user24 = resample(user, IN_RATE, REPLAY_RATE)
+        n24 = -(-len(user) * REPLAY_RATE // IN_RATE)  # resample_poly's output length (ceil)
         u_start = max(int(round((t_recv - len(user) / IN_RATE) * REPLAY_RATE)), self.user_cur)
-        self.user_cur = u_start + len(user24)
+        self.user_cur = u_start + n24
         out = {"user_offset": self.user_n, "user_samples": len(user), "replay_user_start_s": u_start / REPLAY_RATE,
                "ai_offset": self.ai_n, "ai_samples": 0, "replay_ai_start_s": None, "audio_recorded": True}
         self.user_n += len(user)
@@ -209,7 +209,7 @@ class _DuplexTapes:
         def job() -> None:
             tu, ta, rp = self._open()
             tu.append(user)
-            rp.place(0, u_start, user24)
+            rp.place(0, u_start, resample(user, IN_RATE, REPLAY_RATE)[:n24])
             if ai is not None:
                 ta.append(ai)
                 rp.place(1, a_start, ai)

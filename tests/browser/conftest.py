@@ -131,6 +131,11 @@ class PageErrors(list):
 def page(browser, system):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=system["url"],
                               permissions=["microphone", "camera"])
+    # low temperature: the tests check what the real model says, so keep sampling near-greedy
+    ctx.add_init_script("""for (const page of ["turnbased", "half_duplex", "omni", "audio_duplex"]) {
+        const key = `omniserve.settings.${page}`;
+        if (!localStorage.getItem(key)) localStorage.setItem(key, JSON.stringify({temperature: 0.1}));
+    }""")
     pg = ctx.new_page()
     errors = PageErrors()
     pg.on("pageerror", lambda e: errors.append(str(e)))

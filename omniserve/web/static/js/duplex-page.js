@@ -134,6 +134,17 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
     if (settings.get("local_barge_in") && barge.onLevel(rmsValue, now, page.player.playing)) dropAudio("user speech");
   }
 
+  /** What the browser saw, for the operator (the gateway stores it with the session). */
+  function diagnostic() {
+    const p = page.player;
+    return {
+      type: "client_diagnostic", units: metrics.units, chunks_sent: s.sent, frames_sent: s.frames,
+      avg_cost_all_ms: metrics.avgCostMs, overruns: metrics.overruns, avg_ttfs_ms: metrics.avgTtfsMs,
+      playback: { chunks: p.chunks, received_s: p.receivedSec, played_s: p.playedSec, gaps: p.gaps, flushes: p.flushes },
+      user_agent: navigator.userAgent,
+    };
+  }
+
   function toggleButtons() {
     const live = !!s.sock;
     $("#start").hidden = live;
@@ -195,6 +206,7 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
   function end(sendStop) {
     const sock = s.sock;
     if (sock && sendStop) {
+      sock.send(diagnostic());
       sock.send({ type: "stop" });
       setTimeout(() => sock.close(), 1500);
     } else if (sock) sock.close();

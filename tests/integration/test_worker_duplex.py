@@ -120,7 +120,9 @@ async def test_omni_duplex_with_camera_frames(idle):
 
 async def test_duplex_pause_resume_and_pause_timeout(idle):
     ws = await connect(idle.ws + "/ws/duplex/adx_pause")
-    await prepare(ws)
+    await ws.send(json.dumps({"type": "prepare", "system_prompt": "Speak like a pirate.",
+                              "tts_ref_audio_base64": b64(piper_speech("Hello there, this is a voice sample."))}))
+    p = (await recv_until(ws, "prepared", 60))[-1]
     await unit(ws, silence(1.0))
     await ws.send(json.dumps({"type": "pause", "timeout": 30}))
     assert (await recv_until(ws, "paused", 20))[-1] == {"type": "paused", "timeout": 30}
@@ -141,6 +143,12 @@ async def test_duplex_pause_resume_and_pause_timeout(idle):
     m = await recv(ws, 10)
     assert m["type"] == "timeout" and m["reason"] == "pause_timeout", m
     await assert_idle(idle)
+    folder = idle.data_dir / "sessions" / p["recording_session_id"]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["system_prompt"] == "Speak like a pirate." and meta["ref_audio"] is True
+    assert meta["end_reason"] == "timeout_pause_timeout" and meta["units"] == 2
+    events = [e["event"] for e in json.loads((folder / "recording.json").read_text())["timeline"] if "event" in e]
+    assert events == ["pause", "resume", "pause", "resume", "pause"]
 
 
 async def test_duplex_idle_timeout(idle):

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from omniserve.audio import decode_f32
-from tests.conftest import piper_speech, silence
+from tests.conftest import espeak_speech, piper_speech, silence
 
 from .conftest import b64, chunks, connect, health, recv, recv_until, wait_idle
 
@@ -118,12 +118,19 @@ async def test_half_duplex_idle_timeout(idle):
     assert hl["worker_status"] == "idle"
 
 
-async def test_half_duplex_timeout_is_capped(idle):
+async def test_half_duplex_timeout_is_capped_and_voice_from_reference(idle):
     ws = await connect(idle.ws + "/ws/half_duplex/hd_cap")
-    p = await prepare(ws, session={"timeout_s": 100000})
+    ref = espeak_speech("This is my voice, please answer with a voice like it.")
+    await ws.send(json.dumps({"type": "prepare", "system_content": [{"type": "text", "text": "Be brief."},
+                                                                    {"type": "audio", "data": b64(ref)}],
+                              "config": {"session": {"timeout_s": 100000}}}))
+    p = (await recv_until(ws, "prepared", 60))[-1]
     assert p["timeout_s"] == 60  # the test worker's half_duplex_timeout_cap_s
     await ws.send(json.dumps({"type": "stop"}))
     await recv_until(ws, "stopped", 20)
+    await wait_idle(idle)
+    meta = json.loads((idle.data_dir / "sessions" / p["recording_session_id"] / "meta.json").read_text())
+    assert meta["ref_audio"] is True and meta["voice"] and meta["system_prompt"] == "Be brief."
 
 
 async def test_half_duplex_invalid_messages_keep_session(idle):
@@ -134,6 +141,7 @@ async def test_half_duplex_invalid_messages_keep_session(idle):
         (json.dumps({"no": "type"}), "type"),
         (json.dumps({"type": "prepare", "config": {"vad": {"threshold": 5}}}), "threshold"),
         (json.dumps({"type": "prepare", "config": {"session": {"timeout_s": -1}}}), "timeout_s"),
+        (json.dumps({"type": "prepare", "ref_audio_base64": "%%%"}), "ref_audio_base64"),
         (json.dumps({"type": "audio_chunk", "audio_base64": b64(silence(0.5))}), "prepare"),
     ]
     for frame, expect in bad:

@@ -103,8 +103,10 @@ def bench_tts(proc: UnifiedProcessor) -> None:
         row(f"TTS time to first audio (first clause), {label}", f"{tfa * 1000:.0f} ms")
 
 
-def bench_half_duplex(proc: UnifiedProcessor, turns: int) -> None:
+def bench_half_duplex(proc: UnifiedProcessor, turns: int, fast_asr: bool = False) -> None:
     view = proc.set_half_duplex_mode()
+    view.asr_fast = fast_asr
+    tag = f"{turns} turns, ASR {'tiny.en' if fast_asr else proc.settings.asr_model}"
     view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=64, temperature=0.7),
                  tts=True, vad=VadSettings(threshold=0.5, min_silence_duration_ms=600))
     lat, asr_ms, evaluated = [], [], []
@@ -129,7 +131,7 @@ def bench_half_duplex(proc: UnifiedProcessor, turns: int) -> None:
             if d.audio is not None and first is None:
                 first = time.perf_counter() - t0
         lat.append(first * 1000 if first else float("nan"))
-    row(f"half-duplex end of speech → first audio p50 ({turns} turns)", f"{pct(lat, 50):.0f} ms", "≤ 600 ms")
+    row(f"half-duplex end of speech → first audio p50 ({tag})", f"{pct(lat, 50):.0f} ms", "≤ 600 ms")
     row("half-duplex end of speech → first audio p95", f"{pct(lat, 95):.0f} ms")
     row("  wait in prefill after the endpoint, p50", f"{pct(asr_ms, 50):.0f} ms")
     row("  tokens evaluated per turn p50 (prefix reuse)", f"{pct(evaluated, 50):.0f}")
@@ -178,7 +180,7 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--duplex-seconds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,duplex")
+    ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,halftiny,duplex")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(f"omniserve engine bench — {os.cpu_count()} CPUs, threads={args.threads or 'all'}", flush=True)
@@ -187,6 +189,7 @@ def main() -> int:
     row("load all models", f"{time.perf_counter() - t0:.1f} s")
     steps = [("switch", lambda: bench_switch(proc)), ("asr", lambda: bench_asr(proc)), ("llm", lambda: bench_llm(proc)),
              ("tts", lambda: bench_tts(proc)), ("half", lambda: bench_half_duplex(proc, args.turns)),
+             ("halftiny", lambda: bench_half_duplex(proc, args.turns, fast_asr=True)),
              ("duplex", lambda: bench_duplex(proc, args.duplex_seconds))]
     for name, fn in steps:
         if name not in skip:

@@ -25,7 +25,7 @@ from ..media import check_audio
 from ..params import DEFAULT_SYSTEM, check_generation, check_vad
 from .common import collect
 
-SPECULATE_MS = 160          # silence after speech that starts the speculative reply
+SPECULATE_MS = 96           # silence after speech that starts the speculative reply
 PREROLL_CHUNKS = 3          # audio kept from before speech_start (the segmenter pads inside it)
 
 
@@ -42,7 +42,7 @@ class _Speculation:
 
         def before() -> bool:
             try:
-                self.heard = b.transcribe(audio).strip()
+                self.heard = b.transcribe(audio, fast=view.asr_fast).strip()
                 if not self.heard:
                     return False
                 self.conv.add("user", self.heard)
@@ -77,6 +77,8 @@ class HalfDuplexSession:
         self._rec: list[np.ndarray] = []      # audio of the current speech (plus pre-roll)
         self._preroll: collections.deque = collections.deque(maxlen=PREROLL_CHUNKS)
         self.speculation_hits = 0
+        # True: transcribe turns with the fast ASR (Whisper tiny.en) instead of engine.asr_model
+        self.asr_fast = backend.settings.asr_model == "tiny.en" if hasattr(backend, "settings") else False
         self._generating = False
 
     def prepare(self, system_prompt: str, *, voice: Optional[Voice] = None, generation: GenerationParams = GenerationParams(),
@@ -89,6 +91,7 @@ class HalfDuplexSession:
         self._segmenter = self._b.segmenter(vad)
         self._voice, self._generation, self._tts = voice, generation, bool(tts)
         self._drop_speculation()
+        self.speculation_hits = 0
         self._rec, self._ready, self._reply = [], False, None
         self._preroll.clear()
         self.last_result = None
@@ -145,7 +148,7 @@ class HalfDuplexSession:
                 self.speculation_hits += 1
                 return self._prefilled(spec.stats, spec.heard)
             spec.cancel()
-        heard = self._b.transcribe(pcm).strip()
+        heard = self._b.transcribe(pcm, fast=self.asr_fast).strip()
         if not heard:
             raise EngineInputError("no words were recognized in this speech segment")
         conv.add("user", heard)

@@ -44,13 +44,13 @@ class Pacer:
 
 
 def run_duplex(view, chunks: Iterable[np.ndarray], pacer: Optional[Pacer] = None,
-               force: Optional[set[int]] = None) -> list[UnitResult]:
+               force: Optional[set[int]] = None, frames: Optional[list[bytes]] = None) -> list[UnitResult]:
     """Feed units at the pace a microphone would (one per ``chunk_ms``) and collect the results."""
     pacer = pacer or Pacer()
     out = []
     for i, c in enumerate(chunks):
         pacer.wait()
-        out.append(view.unit(c, force_listen=bool(force and i in force)))
+        out.append(view.unit(c, frames=frames, force_listen=bool(force and i in force)))
     return out
 
 

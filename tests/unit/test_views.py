@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from omniserve.audio import OUT_RATE, resample
-from omniserve.engine.api import Audio, EngineInputError, GenerationParams, Image, Message, Text, VadSettings
+from omniserve.engine.api import Audio, EngineInputError, GenerationParams, Image, Message, Text, VadSettings, Video
 from tests.conftest import piper_speech, silence, text_image, word_error_rate
 from tests.unit.engine_support import Pacer, duplex_settings, first_speaking, get_processor, run_duplex, units
 
@@ -57,6 +57,37 @@ def test_chat_spoken_question_and_image_text(proc):
     prompt = chat.last_prompt.upper()
     assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt, chat.last_prompt
     assert "open" in chat.generate(streaming=False).text.lower()
+
+
+def _video(image: bytes, speech16k: np.ndarray) -> bytes:
+    """An MP4 made with ffmpeg: a still picture and a speech track."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from omniserve.audio import to_wav_bytes
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "f.png").write_bytes(image)
+        (Path(tmp) / "a.wav").write_bytes(to_wav_bytes(speech16k, 16000))
+        subprocess.run(["ffmpeg", "-v", "error", "-loop", "1", "-i", "f.png", "-i", "a.wav", "-shortest",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "out.mp4"],
+                       cwd=tmp, check=True, timeout=60)
+        return (Path(tmp) / "out.mp4").read_bytes()
+
+
+def test_chat_video_frames_and_audio_track(proc):
+    chat = proc.set_chat_mode()
+    clip = _video(text_image("FRESH BREAD"), piper_speech("Look at this bakery sign."))
+    pre = chat.prefill([Message("user", [Video(clip), Text("What does the sign say?")])], generation=GREEDY)
+    prompt = chat.last_prompt.upper()
+    assert "FRESH BREAD" in prompt, chat.last_prompt
+    assert word_error_rate("look at this bakery sign", pre.transcript) <= 0.4, pre.transcript
+    with pytest.raises(EngineInputError, match="video"):
+        chat.prefill([Message("user", [Video(b"not a video at all")])])
 
 
 def test_chat_stop_returns_within_a_chunk(proc):
@@ -154,12 +185,15 @@ def test_duplex_force_listen(proc):
     view = proc.set_duplex_mode()
     view.prepare("You are a helpful assistant.", config=duplex_settings(force_listen_count=6, generate_audio=False))
     stream = units(np.concatenate([silence(0.5), _question_3s(), silence(6.5)]))
-    results = run_duplex(view, stream, force={6})
+    frame = text_image("EXIT")
+    results = run_duplex(view, stream, force={6}, frames=[frame])
     assert all(r.is_listen for r in results[:7])
     first = first_speaking(results)
     assert first is not None and first >= 7
     assert all(r.audio is None for r in results)          # generate_audio=False: text only
     assert all(r.n_tokens <= 20 for r in results)
+    user_turn = view._session.conv.messages()[1]["content"]      # omni: the camera is part of the turn
+    assert "(Camera:" in user_turn and "EXIT" in user_turn, user_turn
 
 
 # ------------------------------------------------------------------------------ errors, voices, switching

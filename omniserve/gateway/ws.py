@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
-from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, QueueDoneMsg, QueuedMsg, QueueUpdateMsg, error
+from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, QueueDoneMsg, QueuedMsg, error
 from .apps import APP_OF_REQUEST
 from .auth import origin_allowed
 from .proxy import ClientSide, Relay, RelayOptions
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 CHAT_FIRST_FRAME_TIMEOUT_S = 60.0
+_QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"queue_length":%d}'
 
 
 async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: str,
@@ -134,6 +135,7 @@ async def _wait(client: ClientSide, ticket: Ticket) -> bool:
             return False
         if ticket.update_seq != seen:
             seen = ticket.update_seq
-            if not await client.send(QueueUpdateMsg(position=ticket.position, estimated_wait_s=ticket.estimated_wait_s,
-                                                    queue_length=ticket.queue_length).dump()):
+            # the hottest message at scale: formatted directly (same JSON as QueueUpdateMsg.dump())
+            if not await client.send(_QUEUE_UPDATE % (ticket.position, float(ticket.estimated_wait_s),
+                                                      ticket.queue_length)):
                 return False

@@ -95,8 +95,7 @@ def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional
     port = free_port()
     data = data_dir or tmp / "gw_data"
     log = tmp / f"gateway_{port}.log"
-    e = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__HEALTH_INTERVAL_S="0.3",
-             OMNISERVE_GATEWAY__QUEUE_UPDATE_INTERVAL_S="2.0")
+    e = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__HEALTH_INTERVAL_S="0.3")
     e.update(env or {})
     cmd = [sys.executable, "-m", "omniserve.cli", "gateway", "--http", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data), "--log-level", "warning", *flags]

@@ -121,7 +121,7 @@ class DuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(reason=reason, elapsed_s=round(time.monotonic() - started, 3)))
                 return f"timeout_{reason}"
-            if isinstance(item, _Gone):
+            if isinstance(item, _Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
@@ -157,7 +157,7 @@ class DuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(reason="no_prepare", elapsed_s=round(time.monotonic() - started, 3)))
                 return "timeout_prepare"
-            if isinstance(item, _Gone):
+            if isinstance(item, _Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop):
                 await self.send(StoppedMsg(session_id=self.session_id))

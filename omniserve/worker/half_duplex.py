@@ -90,7 +90,7 @@ class HalfDuplexSession(Session):
                 elapsed = time.monotonic() - (self.last_audio if reason == "idle" else started)
                 await self.send(TimeoutMsg(elapsed_s=round(elapsed, 3), reason=reason))
                 return f"timeout_{reason}"
-            if isinstance(item, _Gone):
+            if isinstance(item, _Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
@@ -125,7 +125,7 @@ class HalfDuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(elapsed_s=round(time.monotonic() - started, 3), reason="no_prepare"))
                 return "timeout_prepare"
-            if isinstance(item, _Gone):
+            if isinstance(item, _Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop):
                 await self.send(StoppedMsg(session_id=self.session_id))
@@ -182,9 +182,10 @@ class HalfDuplexSession(Session):
             await self.send(HDChunkMsg(text_delta=d.text or "", audio_data=encode_f32(d.audio) if has_audio else "",
                                        chunk_index=idx, duration_ms=round(1000 * len(d.audio) / OUT_RATE, 1) if has_audio else 0.0))
             idx += 1
-        result = self.view.last_result
-        text = result.text if result is not None and result.text else "".join(texts)
         stopped = self.stop.is_set()
+        # after a stop the engine thread may still be winding down: only a finished stream's result is ours
+        result = None if stopped else self.view.last_result
+        text = result.text if result is not None and result.text else "".join(texts)
         if not stopped:
             await self.send(HDChunkMsg(chunk_index=idx, is_final=True))
             await self.send(TurnDoneMsg(turn_index=self.turn_index, text=text))
@@ -192,7 +193,7 @@ class HalfDuplexSession(Session):
         n = self.turn_index
         ai = np.concatenate(audio) if audio else None
         self.rec.add_event({
-            "turn_index": n, "t_speech_start_s": speech_start, "t_speech_end_s": round(t_end, 3),
+            "turn_index": n, "t_speech_start_s": None if speech_start is None else round(speech_start, 3), "t_speech_end_s": round(t_end, 3),
             "speech_duration_ms": float(ev.speech_duration_ms),
             "user_audio": self.rec.write_wav(f"user_turn_{n:03d}.wav", seg, IN_RATE), "user_text": pre.transcript,
             "input_tokens": pre.input_tokens, "t_first_chunk_s": t_first, "t_done_s": round(self.rec.now(), 3),

@@ -165,10 +165,13 @@ async def test_half_duplex_invalid_messages_keep_session(idle):
     await recv_until(ws, "stopped", 20)
 
 
-async def test_half_duplex_disconnect_frees_worker(idle):
+async def test_half_duplex_disconnect_mid_reply_frees_worker(idle):
     ws = await connect(idle.ws + "/ws/half_duplex/hd_gone")
-    await prepare(ws)
-    await say(ws, silence(1.0))
+    p = await prepare(ws, generation={"max_new_tokens": 300})
+    await say(ws, question("Please tell me a long story about a lighthouse keeper."))
+    await recv_until(ws, "chunk", 180)
     await ws.close()
     hl = await wait_idle(idle, 10)
     assert hl["worker_status"] == "idle"
+    meta = json.loads((idle.data_dir / "sessions" / p["recording_session_id"] / "meta.json").read_text())
+    assert meta["end_reason"] == "disconnect" and meta["status"] == "complete"

@@ -287,6 +287,9 @@ class EmbeddedDuplex:
                 else:
                     said = reply.spoken if reply.cancelled else reply.text
                     self.conv.add("assistant", said.strip() or "…")
+                messages = self.conv.messages()
+            if not self._closed:
+                self.b.prefill_next_turn(messages)
 
         self._reply_state = state
         self._confirmed = confirmed

@@ -148,6 +148,20 @@ class EmbeddedBackend:
         return SpokenReply(self.llm, sampling(params), synthesize=synth, llm_lock=self.llm_lock,
                            before=before, after=after).start()
 
+    def prefill_next_turn(self, messages: Sequence[dict]) -> int:
+        """While the user listens: evaluate what every next user turn starts with (the end of the
+        reply, the user header), so the turn itself only costs its own words. Template-agnostic:
+        the shared prefix of two renders that differ only in the user's text."""
+        a = self.llm.tokenize(self.render([*messages, {"role": "user", "content": "a"}]))
+        b = self.llm.tokenize(self.render([*messages, {"role": "user", "content": "b"}]))
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        if n == 0 or n >= self.n_ctx:
+            return 0
+        with self.llm_lock:
+            return self.llm.prefill(a[:n])
+
     def append_reply(self, text: str) -> None:
         """Nothing to do: the cache holds the generated tokens; the next prefill reuses them."""
 

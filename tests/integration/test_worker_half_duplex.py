@@ -59,7 +59,7 @@ async def test_half_duplex_turn_end_to_end(idle):
     first = next(c for c in chunk_msgs if c["audio_data"])
     assert abs(first["duration_ms"] - 1000 * len(decode_f32(first["audio_data"])) / 24000) < 1
     done = msgs[-1]
-    assert done["turn_index"] == 0 and "paris" in done["text"].lower(), done
+    assert done["turn_index"] == 0 and done["text"].strip(), done
     assert "".join(c["text_delta"] for c in chunk_msgs).strip() == done["text"].strip()
     hl = await health(idle)
     assert hl["worker_status"] == "busy_half_duplex" and hl["kv_cache_length"] > 0
@@ -74,7 +74,10 @@ async def test_half_duplex_turn_end_to_end(idle):
     rec = json.loads((folder / "recording.json").read_text())
     turn = rec["timeline"][0]
     assert turn["turn_index"] == 0 and turn["ai_text"] == done["text"]
-    assert "capital" in turn["user_text"].lower()
+    heard = turn["user_text"].lower()
+    assert "capital" in heard, heard
+    if "france" in heard:  # Piper's speech varies run to run and ASR sometimes mishears a word
+        assert "paris" in done["text"].lower(), (heard, done["text"])
     user, sr = sf.read(folder / turn["user_audio"])
     assert sr == 16000 and len(user) > 16000
     ai, sr = sf.read(folder / turn["ai_audio"])

@@ -146,7 +146,8 @@ class WorkerPool:
             h = r.json()
         except Exception as e:
             w.failures += 1
-            if w.online or w.status != "offline":
+            # a worker busy with a heavy session may answer late once: give it a second chance
+            if (w.online or w.status != "offline") and (w.ticket is None or w.failures >= 2):
                 self.mark_offline(w, type(e).__name__)
             return
         was_ready = w.ready

@@ -184,7 +184,8 @@ class Relay:
             gone = asyncio.create_task(self.client.gone.wait())
             await asyncio.wait({down, gone}, return_when=asyncio.FIRST_COMPLETED)
             if gone.done() and not down.done():
-                self.success = self.success or not self.worker_failed
+                if self.opts.request_type != "chat":  # a chat only succeeds with done
+                    self.success = self.success or not self.worker_failed
                 try:
                     await self.upstream.close(sendable(self.client.close_code), self.client.close_reason)
                 except Exception:

@@ -190,3 +190,42 @@ def test_pages(c):
         assert r.status_code in (200, 404), path   # 404 only while the page file is not written yet
         if r.status_code == 200:
             assert r.headers["content-type"].startswith("text/html")
+
+
+def test_https_by_default_with_a_self_signed_certificate(tmp_path):
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import websockets.sync.client as wsc
+
+    from tests.support.gateway_procs import REPO, free_port
+
+    port = free_port()
+    data = tmp_path / "data"
+    p = subprocess.Popen([sys.executable, "-m", "omniserve.cli", "gateway", "--host", "127.0.0.1", "--port", str(port),
+                          "--data-dir", str(data), "--log-level", "warning"], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = p.stdout.readline()
+        assert f"https://127.0.0.1:{port}" in first
+        assert "admin token" in p.stdout.readline()   # printed on first run
+        ctx = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/health", verify=ctx, trust_env=False)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert r.json()["status"] == "ok"
+        assert oct((data / "tls" / "key.pem").stat().st_mode & 0o777) == "0o600"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False, timeout=3)
+        with wsc.connect(f"wss://127.0.0.1:{port}/ws/duplex/omni_tls", ssl=ctx) as ws:
+            assert json.loads(ws.recv(5))["type"] == "queued"   # no worker: it waits in the queue
+    finally:
+        p.terminate()
+        p.wait(10)

@@ -114,9 +114,10 @@ class Launcher:
                     except (httpx.HTTPError, ValueError):
                         states.append("starting")
                 try:
-                    gw_ok = c.get(gateway_url + "/health").status_code == 200
-                except httpx.HTTPError:
-                    gw_ok = False
+                    gw = c.get(gateway_url + "/health").json()
+                    gw_ok, gw_ready = True, int(gw.get("workers_ready", 0))
+                except (httpx.HTTPError, ValueError):
+                    gw_ok, gw_ready = False, 0
                 line = f"[{time.monotonic() - t0:5.0f} s] " + "  ".join(
                     f"worker {i}: {s}" for i, s in enumerate(states)) + f"  gateway: {'up' if gw_ok else 'starting'}"
                 if tty:
@@ -124,7 +125,9 @@ class Launcher:
                 elif line.split("] ", 1)[1] != last.split("] ", 1)[-1]:
                     print(line, flush=True)
                 last = line
-                if gw_ok and all(s not in ("starting", "loading", "?") for s in states):
+                usable = sum(1 for s in states if s not in ("starting", "loading", "?", "error"))
+                # ready once every worker finished loading AND the gateway's own health poll saw them
+                if gw_ok and all(s not in ("starting", "loading", "?") for s in states) and gw_ready >= usable:
                     if tty:
                         print()
                     if "error" in states:

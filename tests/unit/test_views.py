@@ -232,3 +232,18 @@ def test_voice_matching_picks_by_pitch(proc):
     voice = proc.voice_from_reference(high)
     assert voice.name.startswith("kokoro:jf"), voice
     assert proc.backend.synthesize("Hello there.", voice).size > 0
+
+
+def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
+    from omniserve.engine.backends import duplex_policy
+
+    view = proc.set_duplex_mode()
+    view.prepare("", config=duplex_settings(force_listen_count=0))
+    talk = piper_speech("I keep on talking and talking without any pause at all, on and on.")
+    talk = np.tile(talk, int(np.ceil(40 * 16000 / talk.size)))[: 40 * 16000]
+    for chunk in units(talk):                 # 40 s of speech, every unit forced to listen
+        assert view.unit(chunk, force_listen=True).is_listen
+    session = view._session
+    assert len(session._utt) <= duplex_policy._MAX_UTT_WINDOWS
+    assert len(session._preroll) <= session._preroll.maxlen
+    view.reset()

@@ -46,6 +46,7 @@ PREROLL_MS = 400
 FRAME_EVERY_S = 3.0                        # re-describe the camera at most this often
 REPLY_MAX_TOKENS = 120
 AUDIO_LEAD_MS = 200                        # extra audio on a reply's first speaking unit
+_MAX_UTT_WINDOWS = int(MAX_UTTERANCE_S * 1000 / WINDOW_MS) + 1
 FINAL_ASR_FAST = True                      # tiny.en for the final transcript too: ~3x faster than base
 
 
@@ -183,6 +184,8 @@ class EmbeddedDuplex:
                     barge = barge or self._reply is not None
             else:
                 self._utt.append(w)
+                if len(self._utt) > _MAX_UTT_WINDOWS:     # forced listening through a monologue
+                    del self._utt[0]
                 if p >= SPEECH_P:
                     self._silence_ms = 0.0
                     self._voiced_ms += WINDOW_MS

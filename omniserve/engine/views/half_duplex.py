@@ -141,7 +141,8 @@ class HalfDuplexSession:
             self._reply = None
         spec, self._spec = self._spec, None
         if spec is not None:
-            spec.ready.wait()
+            while not spec.ready.wait(0.05) and spec.reply.producing:
+                pass
             if spec.stats is not None and spec.reply.error is None:
                 self._conv = spec.conv
                 self._reply = spec.reply

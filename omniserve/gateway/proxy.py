@@ -244,9 +244,11 @@ class Relay:
                 new = await self._connect()
             except Exception:
                 continue
+            sent = 0
             try:
-                for text in list(self.early):
-                    await new.send(text)
+                while self.early is not None and sent < len(self.early):  # incl. frames arriving meanwhile
+                    await new.send(self.early[sent])
+                    sent += 1
                 reply = await asyncio.wait_for(new.recv(), 0.05) if attempt < 19 else None
             except asyncio.TimeoutError:
                 reply = None   # nothing yet: the session started
@@ -256,6 +258,8 @@ class Relay:
                 await new.close()
                 continue
             old, self.upstream = self.upstream, new
+            for text in (self.early or [])[sent:]:  # sent to the old connection during the last await
+                await new.send(text)
             if old is not None:
                 await old.close()
             self._pending_first = reply

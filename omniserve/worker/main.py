@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None), overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     w = settings.worker
+    if w.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("omniserve.worker").warning(
+            "binding %s: a worker has no authentication; expose it only on a private network to the gateway", w.host)
     uvicorn.run(create_app(settings), host=w.host, port=w.port, log_level=args.log_level,
                 ws_max_size=biggest_frame(w), ws_ping_interval=20.0, ws_ping_timeout=60.0)
     return 0

@@ -184,7 +184,7 @@ def test_duplex_stops_when_user_talks_over_the_reply(proc):
 def test_duplex_force_listen(proc):
     view = proc.set_duplex_mode()
     view.prepare("You are a helpful assistant.", config=duplex_settings(force_listen_count=6, generate_audio=False))
-    stream = units(np.concatenate([silence(0.5), _question_3s(), silence(6.5)]))
+    stream = units(np.concatenate([silence(0.5), _question_3s(), silence(8.5)]))
     frame = text_image("EXIT")
     results = run_duplex(view, stream, force={6}, frames=[frame])
     assert all(r.is_listen for r in results[:7])

@@ -154,8 +154,8 @@ class EmbeddedDuplex:
                 self._drain(reply, res)
         elif reply is not None and not forced:
             self._drain(reply, res)
-        elif reply is None and self._in_speech and not forced:
-            self._maybe_end_turn()
+        elif reply is None and self._in_speech:
+            self._maybe_end_turn(forced)
         if self._reply is None and self._in_speech:
             self._maybe_partial()
         res.user_text = self._new_caption()
@@ -203,10 +203,12 @@ class EmbeddedDuplex:
     def _utterance_audio(self) -> np.ndarray:
         return np.concatenate(self._utt) if self._utt else np.zeros(0, np.float32)
 
-    def _maybe_end_turn(self) -> None:
+    def _maybe_end_turn(self, forced: bool) -> None:
+        """Start the reply: confirmed after the end-of-turn silence, speculatively before it (or
+        while listening is forced: it is prepared then, and handed out once the force ends)."""
         long = len(self._utt) * WINDOW_MS >= MAX_UTTERANCE_S * 1000
         voiced = self._voiced_ms
-        if self._silence_ms >= self.end_silence_ms or long:
+        if not forced and (self._silence_ms >= self.end_silence_ms or long):
             audio = self._close_utterance()
             if voiced >= MIN_UTTERANCE_MS:
                 self._start_reply(audio, confirmed=True)

@@ -6,6 +6,7 @@ disconnect) sets the engine's stop event while the engine thread is busy.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -29,7 +30,12 @@ class ChatSession(Session):
     request_type = "chat"
 
     async def main(self) -> str:
-        raw = await self.receive(self.cfg.max_chat_frame_bytes, fatal=True)
+        try:  # a silent client must not hold the worker
+            raw = await asyncio.wait_for(self.receive(self.cfg.max_chat_frame_bytes, fatal=True), self.cfg.prepare_wait_s)
+        except asyncio.TimeoutError:
+            self.error_text = f"No chat request received within {self.cfg.prepare_wait_s:g} s"
+            await self.send_error(self.error_text)
+            return "timeout_request"
         try:
             req = parse_chat_request(raw)
             msgs = convert.chat_messages(req)

@@ -125,7 +125,8 @@ def short_worker(tmp_path_factory):
 
     if not engine_available():
         pytest.skip("omniserve.engine.load_processor is not available yet")
-    h = start_worker(tmp_path_factory.mktemp("short"), dict(TEST_ENV, OMNISERVE_WORKER__MAX_SESSION_S="3"))
+    h = start_worker(tmp_path_factory.mktemp("short"), dict(TEST_ENV, OMNISERVE_WORKER__MAX_SESSION_S="3",
+                                                                        OMNISERVE_WORKER__PREPARE_WAIT_S="1.5"))
     try:
         wait_health(h, {"idle"}, 600)
         yield h
@@ -158,3 +159,18 @@ async def test_maximum_session_length_is_enforced(short_worker, path, prepare):
     assert timeouts and timeouts[0]["reason"] == "max_session", msgs[-3:]
     assert 2.5 <= timeouts[0]["elapsed_s"] < 6
     assert (await wait_idle(short_worker, 15))["worker_status"] == "idle"
+
+
+async def test_silent_client_does_not_hold_the_worker(short_worker):
+    from .conftest import wait_idle
+
+    for path, expect in [("/ws/chat", "error"), ("/ws/half_duplex/hd_silent", "timeout"), ("/ws/duplex/adx_silent", "timeout")]:
+        ws = await connect(short_worker.ws + path)
+        t0 = time.monotonic()
+        m = await recv(ws, 10)
+        assert m["type"] == expect and time.monotonic() - t0 < 4, (path, m)
+        if expect == "timeout":
+            assert m["reason"] == "no_prepare"
+        with pytest.raises(ConnectionClosed):
+            await recv(ws, 5)
+        assert (await wait_idle(short_worker, 10))["worker_status"] == "idle"

@@ -194,14 +194,15 @@ class _DuplexTapes:
         n24 = -(-len(user) * REPLAY_RATE // IN_RATE)  # resample_poly's output length (ceil)
         u_start = max(int(round((t_recv - len(user) / IN_RATE) * REPLAY_RATE)), self.user_cur)
         self.user_cur = u_start + n24
-        out = {"user_offset": self.user_n, "user_samples": len(user), "replay_user_start_s": u_start / REPLAY_RATE,
-               "ai_offset": self.ai_n, "ai_samples": 0, "replay_ai_start_s": None, "audio_recorded": True}
+        out = {"user_offset": self.user_n, "user_samples": len(user), "replay_user_start": u_start,
+               "replay_user_start_s": u_start / REPLAY_RATE, "ai_offset": self.ai_n, "ai_samples": 0,
+               "replay_ai_start": None, "replay_ai_start_s": None, "audio_recorded": True}
         self.user_n += len(user)
         a_start = None
         if ai is not None:
             a_start = max(int(round(t_sent * REPLAY_RATE)), self.ai_cur)
             self.ai_cur = a_start + len(ai)
-            out.update(ai_samples=len(ai), replay_ai_start_s=a_start / REPLAY_RATE)
+            out.update(ai_samples=len(ai), replay_ai_start=a_start, replay_ai_start_s=a_start / REPLAY_RATE)
             self.ai_n += len(ai)
         # nothing later can land before both the user cursor and "now"
         commit = min(self.user_cur, int(rec.now() * REPLAY_RATE))

@@ -99,7 +99,8 @@ async def test_audio_duplex_listens_then_speaks(idle):
     assert len(replay) >= 24000 * len(results) * 0.9
     assert np.abs(replay[:, 1]).max() > 0.01 and np.abs(replay[:, 0]).max() > 0.01
     first_ai = next(u for u in units if u["ai_samples"])
-    start = int(first_ai["replay_ai_start_s"] * 24000)
+    start = first_ai["replay_ai_start"]
+    assert start == round(first_ai["replay_ai_start_s"] * 24000)
     np.testing.assert_allclose(replay[start:start + 2400, 1], ai[:2400], atol=2e-4)
 
 

@@ -67,7 +67,7 @@ class GatewaySettings(BaseModel):
     max_ref_audio_bytes: int = 10 * 1024 * 1024
     max_ref_audio_s: float = 30.0
     max_upload_recording_bytes: int = 200 * 1024 * 1024
-    queue_update_interval_s: float = 1.5      # periodic queue_update to every waiter (protocol: <= 3 s; headroom for load)
+    queue_update_interval_s: float = 2.0      # each waiter gets a queue_update at least this often (+ one tick; protocol: <= 3 s)
     worker_connect_timeout_s: float = 5.0
     health_timeout_s: float = 2.0
     session_cleanup_interval_s: float = 600.0

@@ -16,6 +16,7 @@ from typing import Optional
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.routing import WebSocketRoute
 
 from ..config import Settings
 from ..protocol.messages import DuplexConfig, GenerationConfig, HalfDuplexConfig, duplex_variant
@@ -103,17 +104,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gateway = gw
 
     # ------------------------------------------------------------ WebSockets
-    @app.websocket("/ws/chat")
+    # plain Starlette routes: no dependency injection on the hot path of 10,000 handshakes
     async def ws_chat(ws: WebSocket) -> None:
         await ws_endpoints.serve(gw, ws, "chat", "/ws/chat")
 
-    @app.websocket("/ws/half_duplex/{session_id}")
-    async def ws_half_duplex(ws: WebSocket, session_id: str) -> None:
-        await ws_endpoints.serve(gw, ws, "half_duplex_audio", f"/ws/half_duplex/{session_id}", session_id)
+    async def ws_half_duplex(ws: WebSocket) -> None:
+        sid = ws.path_params["session_id"]
+        await ws_endpoints.serve(gw, ws, "half_duplex_audio", f"/ws/half_duplex/{sid}", sid)
 
-    @app.websocket("/ws/duplex/{session_id}")
-    async def ws_duplex(ws: WebSocket, session_id: str) -> None:
-        await ws_endpoints.serve(gw, ws, duplex_variant(session_id), f"/ws/duplex/{session_id}", session_id)
+    async def ws_duplex(ws: WebSocket) -> None:
+        sid = ws.path_params["session_id"]
+        await ws_endpoints.serve(gw, ws, duplex_variant(sid), f"/ws/duplex/{sid}", sid)
+
+    app.router.routes.extend([WebSocketRoute("/ws/chat", ws_chat),
+                              WebSocketRoute("/ws/half_duplex/{session_id}", ws_half_duplex),
+                              WebSocketRoute("/ws/duplex/{session_id}", ws_duplex)])
 
     # -------------------------------------------------------- status / queue
     @app.get("/health")

@@ -1,10 +1,11 @@
 """One FIFO queue for every request type, with contiguous 1-based positions and ETAs.
 
 A waiting client's handler owns a ``Ticket`` and sleeps on its event; the queue wakes it when its
-position/ETA changed (``update``) or when a worker was assigned (``worker``). Positions are
-computed in one O(n) pass by a single broadcaster task — at most every ``min_gap`` after a
-change, and at least every ``interval`` (the protocol's 3 s promise) — never per event, so
-enqueueing 10,000 clients stays O(1) each. A newcomer's first position is simply the queue length,
+position/ETA changed (``update``), when it is due its periodic update (``interval`` after the last
+one: the protocol promises one every 3 s), or when a worker was assigned (``worker``). Positions
+are computed in one O(n) pass by a single broadcaster task every tick (``interval``/8, sooner after
+a change, never busier than ~20% of the time) — never per event, so enqueueing 10,000 clients
+stays O(1) each. A newcomer's first position is simply the queue length,
 and its ETA comes from the tail of the last layout (``_Tail``), so ``queued`` is also O(log w).
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Ticket:
     worker: Any = None              # the WorkerState once assigned
     cancelled: Optional[str] = None  # reason, once removed without a worker
     update_seq: int = 0             # bumped by every broadcast that touched this ticket
+    last_update: float = field(default_factory=time.monotonic)  # when its owner was last woken to send
 
     @property
     def public_id(self) -> str:
@@ -63,7 +65,7 @@ class _Tail:
 class WaitQueue:
     """Insertion-ordered tickets (a dict is an O(1)-removal ordered set)."""
 
-    def __init__(self, capacity: int, interval_s: float = 2.0, min_gap_s: float = 0.2) -> None:
+    def __init__(self, capacity: int, interval_s: float = 2.0, min_gap_s: float = 0.1) -> None:
         self.capacity = capacity
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
@@ -129,19 +131,22 @@ class WaitQueue:
         heapq.heappush(tail.heap, start + self.estimate(request_type))
         return max(0.0, start - (now - tail.t0))
 
-    def refresh(self, everyone: bool = True) -> int:
-        """One O(n) pass: positions 1..n and ETAs for everyone. Wakes every waiter on a periodic
-        pass, else only those whose position moved or whose ETA changed by a second or more."""
+    def refresh(self, everyone: bool = False) -> int:
+        """One O(n) pass: positions 1..n and ETAs for everyone. Wakes the waiters whose position
+        moved, whose ETA changed by a second or more, or who had no update for ``interval``."""
         items = list(self._items.values())
         etas, heap = self.layout([t.request_type for t in items])
         heapq.heapify(heap)
-        self._tail = _Tail(heap, time.monotonic())
+        now = time.monotonic()
+        self._tail = _Tail(heap, now)
+        due = now - self.interval_s
         n = len(items)
         woken = 0
         for i, t in enumerate(items):
             eta = round(etas[i], 1)
-            if everyone or t.position != i + 1 or abs(t.estimated_wait_s - eta) >= 1.0:
+            if everyone or t.last_update <= due or t.position != i + 1 or abs(t.estimated_wait_s - eta) >= 1.0:
                 t.update_seq += 1
+                t.last_update = now
                 t.event.set()
                 woken += 1
             t.position, t.estimated_wait_s, t.queue_length = i + 1, eta, n
@@ -149,26 +154,24 @@ class WaitQueue:
         return woken
 
     async def run(self) -> None:
-        """The broadcaster: after a change (but not more often than ``min_gap``), and every ``interval``."""
-        last_full = time.monotonic()
+        """The broadcaster: a pass every ``tick`` (sooner after a change), never busier than ~20%.
+
+        Each waiter is due ``interval`` after its last update, so the periodic updates of a big
+        queue are spread over the ticks instead of 10,000 sends at once."""
+        tick = max(0.05, self.interval_s / 8)
         while True:
-            timeout = max(0.0, self.interval_s - (time.monotonic() - last_full))
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
-                everyone = time.monotonic() - last_full >= self.interval_s
+                await asyncio.wait_for(self._changed.wait(), timeout=tick)
             except asyncio.TimeoutError:
-                everyone = True
+                pass
             self._changed.clear()
             t0 = time.monotonic()
-            if everyone:
-                last_full = t0
             if self._items:
                 try:
-                    self.refresh(everyone)
+                    self.refresh()
                 except Exception:  # never let the broadcaster die
                     log.exception("queue refresh failed")
             spent = time.monotonic() - t0
-            # a big queue costs more per pass: keep broadcasting at most ~20% of the time
             await asyncio.sleep(max(self.min_gap_s, 4 * spent))
 
     def start(self) -> None:

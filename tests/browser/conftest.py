@@ -132,16 +132,29 @@ def page(browser, system):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=system["url"],
                               permissions=["microphone", "camera"])
     # low temperature: the tests check what the real model says, so keep sampling near-greedy
-    ctx.add_init_script("""for (const page of ["turnbased", "half_duplex", "omni", "audio_duplex"]) {
+    ctx.add_init_script("""try { for (const page of ["turnbased", "half_duplex", "omni", "audio_duplex"]) {
         const key = `omniserve.settings.${page}`;
         if (!localStorage.getItem(key)) localStorage.setItem(key, JSON.stringify({temperature: 0.1}));
-    }""")
+    } } catch (e) { /* about:blank has no storage */ }""")
     pg = ctx.new_page()
+    _wait_ready_on_goto(pg)
     errors = PageErrors()
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.errors = errors
     yield pg
     ctx.close()
+
+
+def _wait_ready_on_goto(pg) -> None:
+    """After each goto, wait for <body data-ready>: the page module has bound its controls."""
+    goto = pg.goto
+
+    def goto_ready(url, **kw):
+        res = goto(url, **kw)
+        pg.wait_for_selector("body[data-ready]", state="attached", timeout=30_000)
+        return res
+
+    pg.goto = goto_ready
 
 
 def shot(page, name: str) -> Path:

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from .conftest import shot
+from .conftest import _wait_ready_on_goto, shot
 
 pytestmark = pytest.mark.browser
 
@@ -152,6 +152,8 @@ def test_queue_position_and_countdown_while_the_worker_is_busy(browser, system):
     ctx = browser.new_context(base_url=system["url"], viewport={"width": 1280, "height": 860}, permissions=["microphone"])
     try:
         voice, chat = ctx.new_page(), ctx.new_page()
+        _wait_ready_on_goto(voice)
+        _wait_ready_on_goto(chat)
         voice.goto("/half_duplex")
         voice.click("[data-testid=start]")
         voice.wait_for_selector("[data-testid=state][data-state=listening]", timeout=60_000)

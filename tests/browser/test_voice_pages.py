@@ -111,12 +111,13 @@ def test_omni_sends_camera_frames_with_audio_chunks(page):
 
 def test_denied_microphone_and_camera_show_clear_messages(browser, system):
     """A browser without the auto-accept flag denies media: each voice page says so and stays idle."""
-    from .conftest import CHROMIUM
+    from .conftest import CHROMIUM, _wait_ready_on_goto
 
     strict = browser.browser_type.launch(executable_path=CHROMIUM, args=[
         "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--no-first-run"])
     try:
         pg = strict.new_context(base_url=system["url"]).new_page()
+        _wait_ready_on_goto(pg)
         for path, word in [("/half_duplex", "Microphone"), ("/audio_duplex", "Microphone"), ("/omni", "Camera")]:
             pg.goto(path)
             pg.click("[data-testid=start]")

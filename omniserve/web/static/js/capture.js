@@ -27,7 +27,10 @@ export class MicCapture {
   }
 
   async start() {
-    const audio = { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+    // Echo cancellation keeps the assistant's voice out of the microphone (full duplex); the
+    // browser's noise suppression and gain control are off: they smear speech that the server's
+    // VAD and Whisper would otherwise hear clearly.
+    const audio = { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false };
     if (this.deviceId) audio.deviceId = { exact: this.deviceId };
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({ audio });

@@ -3,7 +3,7 @@
  * (id prefix adx_): one audio_chunk of chunk_ms per unit (omni adds one JPEG frame), results
  * drive captions, the listen/speak lamp, speech playback, barge-in and the metrics panel.
  */
-import { initPage, notify, clearNotice } from "./layout.js";
+import { initPage, notify, clearNotice, markReady } from "./layout.js";
 import { $, fmtMs } from "./dom.js";
 import { t } from "./i18n.js";
 import { Settings } from "./settings.js";
@@ -242,4 +242,5 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
       } catch (e) { notify("error", e.message, { timeoutMs: 6000 }); }
     };
   }
+  markReady();
 }

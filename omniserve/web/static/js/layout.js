@@ -77,6 +77,9 @@ export async function initPage(active) {
   });
 }
 
+/** Marks the page as wired up (controls bound, settings shown): <body data-ready="1">. */
+export function markReady() { document.body.dataset.ready = "1"; }
+
 /** Shows a notice at the top of the page; `timeoutMs` 0 keeps it until closed. Returns it. */
 export function notify(kind, text, { timeoutMs = 0, id } = {}) {
   const box = $("#notices");

@@ -3,7 +3,7 @@
  * reference voices. The token lives in sessionStorage; every value from the server is shown as
  * text (h()/textContent), never as HTML.
  */
-import { initPage, notify, clearNotice } from "../layout.js";
+import { initPage, notify, clearNotice, markReady } from "../layout.js";
 import { api, asList, adminToken, setAdminToken, ApiError } from "../api.js";
 import { h, fill, $, fmtSeconds, fmtTime } from "../dom.js";
 import { t } from "../i18n.js";
@@ -163,6 +163,7 @@ async function main() {
   $("#voice-form").onsubmit = submitVoice;
   $("#voice-file").onchange = () => { const f = $("#voice-file").files[0]; $("#voice-file-name").textContent = f ? f.name : ""; };
   if (adminToken()) showDash(); else showLogin();
+  markReady();
 }
 
 main();

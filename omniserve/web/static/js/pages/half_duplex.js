@@ -3,7 +3,7 @@
  * finished, then the reply streams back. No echo feedback: no audio_chunk is sent from the start
  * of a reply until its audio has finished playing.
  */
-import { initPage, notify, clearNotice } from "../layout.js";
+import { initPage, notify, clearNotice, markReady } from "../layout.js";
 import { $ } from "../dom.js";
 import { t } from "../i18n.js";
 import { Settings } from "../settings.js";
@@ -209,6 +209,7 @@ async function main() {
   showState("idle");
   $("#start").onclick = start;
   $("#stop").onclick = () => end(true);
+  markReady();
 }
 
 main();

@@ -1,5 +1,5 @@
 /** Home: enabled modes as cards, recent sessions, notice when redirected from a disabled mode. */
-import { initPage, notify, MODES } from "../layout.js";
+import { initPage, notify, markReady, MODES } from "../layout.js";
 import { api, asList } from "../api.js";
 import { h, fill, $, fmtTime } from "../dom.js";
 import { t } from "../i18n.js";
@@ -37,6 +37,7 @@ async function main() {
   document.addEventListener("langchange", () => { renderModes(); renderRecent(); });
   renderRecent();
   await renderModes();
+  markReady();
 }
 
 main();

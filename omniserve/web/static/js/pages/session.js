@@ -1,5 +1,5 @@
 /** Session viewer /s/<id>: metadata, timeline with per-item audio, stereo replay, download, comments. */
-import { initPage, notify } from "../layout.js";
+import { initPage, notify, markReady } from "../layout.js";
 import { api, asList } from "../api.js";
 import { h, fill, $, fmtTime } from "../dom.js";
 import { t } from "../i18n.js";
@@ -54,6 +54,7 @@ async function main() {
   } catch (e) {
     notify("error", e.status === 404 ? t("sv.not_found") : e.message, { id: "meta" });
     fill($("#timeline"), h("div.empty", t("sv.no_timeline")));
+    markReady();
     return;
   }
   try {
@@ -64,6 +65,7 @@ async function main() {
     fill($("#timeline"), h("div.empty", e.status === 404 ? t("sv.no_timeline") : e.message));
   }
   loadComments();
+  markReady();
   $("#comment-form").onsubmit = async (ev) => {
     ev.preventDefault();
     const text = $("#comment").value.trim();

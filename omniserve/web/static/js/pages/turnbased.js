@@ -2,7 +2,7 @@
  * Turn-based chat: each request opens one /ws/chat connection carrying the whole history, streams
  * text and speech back, and can be stopped. Timing per reply: first text, first audio, tokens.
  */
-import { initPage, notify } from "../layout.js";
+import { initPage, notify, markReady } from "../layout.js";
 import { $ } from "../dom.js";
 import { t } from "../i18n.js";
 import { Settings, bindSettings } from "../settings.js";
@@ -200,6 +200,7 @@ async function main() {
   bindDeviceSelect($("#mic-device"), "mic");
   bindDeviceSelect($("#speaker-device"), "speaker", (id) => player.setSink(id));
   document.querySelector('[data-setting="start_delay_ms"]').addEventListener("change", () => { player.startDelay = settings.get("start_delay_ms") / 1000; });
+  markReady();
 }
 
 main();

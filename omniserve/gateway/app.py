@@ -142,9 +142,11 @@ def create_app(settings: Settings) -> FastAPI:
         return next(v for v in gw.pool.worker_views() if v.url == w.url)
 
     @app.get("/api/queue", response_model=QueueOut)
-    def queue(request: Request) -> QueueOut:
-        items = gw.pool.queue_items(reveal_ids=gw.auth.is_admin(request))
-        return QueueOut(queue_length=len(items), items=items, running_tasks=gw.pool.running())
+    async def queue(request: Request, limit: int = 10000) -> JSONResponse:
+        """Shaped like ``QueueOut``; ``items`` holds the first ``limit`` entries."""
+        items = gw.pool.queue_items(reveal_ids=gw.auth.is_admin(request), limit=max(0, limit))
+        return JSONResponse({"queue_length": len(gw.queue), "items": items,
+                             "running_tasks": [r.model_dump() for r in gw.pool.running()]})
 
     def _find_ticket(ticket_id: str, request: Request):
         t = gw.queue.get(ticket_id)

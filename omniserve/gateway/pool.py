@@ -17,7 +17,7 @@ from typing import Optional
 import httpx
 
 from ..protocol.affinity import longest_cached_prefix
-from ..protocol.rest import QueueItemOut, RunningTaskOut, StatusOut, WorkerOut
+from ..protocol.rest import RunningTaskOut, StatusOut, WorkerOut
 from .eta import EtaEstimator
 from .queue import Ticket, WaitQueue
 
@@ -220,11 +220,15 @@ class WorkerPool:
                                estimated_remaining_s=round(self.eta.remaining(w.ticket.request_type, now - w.busy_since), 1))
                 for w in self.workers if w.ticket is not None]
 
-    def queue_items(self, reveal_ids: bool) -> list[QueueItemOut]:
+    def queue_items(self, reveal_ids: bool, limit: Optional[int] = None) -> list[dict]:
+        """Plain dicts shaped like ``QueueItemOut``: a 10,000-entry listing must not stall the loop
+        with model validation."""
         items = list(self.queue)
         etas, _ = self._layout([t.request_type for t in items])
         now = time.monotonic()
-        return [QueueItemOut(ticket_id=t.ticket_id if reveal_ids else t.public_id, request_type=t.request_type,
-                             session_id=t.session_id if reveal_ids else None, position=i + 1,
-                             estimated_wait_s=round(etas[i], 1), waited_s=round(now - t.enqueued_at, 1))
+        if limit is not None:
+            items = items[:limit]
+        return [{"ticket_id": t.ticket_id if reveal_ids else t.public_id, "request_type": t.request_type,
+                 "session_id": t.session_id if reveal_ids else None, "position": i + 1,
+                 "estimated_wait_s": round(etas[i], 1), "waited_s": round(now - t.enqueued_at, 1)}
                 for i, t in enumerate(items)]

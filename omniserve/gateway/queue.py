@@ -11,6 +11,7 @@ and its ETA comes from the tail of the last layout (``_Tail``), so ``queued`` is
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import logging
@@ -45,7 +46,7 @@ class Ticket:
     update_seq: int = 0             # bumped by every broadcast that touched this ticket
     last_update: float = field(default_factory=time.monotonic)  # when its owner was last woken to send
 
-    @property
+    @functools.cached_property
     def public_id(self) -> str:
         """What non-admins see in listings (cannot be used to cancel)."""
         return "pub_" + hashlib.sha256(self.ticket_id.encode()).hexdigest()[:12]

@@ -352,6 +352,7 @@ class TurnDoneMsg(_Server):
     type: Literal["turn_done"] = "turn_done"
     turn_index: int
     text: str
+    user_text: Optional[str] = None     # extension: what ASR heard in this turn
 
 
 class StoppedMsg(_Server):
@@ -386,6 +387,7 @@ class ResultMsg(_Server):
     n_tts_tokens: int = 0
     kv_cache_length: int = 0
     server_send_ts: float = 0.0
+    user_text: Optional[str] = None     # extension: what ASR heard in this unit (live captions)
 
 
 class PausedMsg(_Server):

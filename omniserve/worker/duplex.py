@@ -208,7 +208,7 @@ class DuplexSession(Session):
             cost_all_ms=round(float(tm.get("cost_all_ms", cost_all)), 2),
             wall_clock_ms=round((time.monotonic() - u.mono_received) * 1000, 2),
             n_tokens=res.n_tokens, n_tts_tokens=res.n_tts_tokens, kv_cache_length=res.kv_cache_length,
-            server_send_ts=time.time())
+            server_send_ts=time.time(), user_text=res.user_text or None)
         t_sent = self.rec.now()
         await self.send(msg)
         self.state.kv_cache_length = res.kv_cache_length

@@ -188,7 +188,7 @@ class HalfDuplexSession(Session):
         text = result.text if result is not None and result.text else "".join(texts)
         if not stopped:
             await self.send(HDChunkMsg(chunk_index=idx, is_final=True))
-            await self.send(TurnDoneMsg(turn_index=self.turn_index, text=text))
+            await self.send(TurnDoneMsg(turn_index=self.turn_index, text=text, user_text=pre.transcript))
         self.state.kv_cache_length = await self.engine(self.view.kv_cache_length)
         n = self.turn_index
         ai = np.concatenate(audio) if audio else None

@@ -103,10 +103,10 @@ def bench_tts(proc: UnifiedProcessor) -> None:
         row(f"TTS time to first audio (first clause), {label}", f"{tfa * 1000:.0f} ms")
 
 
-def bench_half_duplex(proc: UnifiedProcessor, turns: int, fast_asr: bool = False) -> None:
+def bench_half_duplex(proc: UnifiedProcessor, turns: int, fast_asr: bool = True) -> None:
     view = proc.set_half_duplex_mode()
     view.asr_fast = fast_asr
-    tag = f"{turns} turns, ASR {'tiny.en' if fast_asr else proc.settings.asr_model}"
+    tag = f"{turns} turns, turn ASR {'tiny.en' if fast_asr else proc.settings.asr_model}"
     view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=64, temperature=0.7),
                  tts=True, vad=VadSettings(threshold=0.5, min_silence_duration_ms=600))
     lat, asr_ms, evaluated = [], [], []
@@ -180,7 +180,7 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--duplex-seconds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,halftiny,duplex")
+    ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,halfbase,duplex")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(f"omniserve engine bench — {os.cpu_count()} CPUs, threads={args.threads or 'all'}", flush=True)
@@ -189,7 +189,7 @@ def main() -> int:
     row("load all models", f"{time.perf_counter() - t0:.1f} s")
     steps = [("switch", lambda: bench_switch(proc)), ("asr", lambda: bench_asr(proc)), ("llm", lambda: bench_llm(proc)),
              ("tts", lambda: bench_tts(proc)), ("half", lambda: bench_half_duplex(proc, args.turns)),
-             ("halftiny", lambda: bench_half_duplex(proc, args.turns, fast_asr=True)),
+             ("halfbase", lambda: bench_half_duplex(proc, args.turns, fast_asr=False)),
              ("duplex", lambda: bench_duplex(proc, args.duplex_seconds))]
     for name, fn in steps:
         if name not in skip:

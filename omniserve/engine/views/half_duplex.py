@@ -77,8 +77,9 @@ class HalfDuplexSession:
         self._rec: list[np.ndarray] = []      # audio of the current speech (plus pre-roll)
         self._preroll: collections.deque = collections.deque(maxlen=PREROLL_CHUNKS)
         self.speculation_hits = 0
-        # True: transcribe turns with the fast ASR (Whisper tiny.en) instead of engine.asr_model
-        self.asr_fast = backend.settings.asr_model == "tiny.en" if hasattr(backend, "settings") else False
+        # Turns are transcribed with the fast ASR (Whisper tiny.en): it halves the end of speech →
+        # first audio latency (bench/engine.py). False = use engine.asr_model (Whisper base).
+        self.asr_fast = True
         self._generating = False
 
     def prepare(self, system_prompt: str, *, voice: Optional[Voice] = None, generation: GenerationParams = GenerationParams(),

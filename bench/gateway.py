@@ -138,11 +138,19 @@ async def main():
         await asyncio.sleep(0.01)
     t1 = time.monotonic()
     print(json.dumps({"phase": "enqueued", "seconds": t1 - t0}), flush=True)
-    sys.stdin.readline()        # the parent measured RSS; now hold while updates flow
+    await asyncio.to_thread(sys.stdin.readline)   # the parent measures RSS meanwhile; then hold
     t_hold = time.monotonic()
+    lag = []
+    async def lagmon():
+        while True:
+            t = time.monotonic(); await asyncio.sleep(0.05); lag.append((round(t - t_hold, 2), round(time.monotonic() - t - 0.05, 3)))
+    lm = asyncio.create_task(lagmon())
     await asyncio.sleep(hold)
+    lm.cancel()
     t_end = time.monotonic()
     gaps = []
+    worst = max(state.values(), key=lambda s: max(b - a for a, b in zip(s["times"], s["times"][1:] + [t_end])))
+    print(json.dumps({"phase": "debug", "worst": [round(t - t_hold, 2) for t in worst["times"]], "client_lag": sorted(lag, key=lambda x: -x[1])[:5]}), flush=True)
     for s in state.values():
         before = [t for t in s["times"] if t < t_hold]
         ts = before[-1:] + [t for t in s["times"] if t >= t_hold] + [t_end]
@@ -189,11 +197,16 @@ async def queue_scale(tmp: Path, n: int, hold: float) -> dict:
         rest_ok = [it["position"] for it in q["items"]] == list(range(1, n + 1))
         cl.stdin.write("go\n")
         cl.stdin.flush()
-        line = await asyncio.to_thread(cl.stdout.readline)
-        try:
-            done = json.loads(line)
-        except ValueError:
-            raise RuntimeError(line + cl.stdout.read())
+        while True:
+            line = await asyncio.to_thread(cl.stdout.readline)
+            try:
+                done = json.loads(line)
+            except ValueError:
+                raise RuntimeError(line + cl.stdout.read())
+            if done.get("phase") == "done":
+                break
+            if os.environ.get("BENCH_DEBUG"):
+                print(done)
         cl.wait(60)
         await holder.close()
         return {"n": n, "enqueue_s": first["seconds"], "rate": n / first["seconds"],

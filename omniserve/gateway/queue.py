@@ -173,7 +173,9 @@ class WaitQueue:
                 except Exception:  # never let the broadcaster die
                     log.exception("queue refresh failed")
             spent = time.monotonic() - t0
-            await asyncio.sleep(max(self.min_gap_s, 4 * spent))
+            # ~20% duty at most, but never so long that a waiter misses its 3 s (a GC pause inside
+            # a pass must not turn into seconds of silence)
+            await asyncio.sleep(min(max(self.min_gap_s, 4 * spent), tick))
 
     def start(self) -> None:
         if self._task is None:

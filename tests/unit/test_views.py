@@ -209,9 +209,17 @@ def test_bad_input_raises_clear_errors(proc):
         chat.prefill([Message("user", [Audio(np.full(16000, np.nan, np.float32))])])
     with pytest.raises(EngineInputError):
         chat.prefill([Message("user", [Text("hi")])], generation=GenerationParams(temperature=-1))
+    half = proc.set_half_duplex_mode()
+    with pytest.raises(EngineInputError, match="threshold"):
+        half.prepare("", vad=VadSettings(threshold=1.5))
+    half.prepare("")
+    with pytest.raises(EngineInputError, match="NaN"):
+        half.feed(np.full(8000, np.nan, np.float32))
     duplex = proc.set_duplex_mode()
     with pytest.raises(EngineInputError, match="prepare"):
         duplex.unit(silence(1))
+    with pytest.raises(EngineInputError, match="16000"):
+        duplex.prepare("", config=duplex_settings(sample_rate=8000))
     duplex.prepare("", config=duplex_settings())
     with pytest.raises(EngineInputError, match="empty"):
         duplex.unit(np.zeros(0, np.float32))

@@ -1,5 +1,6 @@
 """The gateway's FastAPI application: wires the pool, queue, registries and session store to the
-REST routes of PROTOCOL.md, the three WebSocket endpoints and the pages.
+REST routes of PROTOCOL.md (status, queue, ETA, apps, workers here; voices/presets in
+``routes_media``; sessions in ``routes_sessions``), the three WebSocket endpoints and the pages.
 
 Nothing here runs a model, and nothing here blocks the event loop: file and audio work is moved
 to threads. Admin routes take ``Authorization: Bearer <token>``.
@@ -7,31 +8,29 @@ to threads. Admin routes take ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
 from ..config import Settings
-from ..protocol.messages import DuplexConfig, GenerationConfig, HalfDuplexConfig, duplex_variant
-from ..protocol.rest import (AppOut, AppUpdate, CommentIn, EtaConfigUpdate, EtaOut, QueueOut, RefAudioOut,
-                             RefAudioUpload, StatusOut, WorkerOut, WorkerRegister)
+from ..protocol.messages import duplex_variant
+from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
 from .apps import AppRegistry
 from .auth import AdminAuth, load_admin_token
 from .eta import EtaEstimator
 from .pages import mount_pages
 from .pool import WorkerPool
-from .presets import DEFAULT_VOICE, Presets
+from .presets import Presets
 from .queue import WaitQueue
-from .ref_audio import RefAudioError, RefAudioRegistry
-from .sessions import BadUpload, SessionNotFound, SessionStore
+from .ref_audio import RefAudioRegistry
+from .routes_media import add_media_routes
+from .routes_sessions import add_session_routes
+from .sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +104,6 @@ async def _watch_loop_lag(period: float = 0.1, warn_s: float = 0.25) -> None:
         lag = loop.time() - t - period
         if lag > warn_s:
             log.warning("event loop blocked for %.0f ms", lag * 1000)
-
-
-async def read_capped(request: Request, cap: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``cap`` (never read whole first)."""
-    cl = request.headers.get("content-length")
-    if cl and cl.isdigit() and int(cl) > cap:
-        raise HTTPException(413, f"body too large (max {cap} bytes)")
-    parts, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > cap:
-            raise HTTPException(413, f"body too large (max {cap} bytes)")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -233,150 +218,8 @@ def create_app(settings: Settings) -> FastAPI:
         except KeyError:
             raise HTTPException(404, f"unknown app {app_id!r}") from None
 
-    # -------------------------------------------------------------- ref audio
-    @app.get("/api/assets/ref_audio", response_model=list[RefAudioOut])
-    def ref_list() -> list[RefAudioOut]:
-        return gw.ref_audio.list()
-
-    @app.post("/api/assets/ref_audio", response_model=RefAudioOut, status_code=201)
-    async def ref_upload(request: Request, name: Optional[str] = None, format: Optional[str] = None) -> RefAudioOut:
-        cap = gw.ref_audio.max_bytes
-        body = await read_capped(request, cap * 4 // 3 + 4096)
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                up = RefAudioUpload.model_validate_json(body)
-                data = base64.b64decode(up.data, validate=True)
-            except (ValidationError, ValueError) as e:
-                raise HTTPException(400, f"invalid upload: {e}") from None
-            name, format = up.name, up.format
-        else:
-            data = body
-        if not name:
-            raise HTTPException(400, "name is required (?name=... or JSON {name, data})")
-        try:
-            return await gw.ref_audio.add(name, data, format)
-        except RefAudioError as e:
-            raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
-
-    @app.delete("/api/assets/ref_audio/{ref_id}")
-    def ref_delete(ref_id: str, request: Request) -> dict:
-        gw.auth.require(request)
-        if not gw.ref_audio.delete(ref_id):
-            raise HTTPException(404, "no such voice")
-        return {"deleted": ref_id}
-
-    @app.get("/api/assets/ref_audio/{ref_id}/audio")
-    def ref_audio_file(ref_id: str) -> FileResponse:
-        p = gw.ref_audio.path(ref_id)
-        if p is None:
-            raise HTTPException(404, "no such voice")
-        return FileResponse(p, media_type="audio/wav")
-
-    default_voice_cache: dict = {}
-
-    @app.get("/api/default_ref_audio")
-    async def default_ref_audio() -> dict:
-        if not default_voice_cache:
-            from ..audio import encode_f32, read_audio_bytes
-            pcm = await asyncio.to_thread(read_audio_bytes, DEFAULT_VOICE.read_bytes(), 16000)
-            default_voice_cache.update(id="default", name="Default voice", sample_rate=16000,
-                                       duration_s=round(pcm.size / 16000, 2), audio_base64=encode_f32(pcm),
-                                       audio_url="/api/assets/ref_audio/default/audio")
-        return default_voice_cache
-
-    # ---------------------------------------------------------------- presets
-    @app.get("/api/presets")
-    def presets() -> dict:
-        return gw.presets.listing()
-
-    @app.get("/api/presets/{mode}/{preset_id}/audio")
-    def preset_audio(mode: str, preset_id: str) -> FileResponse:
-        p = gw.presets.audio_path(mode, preset_id)
-        if p is None:
-            raise HTTPException(404, "no audio for this preset")
-        return FileResponse(p, media_type="audio/wav")
-
-    @app.get("/api/frontend_defaults")
-    def frontend_defaults() -> dict:
-        return {
-            "chat": {"generation": GenerationConfig().model_dump(), "streaming": True, "tts": {"enabled": False},
-                     "system_prompt": gw.presets.first_prompt("turnbased")},
-            "half_duplex": {"config": HalfDuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("half_duplex")},
-            "omni": {"config": DuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("omni")},
-            "audio_duplex": {"config": DuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("audio_duplex")},
-            "apps": {a.app_id: a.enabled for a in gw.apps.all()},
-            "default_ref_audio": "/api/default_ref_audio",
-            "audio": {"input_sample_rate": 16000, "output_sample_rate": 24000},
-        }
-
-    # --------------------------------------------------------------- sessions
-    def _nf(e: Exception) -> HTTPException:
-        return HTTPException(404, "no such session or file")
-
-    @app.get("/api/sessions/{session_id}")
-    async def session_meta(session_id: str) -> dict:
-        try:
-            return await asyncio.to_thread(gw.sessions.meta, session_id)
-        except SessionNotFound as e:
-            raise _nf(e) from None
-
-    @app.get("/api/sessions/{session_id}/recording")
-    async def session_recording(session_id: str) -> JSONResponse:
-        try:
-            return JSONResponse(await asyncio.to_thread(gw.sessions.recording, session_id))
-        except (SessionNotFound, ValueError) as e:
-            raise _nf(e) from None
-
-    @app.get("/api/sessions/{session_id}/assets/{path:path}")
-    def session_asset(session_id: str, path: str) -> FileResponse:
-        try:
-            return FileResponse(gw.sessions.file(session_id, path))
-        except SessionNotFound as e:
-            raise _nf(e) from None
-
-    @app.get("/api/sessions/{session_id}/download")
-    def session_download(session_id: str) -> StreamingResponse:
-        try:
-            gw.sessions.dir(session_id)
-        except SessionNotFound as e:
-            raise _nf(e) from None
-        return StreamingResponse(gw.sessions.zip_stream(session_id), media_type="application/zip",
-                                 headers={"Content-Disposition": f'attachment; filename="{session_id}.zip"'})
-
-    @app.post("/api/sessions/{session_id}/upload-recording")
-    async def session_upload(session_id: str, request: Request) -> dict:
-        try:
-            gw.sessions.dir(session_id)
-        except SessionNotFound as e:
-            raise _nf(e) from None
-        body = await read_capped(request, gw.sessions.max_upload_bytes)
-        try:
-            name = await asyncio.to_thread(gw.sessions.save_upload, session_id, body,
-                                           request.headers.get("content-type", ""))
-        except BadUpload as e:
-            raise HTTPException(415, str(e)) from None
-        return {"stored": name, "bytes": len(body)}
-
-    @app.get("/api/sessions/{session_id}/comment")
-    def session_comments(session_id: str) -> list[dict]:
-        try:
-            return gw.sessions.comments(session_id)
-        except SessionNotFound as e:
-            raise _nf(e) from None
-
-    @app.post("/api/sessions/{session_id}/comment", status_code=201)
-    async def session_comment(session_id: str, request: Request) -> dict:
-        body = await read_capped(request, gw.sessions.max_comment_bytes + 1024)
-        try:
-            c = CommentIn.model_validate_json(body)
-        except ValidationError as e:
-            raise HTTPException(422, str(e.errors()[:3])) from None
-        try:
-            return await asyncio.to_thread(gw.sessions.add_comment, session_id, c.text, c.rating)
-        except SessionNotFound as e:
-            raise _nf(e) from None
-        except BadUpload as e:
-            raise HTTPException(413, str(e)) from None
+    add_media_routes(app, gw)
+    add_session_routes(app, gw)
 
     mount_pages(app, gw.apps)
     return app

@@ -2,7 +2,7 @@
 
 Uploads are size- and duration-capped and decoded off the event loop: WAV/FLAC/OGG through
 ``omniserve.audio.read_audio_bytes``; browser WebM/Opus (and anything else) through an ``ffmpeg``
-subprocess when ffmpeg is installed. Names are validated (a short allow-listed alphabet) and
+subprocess when ffmpeg is installed. Names are validated (printable, no markup characters) and
 HTML-escaped on output; ids are random and checked against a strict pattern before any file use.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..audio import IN_RATE, AudioError, decode_f32, read_audio_bytes, to_wav_by
 from ..protocol.rest import RefAudioOut
 from .presets import DEFAULT_VOICE
 
-NAME_RE = re.compile(r"^[\w .\-()]{1,64}$")
+NAME_RE = re.compile(r'^[^<>&"`\\]{1,64}$')   # plus str.isprintable(); escaping then changes nothing
 ID_RE = re.compile(r"^ra_[0-9a-f]{16}$")
 DEFAULT_ID = "default"
 
@@ -53,7 +53,7 @@ class RefAudioRegistry:
         out = [RefAudioOut(id=DEFAULT_ID, name="Default voice", duration_s=_wav_seconds(DEFAULT_VOICE),
                            created_at=0.0, builtin=True)]
         for k, v in sorted(self._items.items(), key=lambda kv: kv[1]["created_at"]):
-            out.append(RefAudioOut(id=k, name=html.escape(v["name"]), duration_s=v["duration_s"],
+            out.append(RefAudioOut(id=k, name=html.escape(v["name"], quote=False), duration_s=v["duration_s"],
                                    created_at=v["created_at"]))
         return out
 
@@ -68,8 +68,8 @@ class RefAudioRegistry:
     # ----------------------------------------------------------------- write
     async def add(self, name: str, data: bytes, fmt: Optional[str] = None) -> RefAudioOut:
         name = name.strip()
-        if not NAME_RE.match(name):
-            raise RefAudioError("name: 1-64 letters, digits, spaces or . - _ ( )")
+        if not NAME_RE.match(name) or not name.isprintable():
+            raise RefAudioError('name: 1-64 printable characters, without < > & " ` or \\')
         if not data:
             raise RefAudioError("empty upload")
         if len(data) > self.max_bytes:
@@ -83,7 +83,7 @@ class RefAudioRegistry:
         ref_id = "ra_" + secrets.token_hex(8)
         wav = await asyncio.to_thread(to_wav_bytes, pcm, IN_RATE)
         await asyncio.to_thread(self._store, ref_id, name, wav, seconds)
-        return RefAudioOut(id=ref_id, name=html.escape(name), duration_s=round(seconds, 2), created_at=time.time())
+        return RefAudioOut(id=ref_id, name=html.escape(name, quote=False), duration_s=round(seconds, 2), created_at=time.time())
 
     def _store(self, ref_id: str, name: str, wav: bytes, seconds: float) -> None:
         with self._lock:

@@ -98,6 +98,9 @@ def test_ref_audio_crud(c, g):
     assert r.status_code == 201, r.text
     # rejected: bad names, not audio, too long, too big
     assert c.post("/api/assets/ref_audio?name=<script>", content=wav(1)).status_code == 400
+    assert c.post("/api/assets/ref_audio?name=a%26b", content=wav(1)).status_code == 400
+    r = c.post("/api/assets/ref_audio", json={"name": "Zoë's voice, take 2", "data": base64.b64encode(wav(1)).decode()})
+    assert r.status_code == 201 and r.json()["name"] == "Zoë's voice, take 2"  # a file name from a browser
     assert c.post("/api/assets/ref_audio?name=x", content=b"not audio at all" * 10).status_code == 400
     assert c.post("/api/assets/ref_audio?name=long", content=wav(31, 8000)).status_code == 400
     assert c.post("/api/assets/ref_audio?name=big", content=b"\0" * (11 * 1024 * 1024)).status_code == 413

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 from typing import Optional
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +118,11 @@ def has_espeak() -> bool:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     return True
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread for as long as its session-scoped browser lives, and ``asyncio.run`` in any later test
+    would fail with "cannot be called from a running event loop"."""
+    browser_dir = Path(__file__).parent / "browser"
+    items.sort(key=lambda it: Path(str(it.fspath)).is_relative_to(browser_dir))

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .api import EngineInputError
+from .components.asr import check_pcm
 
 SAMPLE_RATE = 16000
 MAX_AUDIO_S = 600.0
@@ -31,19 +32,9 @@ def check_audio(pcm: object, sample_rate: int = SAMPLE_RATE, *, what: str = "aud
     if sample_rate != SAMPLE_RATE:
         raise EngineInputError(f"{what}: sample rate {sample_rate} Hz is not supported; "
                                f"send mono float32 PCM at {SAMPLE_RATE} Hz")
-    if not isinstance(pcm, np.ndarray):
-        raise EngineInputError(f"{what} must be a numpy array of float32 samples, got {type(pcm).__name__}")
-    if pcm.dtype.kind != "f":
-        raise EngineInputError(f"{what} must be float PCM in [-1, 1], got dtype {pcm.dtype}")
-    if pcm.ndim != 1:
-        raise EngineInputError(f"{what} must be mono (1-D), got shape {pcm.shape}")
-    if pcm.size == 0:
-        raise EngineInputError(f"{what} is empty")
-    if not np.isfinite(pcm).all():
-        raise EngineInputError(f"{what} contains NaN or infinite samples")
-    if pcm.size > max_seconds * SAMPLE_RATE:
-        raise EngineInputError(f"{what} is too long: {pcm.size / SAMPLE_RATE:.0f} s (max {max_seconds:.0f} s)")
-    return pcm.astype(np.float32, copy=False)
+    if isinstance(pcm, np.ndarray) and pcm.dtype.kind == "f":
+        pcm = pcm.astype(np.float32, copy=False)   # float64 from numpy/soundfile is fine
+    return check_pcm(pcm, what=what, max_seconds=max_seconds)
 
 
 def check_image(data: object, *, what: str = "image") -> bytes:

@@ -387,7 +387,7 @@ class ResultMsg(_Server):
     n_tts_tokens: int = 0
     kv_cache_length: int = 0
     server_send_ts: float = 0.0
-    user_text: Optional[str] = None     # extension: what ASR heard in this unit (live captions)
+    user_text: Optional[str] = None     # extension: the current utterance heard so far (live caption; replaces the last)
 
 
 class PausedMsg(_Server):

@@ -66,8 +66,9 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
     if (barge.onResult(r)) dropAudio("model listens again");
     const ut = userTextOf(r);
     if (ut) {
+      // user_text is the current utterance heard so far (partial, then final): replace, not append
       if (!s.user) s.user = transcript.add("user");
-      s.user.append((s.user.text ? " " : "") + ut);
+      s.user.set(ut);
     }
     if (!r.is_listen) {
       s.user = null;

@@ -17,12 +17,11 @@ import numpy as np
 from ..audio import encode_f32
 from ..engine.api import DuplexSettings, EngineInputError
 from ..protocol.messages import (AudioChunkDuplex, ClientDiagnostic, DuplexPrepare, DuplexPreparedMsg, Pause,
-                                 PausedMsg, ProtocolError, Resume, ResumedMsg, ResultMsg, StoppedMsg, Stop,
+                                 PausedMsg, Resume, ResumedMsg, ResultMsg, StoppedMsg, Stop,
                                  TimeoutMsg, VideoFrame, duplex_variant, parse_duplex)
 from . import convert, limits
-from .inbox import Inbox
 from .recorder import image_ext
-from .session import Disconnected, Session
+from .session import Disconnected, Gone, StreamingSession
 from .state import Status
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -38,44 +37,24 @@ class _Unit:
     mono_received: float = 0.0
 
 
-class _Gone:
-    """Inbox marker: the client disconnected."""
-
-
-class DuplexSession(Session):
+class DuplexSession(StreamingSession):
     status = Status.DUPLEX_ACTIVE
+    stream_kind = "duplex"
+    prepare_type = DuplexPrepare
+    parse = staticmethod(parse_duplex)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.request_type = duplex_variant(self.session_id)
         self.omni = self.request_type == "omni_duplex"
-        self.inbox = Inbox()
         self.view: Any = None
         self.chunk_ms: Optional[int] = None
-        self.last_audio = time.monotonic()
         self.pending_pauses = 0
         self.units = 0
         self.frames_pending: list[bytes] = []
 
     # ------------------------------------------------------------------- reader
-    async def _reader(self) -> None:
-        cap = limits.stream_cap(self.cfg, "duplex")
-        try:
-            while True:
-                try:
-                    raw = await self.receive(max(self.cfg.max_prepare_frame_bytes, cap))
-                    msg = parse_duplex(raw)
-                    if not isinstance(msg, DuplexPrepare) and len(raw) > cap:
-                        raise limits.FrameTooBig(len(raw), cap)
-                    self._take(msg)
-                except (ProtocolError, limits.InputError) as e:
-                    await self.send_error(str(e))
-        except Disconnected:
-            self.disconnected = True
-            self.stop.set()
-            self.inbox.put(_Gone())
-
-    def _take(self, msg: Any) -> None:
+    def take(self, msg: Any) -> None:
         """Validate and queue one message (runs on the reader task, so errors answer at once)."""
         if isinstance(msg, AudioChunkDuplex):
             if self.chunk_ms is None:
@@ -121,7 +100,7 @@ class DuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(reason=reason, elapsed_s=round(time.monotonic() - started, 3)))
                 return f"timeout_{reason}"
-            if isinstance(item, _Gone) or self.disconnected:
+            if isinstance(item, Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
@@ -157,7 +136,7 @@ class DuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(reason="no_prepare", elapsed_s=round(time.monotonic() - started, 3)))
                 return "timeout_prepare"
-            if isinstance(item, _Gone) or self.disconnected:
+            if isinstance(item, Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop):
                 await self.send(StoppedMsg(session_id=self.session_id))

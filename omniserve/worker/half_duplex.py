@@ -16,57 +16,39 @@ import numpy as np
 from ..audio import IN_RATE, OUT_RATE, encode_f32
 from ..engine.api import EngineInputError, VadSettings
 from ..protocol.messages import (AudioChunkHD, GeneratingMsg, HalfDuplexPrepare, HDChunkMsg, HDPreparedMsg,
-                                 ProtocolError, StoppedMsg, Stop, TimeoutMsg, TurnDoneMsg, VadStateMsg,
+                                 StoppedMsg, Stop, TimeoutMsg, TurnDoneMsg, VadStateMsg,
                                  parse_half_duplex)
 from . import convert, limits
-from .inbox import Inbox
-from .session import Disconnected, Session
+from .session import Disconnected, Gone, StreamingSession
 from .state import Status
 
 MAX_CHUNK_S = 5.0   # one audio_chunk is ~0.5 s; more than this is a client bug
 
 
-class _Gone:
-    """Inbox marker: the client disconnected."""
-
-
-class HalfDuplexSession(Session):
+class HalfDuplexSession(StreamingSession):
     status = Status.BUSY_HALF_DUPLEX
     request_type = "half_duplex_audio"
+    stream_kind = "half_duplex"
+    prepare_type = HalfDuplexPrepare
+    parse = staticmethod(parse_half_duplex)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.inbox = Inbox()
-        self.last_audio = time.monotonic()
         self.view: Any = None
         self.turn_index = 0
 
     # ------------------------------------------------------------------- reader
-    async def _reader(self) -> None:
-        cap_stream = limits.stream_cap(self.cfg, "half_duplex")
-        try:
-            while True:
-                try:
-                    raw = await self.receive(max(self.cfg.max_prepare_frame_bytes, cap_stream))
-                    msg = parse_half_duplex(raw)
-                    if not isinstance(msg, HalfDuplexPrepare) and len(raw) > cap_stream:
-                        raise limits.FrameTooBig(len(raw), cap_stream)
-                    if isinstance(msg, AudioChunkHD):
-                        pcm = limits.audio(msg.audio_base64, max_s=MAX_CHUNK_S, what="audio_base64")
-                        self.last_audio = time.monotonic()
-                        self.inbox.put(pcm)
-                        keep = int(self.cfg.half_duplex_max_queued_audio_s / 0.5)
-                        self.inbox.drop_oldest(lambda x: isinstance(x, np.ndarray), keep)
-                        continue
-                    if isinstance(msg, Stop):
-                        self.stop.set()
-                    self.inbox.put(msg)
-                except (ProtocolError, limits.InputError) as e:
-                    await self.send_error(str(e))
-        except Disconnected:
-            self.disconnected = True
+    def take(self, msg: Any) -> None:
+        if isinstance(msg, AudioChunkHD):
+            pcm = limits.audio(msg.audio_base64, max_s=MAX_CHUNK_S, what="audio_base64")
+            self.last_audio = time.monotonic()
+            self.inbox.put(pcm)
+            keep = int(self.cfg.half_duplex_max_queued_audio_s / 0.5)
+            self.inbox.drop_oldest(lambda x: isinstance(x, np.ndarray), keep)
+            return
+        if isinstance(msg, Stop):
             self.stop.set()
-            self.inbox.put(_Gone())
+        self.inbox.put(msg)
 
     # --------------------------------------------------------------------- main
     async def main(self) -> str:
@@ -90,7 +72,7 @@ class HalfDuplexSession(Session):
                 elapsed = time.monotonic() - (self.last_audio if reason == "idle" else started)
                 await self.send(TimeoutMsg(elapsed_s=round(elapsed, 3), reason=reason))
                 return f"timeout_{reason}"
-            if isinstance(item, _Gone) or self.disconnected:
+            if isinstance(item, Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
@@ -125,7 +107,7 @@ class HalfDuplexSession(Session):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(elapsed_s=round(time.monotonic() - started, 3), reason="no_prepare"))
                 return "timeout_prepare"
-            if isinstance(item, _Gone) or self.disconnected:
+            if isinstance(item, Gone) or self.disconnected:
                 raise Disconnected()
             if isinstance(item, Stop):
                 await self.send(StoppedMsg(session_id=self.session_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
@@ -18,7 +19,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Settings
-from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg
+from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg, ProtocolError
+from . import limits
+from .inbox import Inbox
 from .limits import FrameTooBig
 from .recorder import NullRecorder, Recorder, open_recorder
 from .state import Busy, Status, WorkerState
@@ -203,3 +206,45 @@ class Session:
                 raise value
             else:
                 return
+
+
+class Gone:
+    """Inbox marker: the client disconnected."""
+
+
+class StreamingSession(Session):
+    """A session whose client streams messages (half-duplex, duplex). One reader task parses and
+    size-checks every frame and hands it to ``take`` (which queues it in ``inbox``), so a bad
+    message is answered at once while the main loop works; a disconnect stops the session."""
+
+    stream_kind = ""                      # limits.stream_cap key: "half_duplex" | "duplex"
+    prepare_type: type = type(None)       # the one message allowed to be larger than a stream frame
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.inbox = Inbox()
+        self.last_audio = time.monotonic()
+
+    @staticmethod
+    def parse(raw: Union[str, bytes]) -> BaseModel:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def take(self, msg: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def _reader(self) -> None:
+        cap = limits.stream_cap(self.cfg, self.stream_kind)
+        try:
+            while True:
+                try:
+                    raw = await self.receive(max(self.cfg.max_prepare_frame_bytes, cap))
+                    msg = self.parse(raw)
+                    if not isinstance(msg, self.prepare_type) and len(raw) > cap:
+                        raise limits.FrameTooBig(len(raw), cap)
+                    self.take(msg)
+                except (ProtocolError, limits.InputError) as e:
+                    await self.send_error(str(e))
+        except Disconnected:
+            self.disconnected = True
+            self.stop.set()
+            self.inbox.put(Gone())

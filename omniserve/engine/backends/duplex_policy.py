@@ -4,12 +4,13 @@ A cascade has no listen/speak tokens, so the decision is a small policy over Sil
 every 512-sample window of the unit:
 
 - **listen** while the user speaks (an utterance opens after ~190 ms of speech); a background
-  thread transcribes the growing utterance with Whisper tiny.en for live captions;
+  thread transcribes the growing utterance with Whisper tiny.en for live captions, and prefills
+  the words heard so far (the reply's own prefill is then a few tokens at most);
 - **end of turn** once the utterance is followed by ``END_SILENCE_MS`` of silence (scaled by
   ``listen_prob_scale``). The reply already starts, speculatively, after ``SPECULATE_MS`` of
-  silence in the background (final ASR, prefill of only the new tokens, LLM → sentence splitter
-  → TTS); it is dropped unheard if the user goes on speaking, and once the turn is confirmed the
-  units hand it out: at most
+  silence in the background (final ASR, or the last caption when it heard every voiced window,
+  prefill of only the new tokens, LLM → a 3-word first piece → TTS); it is dropped unheard if
+  the user goes on speaking, and once the turn is confirmed the units hand it out: at most
   ``max_new_speak_tokens_per_chunk`` tokens of text and about ``chunk_ms`` of audio per unit;
 - **barge-in**: user speech while a reply is pending or being spoken cancels it at once (buffers
   dropped, ``end_of_turn``), and the interrupting speech becomes the next utterance.
@@ -39,7 +40,9 @@ WINDOW_MS = WINDOW * 1000 / 16000          # 32 ms
 SPEECH_P, SILENCE_P = 0.5, 0.35            # Silero hysteresis
 START_MS = 190                             # this much speech opens an utterance (and barges in)
 END_SILENCE_MS = 480                       # silence after speech that ends the user's turn
-SPECULATE_MS = 200                         # silence that already starts the reply (dropped if speech resumes)
+SPECULATE_MS = 128                         # silence that already starts the reply (dropped if speech resumes)
+FIRST_WORDS = 3                            # the reply's first spoken piece: this many words (first audio sooner)
+PARTIAL_MAX = 160000                       # partial captions read the utterance's last 10 s
 MIN_UTTERANCE_MS = 250                     # shorter voiced time is noise: no reply
 MAX_UTTERANCE_S = 30.0                     # a longer monologue is answered at this point
 PREROLL_MS = 400
@@ -91,6 +94,9 @@ class EmbeddedDuplex:
         self._voiced_ms = 0.0
         self._silence_ms = 0.0
         self._partial: Optional[Future] = None
+        self._partial_text: Optional[Future] = None      # the partial's words, set before its prefill
+        self._partial_key: tuple = ()                  # (utterance, voiced ms) the running/last partial heard
+        self._utt_serial = 0
         self._caption = ""                             # latest words heard (partial or final)
         self._reported = ""
         self._frame: Optional[bytes] = None
@@ -195,6 +201,7 @@ class EmbeddedDuplex:
 
     def _open_utterance(self) -> None:
         self._in_speech = True
+        self._utt_serial += 1
         self._utt = list(self._preroll)
         self._preroll.clear()
         self._voiced_ms = self._run_ms
@@ -208,13 +215,14 @@ class EmbeddedDuplex:
         while listening is forced: it is prepared then, and handed out once the force ends)."""
         long = len(self._utt) * WINDOW_MS >= MAX_UTTERANCE_S * 1000
         voiced = self._voiced_ms
+        heard = self._partial_text if self._partial_key == (self._utt_serial, voiced, True) else None
         if not forced and (self._silence_ms >= self.end_silence_ms or long):
             audio = self._close_utterance()
             if voiced >= MIN_UTTERANCE_MS:
-                self._start_reply(audio, confirmed=True)
+                self._start_reply(audio, confirmed=True, heard=heard)
         elif self._silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
             self._spec_voiced = voiced
-            self._start_reply(self._utterance_audio(), confirmed=False)
+            self._start_reply(self._utterance_audio(), confirmed=False, heard=heard)
 
     def _close_utterance(self) -> np.ndarray:
         audio = self._utterance_audio()
@@ -224,20 +232,43 @@ class EmbeddedDuplex:
         return audio
 
     def _maybe_partial(self) -> None:
-        """Live caption: transcribe the growing utterance (last 10 s) when the worker is free."""
+        """Live caption: transcribe the growing utterance (last 10 s) when the worker is free.
+
+        The caption is also what the reply reads when no voiced audio came after it (the final
+        ASR is skipped), and its words are prefilled already so the reply's prefill is short."""
         if self._partial is not None and not self._partial.done():
             return
-        audio = self._utterance_audio()[-160000:]
+        whole = self._utterance_audio()
+        audio = whole[-PARTIAL_MAX:]
         if audio.size < 8000:
             return
+        key = (self._utt_serial, self._voiced_ms, whole.size <= PARTIAL_MAX)
+        heard: Future = Future()       # the words alone: a reply waits on these, never on the prefill
 
         def job() -> None:
-            text = self.b.transcribe(audio, fast=True)
-            if text:
-                with self._lock:
-                    self._caption = text
+            try:
+                text = self.b.transcribe(audio, fast=True).strip()
+            except BaseException as e:
+                heard.set_exception(e)
+                raise
+            heard.set_result(text)
+            if not text or self._closed:
+                return
+            with self._lock:
+                self._caption = text
+                messages = [*self.conv.messages(), {"role": "user", "content": text}]
+            # warm the KV cache with the words heard so far, unless a reply holds the model
+            if self._reply is None and self.b.llm_lock.acquire(blocking=False):
+                try:
+                    self.b.prefill(messages)
+                except EngineInputError:
+                    pass
+                finally:
+                    self.b.llm_lock.release()
 
+        self._partial_key = key
         self._partial = self._jobs.submit(job)
+        self._partial_text = heard
 
     def _new_caption(self) -> str:
         with self._lock:
@@ -264,11 +295,28 @@ class EmbeddedDuplex:
         self._frame_job = self._jobs.submit(job)
 
     # ------------------------------------------------------------------ speaking
-    def _start_reply(self, audio: np.ndarray, confirmed: bool) -> None:
+    def _start_reply(self, audio: np.ndarray, confirmed: bool, heard: Optional[Future] = None) -> None:
+        """Start the reply; ``heard``: a partial caption of all the utterance's voiced audio."""
         state = {"user": False, "discard": False}
 
+        def transcript() -> str:
+            if heard is not None:
+                text = ""
+                for _ in range(200):     # ≤ 10 s; a job dropped at close never answers
+                    try:
+                        text = heard.result(timeout=0.05)
+                        break
+                    except TimeoutError:
+                        if self._closed:
+                            return ""
+                    except Exception:    # noqa: BLE001 - a failed caption: transcribe afresh
+                        break
+                if text:
+                    return text
+            return self.b.transcribe(audio, fast=FINAL_ASR_FAST).strip()
+
         def before() -> bool:
-            heard = self.b.transcribe(audio, fast=FINAL_ASR_FAST).strip()
+            heard = transcript()
             if not heard or self._closed:
                 return False
             with self._lock:
@@ -301,7 +349,7 @@ class EmbeddedDuplex:
         self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
         self._reply = self.b.reply(self.params, speak=self.cfg.generate_audio, voice=self.voice,
-                                   before=before, after=after)
+                                   before=before, after=after, first_words=FIRST_WORDS)
 
     def _drain(self, reply: SpokenReply, res: UnitResult) -> None:
         want = self.out_chunk + (0 if self._audio_started else AUDIO_LEAD_MS * 24)

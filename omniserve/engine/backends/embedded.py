@@ -142,11 +142,14 @@ class EmbeddedBackend:
         return PrefillStats(len(tokens), evaluated, prompt)
 
     def reply(self, params: GenerationParams, *, speak: bool, voice: Optional[Voice],
-              stop: Optional[threading.Event] = None, before=None, after=None) -> SpokenReply:
-        """Start generating from the prefilled context (``before`` runs first, in the reply's thread)."""
+              stop: Optional[threading.Event] = None, before=None, after=None,
+              first_words: Optional[int] = None) -> SpokenReply:
+        """Start generating from the prefilled context (``before`` runs first, in the reply's thread;
+        ``first_words``: speak the first piece after this many words, default ``FIRST_PIECE_WORDS``)."""
         synth = (lambda s, v=voice: self.synthesize(s, v)) if speak else None
+        extra = {} if first_words is None else {"first_words": first_words}
         return SpokenReply(self.llm, sampling(params), synthesize=synth, llm_lock=self.llm_lock,
-                           before=before, after=after).start()
+                           before=before, after=after, **extra).start()
 
     def prefill_next_turn(self, messages: Sequence[dict]) -> int:
         """While the user listens: evaluate what every next user turn starts with (the end of the

@@ -27,10 +27,10 @@ Synthesize = Callable[[str], np.ndarray]
 FIRST_PIECE_WORDS = 5     # speak the first words this early even without a comma (first audio sooner)
 
 
-def _early_first_piece(splitter: SentenceSplitter, buffered: str) -> list[str]:
-    """Before any piece was spoken: once ``FIRST_PIECE_WORDS`` whole words are written, speak them."""
+def _early_first_piece(splitter: SentenceSplitter, buffered: str, first_words: int = FIRST_PIECE_WORDS) -> list[str]:
+    """Before any piece was spoken: once ``first_words`` whole words are written, speak them."""
     words = buffered.split()
-    if len(words) <= FIRST_PIECE_WORDS or buffered[-1:].isspace():
+    if len(words) <= first_words or buffered[-1:].isspace():
         return []
     rest = words[-1]                       # possibly incomplete: keep it for the next piece
     pieces = splitter.flush()
@@ -46,8 +46,10 @@ class SpokenReply:
 
     def __init__(self, llm, params: SamplingParams, *, synthesize: Optional[Synthesize],
                  llm_lock: threading.RLock, before: Optional[Callable[[], None]] = None,
-                 stop_strings: tuple[str, ...] = (), after: Optional[Callable[["SpokenReply"], None]] = None) -> None:
+                 stop_strings: tuple[str, ...] = (), after: Optional[Callable[["SpokenReply"], None]] = None,
+                 first_words: int = FIRST_PIECE_WORDS) -> None:
         self._llm = llm
+        self._first_words = max(1, int(first_words))   # duplex speaks a shorter first piece (sooner audio)
         self._params = params
         self._synth = synthesize
         self._llm_lock = llm_lock
@@ -126,7 +128,7 @@ class SpokenReply:
                 pieces = splitter.push(piece)
                 if not pieces and self.n_pieces == 0:
                     buffered += piece
-                    pieces = _early_first_piece(splitter, buffered)
+                    pieces = _early_first_piece(splitter, buffered, self._first_words)
                 for s in pieces:
                     self._speak(s)
         self.finish_reason = getattr(self._llm, "last_finish_reason", "")

@@ -1,4 +1,5 @@
-"""Serving the web folder (``omniserve/web``): one HTML file per page plus ``/static``.
+"""Serving the web folder (``omniserve/web``): one HTML file per page (the two full-duplex
+pages share ``duplex.html``) plus ``/static``.
 
 A page whose mode is disabled redirects (302) to ``/?disabled=<app_id>``. A page file that does
 not exist yet answers 404.
@@ -20,8 +21,8 @@ PAGES: dict[str, tuple[str, str | None]] = {
     "/": ("index.html", None),
     "/turnbased": ("turnbased.html", "turnbased"),
     "/half_duplex": ("half_duplex.html", "half_duplex_audio"),
-    "/omni": ("omni.html", "omni"),
-    "/audio_duplex": ("audio_duplex.html", "audio_duplex"),
+    "/omni": ("duplex.html", "omni"),                 # one page, two variants: the path picks
+    "/audio_duplex": ("duplex.html", "audio_duplex"),
     "/admin": ("admin.html", None),
 }
 
@@ -55,5 +56,5 @@ def mount_pages(app: FastAPI, apps: AppRegistry) -> None:
 def _bind(fn, name: str, app_id: str | None):
     def endpoint() -> Response:
         return fn(name, app_id)
-    endpoint.__name__ = f"page_{name.split('.')[0]}"
+    endpoint.__name__ = f"page_{app_id or name.split('.')[0]}"
     return endpoint

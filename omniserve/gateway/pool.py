@@ -19,7 +19,7 @@ import httpx
 from ..protocol.affinity import longest_cached_prefix
 from ..protocol.rest import RunningTaskOut, StatusOut, WorkerOut
 from .eta import EtaEstimator
-from .queue import Ticket, WaitQueue
+from .queue import Ticket, WaitQueue, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,7 @@ class WorkerPool:
         self._task = asyncio.get_running_loop().create_task(self._health_loop(), name="health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         if self._http is not None:
             await self._http.aclose()
 

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, error
 from .pool import WorkerPool, WorkerState
+from .queue import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,7 @@ class ClientSide:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self.task)
 
     def _left(self, code: Optional[int], reason: str = "") -> None:
         if not self.gone.is_set():

@@ -28,6 +28,17 @@ class QueueFull(Exception):
         super().__init__(f"Queue full ({capacity} requests)")
 
 
+
+async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
+    """Cancel a background task and wait until it has finished; its outcome is not wanted."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+
 @dataclass(eq=False)
 class Ticket:
     """One waiting request. ``ticket_id`` is a secret: knowing it lets its holder cancel it."""
@@ -182,10 +193,5 @@ class WaitQueue:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="queue-broadcaster")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -82,7 +82,7 @@ class DuplexSession(StreamingSession):
         self.spawn(self._reader())
         started = time.monotonic()
         self.open_recording(label=self.session_id, variant=self.request_type)
-        prepared = await self._await_prepare(started)
+        prepared = await self.await_prepare(started)
         if isinstance(prepared, str):
             return prepared
         session_end = started + self.cfg.max_session_s
@@ -128,26 +128,9 @@ class DuplexSession(StreamingSession):
             elif isinstance(item, _Unit) and paused_until is None and self.pending_pauses == 0:
                 await self._unit(item)
 
-    async def _await_prepare(self, started: float) -> Any:
-        deadline = started + self.cfg.prepare_wait_s
-        while True:
-            try:
-                item = await self.inbox.get(deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                await self.send(TimeoutMsg(reason="no_prepare", elapsed_s=round(time.monotonic() - started, 3)))
-                return "timeout_prepare"
-            if isinstance(item, Gone) or self.disconnected:
-                raise Disconnected()
-            if isinstance(item, Stop):
-                await self.send(StoppedMsg(session_id=self.session_id))
-                return "stop"
-            if isinstance(item, Pause):
-                self.pending_pauses -= 1
-            if isinstance(item, DuplexPrepare):
-                try:
-                    return await self._prepare(item)
-                except (limits.InputError, EngineInputError) as e:
-                    await self.send_error(str(e))
+    async def before_prepare(self, item: Any) -> None:
+        if isinstance(item, Pause):
+            self.pending_pauses -= 1
 
     async def _prepare(self, p: DuplexPrepare) -> bool:
         c = p.config

@@ -55,7 +55,7 @@ class HalfDuplexSession(StreamingSession):
         self.spawn(self._reader())
         started = time.monotonic()
         self.open_recording(label=self.session_id)
-        timeout_s = await self._await_prepare(started)
+        timeout_s = await self.await_prepare(started)
         if isinstance(timeout_s, str):
             return timeout_s
         self.last_audio = time.monotonic()
@@ -98,28 +98,9 @@ class HalfDuplexSession(StreamingSession):
                     if self.stop.is_set():
                         break
 
-    async def _await_prepare(self, started: float) -> Any:
-        """Wait for a valid ``prepare``; bad ones get ``error`` and the client may try again."""
-        deadline = started + self.cfg.prepare_wait_s
-        while True:
-            try:
-                item = await self.inbox.get(deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                await self.send(TimeoutMsg(elapsed_s=round(time.monotonic() - started, 3), reason="no_prepare"))
-                return "timeout_prepare"
-            if isinstance(item, Gone) or self.disconnected:
-                raise Disconnected()
-            if isinstance(item, Stop):
-                await self.send(StoppedMsg(session_id=self.session_id))
-                return "stop"
-            if not isinstance(item, HalfDuplexPrepare):
-                if isinstance(item, np.ndarray):
-                    await self.send_error("Send prepare before audio_chunk")
-                continue
-            try:
-                return await self._prepare(item)
-            except (limits.InputError, EngineInputError) as e:
-                await self.send_error(str(e))
+    async def before_prepare(self, item: Any) -> None:
+        if isinstance(item, np.ndarray):
+            await self.send_error("Send prepare before audio_chunk")
 
     async def _prepare(self, p: HalfDuplexPrepare) -> float:
         cfg = p.config

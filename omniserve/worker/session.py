@@ -19,7 +19,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Settings
-from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg, ProtocolError
+from ..engine.api import EngineInputError
+from ..protocol.messages import (CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg, ProtocolError, Stop,
+                                 StoppedMsg, TimeoutMsg)
 from . import limits
 from .inbox import Inbox
 from .limits import FrameTooBig
@@ -248,3 +250,33 @@ class StreamingSession(Session):
             self.disconnected = True
             self.stop.set()
             self.inbox.put(Gone())
+
+    async def _prepare(self, msg: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def before_prepare(self, item: Any) -> None:
+        """An inbox item that arrived before a valid ``prepare`` (ignored unless overridden)."""
+
+    async def await_prepare(self, started: float) -> Any:
+        """Wait for a valid ``prepare``; bad ones get ``error`` and the client may try again.
+
+        Returns what ``_prepare`` returns, or the end reason (``timeout_prepare``, ``stop``)."""
+        deadline = started + self.cfg.prepare_wait_s
+        while True:
+            try:
+                item = await self.inbox.get(deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                await self.send(TimeoutMsg(elapsed_s=round(time.monotonic() - started, 3), reason="no_prepare"))
+                return "timeout_prepare"
+            if isinstance(item, Gone) or self.disconnected:
+                raise Disconnected()
+            if isinstance(item, Stop):
+                await self.send(StoppedMsg(session_id=self.session_id))
+                return "stop"
+            if not isinstance(item, self.prepare_type):
+                await self.before_prepare(item)
+                continue
+            try:
+                return await self._prepare(item)
+            except (limits.InputError, EngineInputError) as e:
+                await self.send_error(str(e))

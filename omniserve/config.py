@@ -44,10 +44,31 @@ class WorkerSettings(BaseModel):
     duplex_max_backlog_units: int = 8                  # units waiting for the engine; older ones dropped
     half_duplex_max_queued_audio_s: float = 30.0       # audio held while a reply is generated
     gateway_url: Optional[str] = None          # register with this gateway (other hosts)
-    register_token: Optional[str] = None
+    token: Optional[str] = None                # the worker token: required on every endpoint when set; a
+                                               # worker bound beyond loopback refuses to start without one
+    register_token: Optional[str] = None       # deprecated alias of ``token``
+    send_timeout_s: float = 10.0               # every send to the gateway has this deadline
     public_url: Optional[str] = None           # URL the gateway should use to reach this worker
     gateway_ca_file: Optional[str] = None      # CA/cert that signs the gateway's TLS (e.g. its self-signed cert)
     register_interval_s: float = 30.0          # re-register this often (a restarted gateway re-learns us)
+
+
+class EdgeLimits(BaseModel):
+    """Every limit the public edge enforces, in one place (``gateway.edge.*``)."""
+
+    max_body_bytes: int = 1024 * 1024              # any request body not listed below, checked before auth/parsing
+    max_admin_body_bytes: int = 64 * 1024          # admin routes: checked before the token
+    header_timeout_s: float = 10.0                 # a request's headers must arrive within this (slowloris)
+    max_connections: int = 30000                   # uvicorn limit_concurrency (HTTP 503 past it)
+    max_ws_per_ip: int = 256                       # open WebSockets per client address
+    max_queued_per_ip: int = 64                    # queue places per client address
+    client_send_timeout_s: float = 10.0            # a client that does not read for this long is dropped (1008)
+    max_waiter_buffer_bytes: int = 4 * 1024 * 1024  # non-audio frames a queued client may send
+    queued_audio_keep_s: float = 3.0               # while queued, only the newest audio is kept
+    max_total_waiter_buffer_bytes: int = 512 * 1024 * 1024  # all queued clients together
+    uploads_per_ip_per_hour: int = 30              # anonymous voice uploads
+    max_voices: int = 500                          # stored voices in all
+    trusted_proxies: list[str] = Field(default_factory=list)  # addresses whose X-Forwarded-For is believed
 
 
 class GatewaySettings(BaseModel):
@@ -58,7 +79,15 @@ class GatewaySettings(BaseModel):
     health_interval_s: float = 2.0
     max_queue_size: int = 20000
     admin_token: Optional[str] = None
+    worker_token: Optional[str] = None         # sent to workers; default generated into <data_dir>/worker_token
     allowed_origins: list[str] = Field(default_factory=list)   # empty = same origin only
+    public_names: list[str] = Field(default_factory=list)      # host names clients use (Host allow-list, besides localhost)
+    edge: EdgeLimits = Field(default_factory=EdgeLimits)
+    worker_send_timeout_s: float = 10.0        # every send to a worker has this deadline
+    worker_ping_interval_s: float = 1.5        # gateway->worker keepalive; a worker missing pings ...
+    worker_ping_timeout_s: float = 3.0         # ... ends its client's session with error within 5 s
+    duplex_unit_deadline_s: float = 5.0        # a duplex worker silent this long after a unit ends the session
+    release_idle_timeout_s: float = 20.0       # after a session a worker must report idle within this, else "stuck"
     max_chat_frame_bytes: int = 16 * 1024 * 1024
     max_frame_bytes: int = 2 * 1024 * 1024
     max_diagnostic_bytes: int = 64 * 1024

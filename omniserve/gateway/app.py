@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
 from ..config import Settings
+from ..tokens import WORKER_TOKEN_FILE, load_or_create
 from ..protocol.messages import duplex_variant
 from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
@@ -52,6 +53,7 @@ class Gateway:
         self.sessions = SessionStore(self.data_dir / "sessions", s.max_upload_recording_bytes, s.max_comment_bytes)
         token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
         self.admin_token = token
+        self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
         self.auth = AdminAuth(token)
         self._tasks: list[asyncio.Task] = []
 

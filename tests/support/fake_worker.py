@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import secrets
 import time
 from typing import Optional
@@ -47,6 +48,9 @@ class FakeWorker:
                 "sessions_served": self.sessions_served}
 
     def process_request(self, conn: ServerConnection, request: Request) -> Optional[Response]:
+        token = os.environ.get("OMNISERVE_WORKER__TOKEN")
+        if token and request.headers.get("Authorization") != f"Bearer {token}":
+            return Response(401, "Unauthorized", Headers([("Content-Length", "0")]), b"")
         if request.path == "/health":
             body = json.dumps(self.health())
         elif request.path == "/debug/received":

@@ -1,10 +1,17 @@
 """WorkerPool: which workers exist, whether they are healthy, and which one serves which ticket.
 
 There is exactly one dispatch point, ``dispatch()``: it is called whenever a ticket arrives, a
-worker is released, or a worker comes back, and it always serves the head of the FIFO queue first
-(a newcomer never jumps the queue). A worker is *assigned* by the gateway from dispatch until the
-proxy's cleanup calls ``release()``; health reports only tell whether it is reachable and ready,
-so dispatch never waits for a health poll.
+worker is confirmed idle, or a worker comes back, and it always serves the head of the FIFO queue
+first (a newcomer never jumps the queue).
+
+The worker is the source of truth for its own state: a ticket goes only to a worker whose latest
+``/health`` says ``idle``. A worker is *assigned* from dispatch until the relay's cleanup calls
+``release()``; it is then ``releasing`` — not dispatchable — and polled at once, and again with a
+short backoff, until a health report sent after the release says ``idle``. A worker that does not
+get there within ``release_idle_timeout_s`` is marked ``stuck`` (the launcher restarts it; it
+becomes usable again by itself if it does report idle later). A worker that refuses a session it
+was given (busy, unreachable) gets the ticket back at the head of the queue (``refused``), so no
+client ever sees "Worker busy" while the queue could still serve it.
 """
 from __future__ import annotations
 
@@ -18,12 +25,16 @@ import httpx
 
 from ..protocol.affinity import longest_cached_prefix
 from ..protocol.rest import RunningTaskOut, StatusOut, WorkerOut
+from ..tokens import bearer
 from .eta import EtaEstimator
 from .queue import Ticket, WaitQueue, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-NOT_READY = {"offline", "loading", "error"}
+IDLE = "idle"
+RELEASING = "releasing"   # gateway-side: released, waiting for the worker to report idle
+STUCK = "stuck"           # gateway-side: did not report idle within the bound after a release
+NOT_READY = {"offline", "loading", "error", STUCK}
 
 
 @dataclass(eq=False)
@@ -41,7 +52,9 @@ class WorkerState:
     paused: bool = False
     last_health: Optional[float] = None
     failures: int = 0
-    health_task: Optional[asyncio.Task] = field(default=None, repr=False)
+    released_at: float = 0.0         # health reports sent before this cannot confirm idle
+    idle_deadline: float = 0.0       # releasing: idle by then, else stuck
+    confirm_task: Optional[asyncio.Task] = field(default=None, repr=False)
 
     @property
     def ws_base(self) -> str:
@@ -49,20 +62,25 @@ class WorkerState:
 
     @property
     def ready(self) -> bool:
+        """Usable now or soon (counted for ETAs)."""
         return self.online and self.status not in NOT_READY
 
     @property
     def free(self) -> bool:
-        return self.ready and self.ticket is None
+        """Dispatchable: its own latest health says idle and nobody holds it."""
+        return self.online and self.status == IDLE and self.ticket is None
 
 
 class WorkerPool:
     def __init__(self, urls: list[str], queue: WaitQueue, eta: EtaEstimator,
-                 health_interval_s: float = 2.0, health_timeout_s: float = 2.0) -> None:
+                 health_interval_s: float = 2.0, health_timeout_s: float = 2.0, *,
+                 worker_token: Optional[str] = None, release_idle_timeout_s: float = 20.0) -> None:
         self.queue = queue
         self.eta = eta
         self.health_interval_s = health_interval_s
         self.health_timeout_s = health_timeout_s
+        self.release_idle_timeout_s = release_idle_timeout_s
+        self.headers = bearer(worker_token)     # every request to a worker carries the worker token
         self.workers: list[WorkerState] = []
         for u in urls:
             self.add(u)
@@ -122,7 +140,8 @@ class WorkerPool:
         return min(empty or free, key=lambda w: w.last_used)
 
     def release(self, w: WorkerState, *, success: bool) -> None:
-        """Called exactly once per assignment, from the proxy's cleanup."""
+        """Called exactly once per assignment, from the relay's cleanup. ``success``: the session
+        ended normally (only those feed the ETA average)."""
         t = w.ticket
         if t is None:
             return
@@ -130,29 +149,79 @@ class WorkerPool:
         if success:
             self.eta.record(t.request_type, now - w.busy_since)
         w.ticket, w.paused, w.last_used = None, False, now
-        if w.status not in NOT_READY:
-            w.status = "idle"
-        if t.request_type == "chat" and w.online:
-            self.refresh_soon(w)  # pick up the new cached prefix for affinity
+        self._await_idle(w)
         self.queue.invalidate()
-        self.dispatch()
+
+    def refused(self, w: WorkerState, t: Ticket, why: str, *, reachable: bool, requeue: bool = True) -> None:
+        """The worker would not take the session it was given (busy, loading, unreachable): the
+        ticket goes back to the head of the queue (``requeue``; not when its client already left)
+        and the worker waits for its own idle report."""
+        if w.ticket is t:
+            w.ticket, w.paused = None, False
+        log.info("worker %s refused a %s session (%s)%s", w.url, t.request_type, why,
+                 ": requeued at the head" if requeue else "")
+        if reachable:
+            self._await_idle(w)
+        else:
+            self.mark_offline(w, why)
+        t.worker = None
+        if requeue:
+            self.queue.requeue_front(t)
+            self.dispatch()
+        else:
+            t.cancelled = "client left"
+
+    def _await_idle(self, w: WorkerState) -> None:
+        if not w.online:
+            return
+        now = time.monotonic()
+        w.status, w.released_at, w.idle_deadline = RELEASING, now, now + self.release_idle_timeout_s
+        if self._http is not None and (w.confirm_task is None or w.confirm_task.done()):
+            w.confirm_task = asyncio.get_running_loop().create_task(self._confirm_idle(w))
+
+    async def _confirm_idle(self, w: WorkerState) -> None:
+        """Poll at once, then with a short backoff, until the worker reports idle (or the bound)."""
+        delay = 0.005
+        while w.online and w.ticket is None and w.status == RELEASING:
+            await self.check(w)
+            if w.status != RELEASING or not w.online:
+                return
+            if time.monotonic() >= w.idle_deadline:
+                log.error("worker %s did not report idle within %.0f s of its session's end: stuck",
+                          w.url, self.release_idle_timeout_s)
+                w.status = STUCK
+                self.queue.invalidate()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # ----------------------------------------------------------------- health
     async def check(self, w: WorkerState) -> None:
         assert self._http is not None
+        sent = time.monotonic()
         try:
-            r = await self._http.get(w.url + "/health", timeout=self.health_timeout_s)
+            r = await self._http.get(w.url + "/health", timeout=self.health_timeout_s, headers=self.headers)
             r.raise_for_status()
             h = r.json()
+            reported = str(h.get("worker_status") or h.get("status") or "idle")
         except Exception as e:
             w.failures += 1
             # a worker busy with a heavy session may answer late once: give it a second chance
             if (w.online or w.status != "offline") and (w.ticket is None or w.failures >= 2):
                 self.mark_offline(w, type(e).__name__)
             return
-        was_ready = w.ready
+        was_free, was_ready = w.free, w.ready
         w.online, w.failures, w.last_health = True, 0, time.monotonic()
-        w.status = str(h.get("worker_status") or h.get("status") or "idle")
+        if w.status in (RELEASING, STUCK) and w.ticket is None:
+            # only an idle report sent after the release ends the wait
+            if reported == IDLE and sent >= w.released_at:
+                if w.status == STUCK:
+                    log.info("worker %s reports idle again", w.url)
+                w.status = IDLE
+            elif reported in NOT_READY:
+                w.status = reported
+        else:
+            w.status = reported
         w.model_loaded = bool(h.get("model_loaded", True))
         w.kv_cache_length = int(h.get("kv_cache_length") or 0)
         w.cached_prefix_hashes = frozenset(h.get("cached_prefix_hashes") or ())
@@ -160,12 +229,8 @@ class WorkerPool:
             self.queue.invalidate()
             if w.ready:
                 log.info("worker %s ready (%s)", w.url, w.status)
-                self.dispatch()
-
-    def refresh_soon(self, w: WorkerState) -> None:
-        if self._http is None or (w.health_task is not None and not w.health_task.done()):
-            return
-        w.health_task = asyncio.get_running_loop().create_task(self.check(w))
+        if w.free and not was_free:
+            self.dispatch()
 
     async def _health_loop(self) -> None:
         while True:
@@ -178,6 +243,8 @@ class WorkerPool:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        for w in self.workers:
+            await cancel_and_wait(w.confirm_task)
         if self._http is not None:
             await self._http.aclose()
 
@@ -193,7 +260,7 @@ class WorkerPool:
         return self.eta.lay_out(free_in, types)
 
     def status(self) -> StatusOut:
-        busy = sum(1 for w in self.workers if w.ticket is not None)
+        busy = sum(1 for w in self.workers if w.ticket is not None or w.status == RELEASING)
         return StatusOut(total_workers=len(self.workers), idle_workers=sum(1 for w in self.workers if w.free),
                          busy_workers=busy, queue_length=len(self.queue), max_queue_size=self.queue.capacity,
                          running_tasks=busy)

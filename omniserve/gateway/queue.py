@@ -114,6 +114,17 @@ class WaitQueue:
         # nobody ahead moved: no early broadcast (the periodic one carries the new queue_length)
         return ticket
 
+    def requeue_front(self, ticket: Ticket) -> None:
+        """Put a ticket whose worker refused it back at the head (it keeps its turn). O(n), rare."""
+        if ticket.ticket_id in self._items:
+            return
+        items = self._items
+        self._items = {ticket.ticket_id: ticket}
+        self._items.update(items)
+        ticket.position = 1
+        self._tail = None
+        self._changed.set()
+
     def remove(self, ticket: Ticket, reason: Optional[str] = None) -> bool:
         """Take a ticket out (assigned, cancelled or gone). Wakes its owner."""
         if self._items.pop(ticket.ticket_id, None) is None:

@@ -1,24 +1,28 @@
-"""The three WebSocket endpoints: admission (Origin, app switch), queueing, then the relay.
+"""The three WebSocket endpoints: admission, queueing, then the relay.
 
 While a client waits, its socket is read the whole time (``ClientSide``): what it sends is
-buffered for the worker and a disconnect removes its ticket at once. After assignment everything
-runs inside ``Relay.run``, whose cleanup always releases the worker.
+buffered for the worker (audio only the newest seconds) and a disconnect removes its ticket at
+once. Once a worker is assigned, ``Relay`` connects to it; a worker that turns out unreachable or
+busy gives the ticket back at the head of the queue and the client waits on, so "Worker busy" never
+reaches a client the queue could still serve. ``queue_done`` is sent once, when the first worker
+link is open.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Optional
 
 from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
 from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, QueueDoneMsg, QueuedMsg, error
+from .admission import peer_ip, session_id_ok
 from .apps import APP_OF_REQUEST
 from .auth import origin_allowed
-from .proxy import ClientSide, Relay, RelayOptions
+from .client_side import ClientSide, WaiterBuffer
+from .proxy import Relay, RelayOptions
 from .queue import QueueFull, Ticket
 
 if TYPE_CHECKING:
@@ -26,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 CHAT_FIRST_FRAME_TIMEOUT_S = 60.0
 _QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"queue_length":%d}'
 
@@ -34,22 +37,34 @@ _QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"que
 async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: str,
                 session_id: Optional[str] = None) -> None:
     s = gw.settings.gateway
+    edge = s.edge
     # ---- admission: a refused handshake is an HTTP 403
-    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), s.allowed_origins):
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), s.allowed_origins) \
+            or not gw.apps.enabled(APP_OF_REQUEST[request_type]) or not session_id_ok(session_id):
         await ws.close(CLOSE_POLICY)
         return
-    if not gw.apps.enabled(APP_OF_REQUEST[request_type]):
+    ip = peer_ip(ws, edge.trusted_proxies)
+    if not gw.ip_sockets.acquire(ip):
         await ws.close(CLOSE_POLICY)
         return
-    if session_id is not None and not SESSION_ID_RE.match(session_id):
-        await ws.close(CLOSE_POLICY)
-        return
-    await ws.accept()
+    try:
+        await ws.accept()
+        await _serve_accepted(gw, ws, request_type, worker_path, session_id, ip)
+    finally:
+        gw.ip_sockets.release(ip)
+
+
+async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: str,
+                          session_id: Optional[str], ip: str) -> None:
+    s = gw.settings.gateway
+    edge = s.edge
     chat = request_type == "chat"
     max_frame = s.max_chat_frame_bytes if chat else s.max_frame_bytes
-    client = ClientSide(ws, max_frame, max_buffer_bytes=max_frame + 1024 * 1024)
+    buffer = WaiterBuffer(max(edge.max_waiter_buffer_bytes, max_frame), edge.queued_audio_keep_s, gw.waiter_budget)
+    client = ClientSide(ws, max_frame, buffer, send_timeout_s=edge.client_send_timeout_s)
     client.start()
     ticket: Optional[Ticket] = None
+    queued_here = False
     try:
         hashes: list[str] = []
         if chat:
@@ -57,31 +72,54 @@ async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: st
             if got is None:
                 return
             hashes = got
+        if not gw.ip_queued.acquire(ip):
+            await client.refuse(f"Too many requests from your address ({edge.max_queued_per_ip} at most)",
+                                CLOSE_TRY_AGAIN)
+            return
+        queued_here = True
         ticket = Ticket(request_type=request_type, session_id=session_id, prefix_hashes=hashes)
         try:
             gw.queue.enqueue(ticket)
         except QueueFull as e:
-            await client.send(error(str(e)))
-            await client.close(CLOSE_TRY_AGAIN)
+            await client.refuse(str(e), CLOSE_TRY_AGAIN)
             return
         t = ticket
         client.on_gone = lambda: gw.queue.remove(t, "client left")
         gw.pool.dispatch()
-        if ticket.worker is None:
-            await client.send(QueuedMsg(position=ticket.position, estimated_wait_s=round(ticket.estimated_wait_s, 1),
-                                        ticket_id=ticket.ticket_id, queue_length=ticket.queue_length).dump())
-            if not await _wait(client, ticket):
+        told_queued = told_done = False
+        while True:
+            if ticket.worker is None:
+                if not told_done and not told_queued:
+                    told_queued = True
+                    await client.send(QueuedMsg(position=ticket.position,
+                                                estimated_wait_s=round(ticket.estimated_wait_s, 1),
+                                                ticket_id=ticket.ticket_id, queue_length=ticket.queue_length).dump())
+                if not await _wait(client, ticket, silent=told_done):
+                    return
+            worker = ticket.worker
+            relay = Relay(client, gw.pool, worker, RelayOptions(
+                request_type=request_type, max_diagnostic_bytes=s.max_diagnostic_bytes,
+                store_diagnostic=gw.store_diagnostic, session_key=session_id or ticket.ticket_id,
+                connect_timeout_s=s.worker_connect_timeout_s, worker_headers=gw.pool.headers,
+                send_timeout_s=s.worker_send_timeout_s, ping_interval_s=s.worker_ping_interval_s,
+                ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s))
+            if await relay.connect(worker.ws_base + worker_path):
+                if not told_done:
+                    told_done = True
+                    await client.send(QueueDoneMsg().dump())
+                await relay.run()
+            if relay.refused is None:
                 return
-        worker = ticket.worker
-        await client.send(QueueDoneMsg().dump())
-        relay = Relay(client, gw.pool, worker, RelayOptions(
-            request_type=request_type, max_diagnostic_bytes=s.max_diagnostic_bytes,
-            store_diagnostic=gw.store_diagnostic, session_key=session_id or ticket.ticket_id,
-            connect_timeout_s=s.worker_connect_timeout_s))
-        await relay.run(worker.ws_base + worker_path)
+            # the worker would not start it: back to the head of the queue (unless the client left)
+            gw.pool.refused(worker, ticket, relay.refused, reachable=relay.upstream is not None,
+                            requeue=not client.gone.is_set())
+            if client.gone.is_set():
+                return
     finally:
         if ticket is not None and ticket.worker is None:
             gw.queue.remove(ticket, "gone")
+        if queued_here:
+            gw.ip_queued.release(ip)
         await client.stop()
         if not client.gone.is_set():
             await client.close(1000)  # never end with a bare TCP close (a no-op if already closed)
@@ -94,22 +132,20 @@ async def _first_frame(client: ClientSide) -> Optional[list[str]]:
     await asyncio.wait({arrived, gone}, timeout=CHAT_FIRST_FRAME_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
     arrived.cancel()
     gone.cancel()
-    if not client.buffer:
+    raw = client.buffer.first()
+    if raw is None:
         if not client.gone.is_set():
-            await client.send(error("No chat request received"))
-            await client.close(CLOSE_POLICY)
+            await client.refuse("No chat request received", CLOSE_POLICY)
         return None
-    raw = client.buffer[0]
     try:
         obj = json.loads(raw) if len(raw) < 256 * 1024 else await asyncio.to_thread(json.loads, raw)
-    except ValueError as e:
-        await client.send(error(f"Invalid JSON: {e}"))
-        await client.close(CLOSE_POLICY)
+    except Exception as e:  # ValueError, RecursionError (deep nesting), MemoryError …
+        text = "Invalid JSON: nested too deeply" if isinstance(e, RecursionError) else f"Invalid JSON: {e}"[:200]
+        await client.refuse(text, CLOSE_POLICY)
         return None
     msgs = obj.get("messages") if isinstance(obj, dict) else None
     if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
-        await client.send(error("Invalid 'chat' message: messages: a non-empty list of messages is required"))
-        await client.close(CLOSE_POLICY)
+        await client.refuse("Invalid 'chat' message: messages: a non-empty list of messages is required", CLOSE_POLICY)
         return None
     try:
         if len(raw) < 256 * 1024:
@@ -119,8 +155,9 @@ async def _first_frame(client: ClientSide) -> Optional[list[str]]:
         return []  # malformed content: no affinity; the worker reports the precise error
 
 
-async def _wait(client: ClientSide, ticket: Ticket) -> bool:
-    """Sleep until assigned (True) or gone/cancelled (False), sending queue_update on changes."""
+async def _wait(client: ClientSide, ticket: Ticket, silent: bool = False) -> bool:
+    """Sleep until assigned (True) or gone/cancelled (False), sending queue_update on changes
+    (``silent``: after ``queue_done`` was sent, a requeued client just waits)."""
     seen = ticket.update_seq
     while True:
         await ticket.event.wait()
@@ -135,6 +172,8 @@ async def _wait(client: ClientSide, ticket: Ticket) -> bool:
             return False
         if ticket.update_seq != seen:
             seen = ticket.update_seq
+            if silent:
+                continue
             # the hottest message at scale: formatted directly (same JSON as QueueUpdateMsg.dump())
             if not await client.send(_QUEUE_UPDATE % (ticket.position, float(ticket.estimated_wait_s),
                                                       ticket.queue_length)):

@@ -63,8 +63,10 @@ class FakeWorker:
     # -------------------------------------------------------------------- ws
     async def handler(self, ws: ServerConnection) -> None:
         path = ws.request.path
-        if self.status != "idle":
-            await ws.send(json.dumps({"type": "error", "error": f"worker is {self.status}"}))
+        if self.status != "idle" or self.args.busy_first > 0:
+            self.args.busy_first -= 1
+            why = "Worker loading" if self.status == "loading" else "Worker busy"
+            await ws.send(json.dumps({"type": "error", "error": why, "message": why}))
             await ws.close(1013)
             return
         self.received = []
@@ -85,7 +87,16 @@ class FakeWorker:
         except ConnectionClosed:
             pass
         finally:
-            self.status, self.session = "idle", None
+            self.session = None
+            if self.args.stuck:
+                self.status = "busy_chat"          # never idle again (a stuck engine)
+            elif self.args.linger:
+                asyncio.get_running_loop().call_later(self.args.linger, self._idle)
+            else:
+                self.status = "idle"
+
+    def _idle(self) -> None:
+        self.status = "idle"
 
     def note(self, raw: str) -> dict:
         try:
@@ -108,12 +119,19 @@ class FakeWorker:
         last = msgs[-1].get("content") if msgs else ""
         text = f"echo: {last if isinstance(last, str) else '[items]'}"
         await ws.send(json.dumps({"type": "chunk", "text_delta": text}))
-        try:  # a stop during generation ends early
-            extra = await asyncio.wait_for(ws.recv(), self.args.chat_delay)
-            self.note(extra)
-            stopped = True
-        except asyncio.TimeoutError:
-            stopped = False
+        for i in range(self.args.chat_chunks):  # a long spoken reply: many big frames
+            await ws.send(json.dumps({"type": "chunk", "text_delta": "", "audio_data": "A" * self.args.chunk_bytes}))
+        stopped = False
+        end = time.monotonic() + self.args.chat_delay
+        while not stopped:  # a stop during generation ends early; anything else is an error
+            try:
+                extra = await asyncio.wait_for(ws.recv(), max(0.0, end - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self.note(extra)["type"] == "stop":
+                stopped = True
+            else:
+                await ws.send(json.dumps({"type": "error", "error": "Unknown message type"}))
         rec = "rec_" + secrets.token_hex(8)
         done = {"type": "done", "text": text, "generated_tokens": 3, "input_tokens": 10 * len(msgs),
                 "recording_session_id": rec}
@@ -186,6 +204,11 @@ def main() -> None:
     p.add_argument("--load-delay", type=float, default=0.0, help="seconds reported as loading after start")
     p.add_argument("--unit-delay", type=float, default=0.0)
     p.add_argument("--echo", action="store_true", help="echo each audio_chunk's audio back")
+    p.add_argument("--linger", type=float, default=0.0, help="seconds still busy after a session ends")
+    p.add_argument("--stuck", action="store_true", help="never report idle again after a session")
+    p.add_argument("--busy-first", type=int, default=0, help="refuse this many sessions with 'Worker busy'")
+    p.add_argument("--chat-chunks", type=int, default=0, help="extra big chunk frames in a chat reply")
+    p.add_argument("--chunk-bytes", type=int, default=100_000, help="size of each extra chunk frame")
     args = p.parse_args()
     try:
         asyncio.run(amain(args))

@@ -173,7 +173,10 @@ async def queue_scale(tmp: Path, n: int, hold: float) -> dict:
     fw = subprocess.Popen([sys.executable, "-m", "tests.support.fake_worker", "--port", str(port)], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     g = start_gateway(tmp, [f"http://127.0.0.1:{port}"], 0,
-                      {"OMNISERVE_GATEWAY__MAX_QUEUE_SIZE": str(n + 10), "OMNISERVE_GATEWAY__HEALTH_INTERVAL_S": "2"})
+                      {"OMNISERVE_GATEWAY__MAX_QUEUE_SIZE": str(n + 10), "OMNISERVE_GATEWAY__HEALTH_INTERVAL_S": "2",
+                       # every waiter comes from 127.0.0.1: lift the per-address caps for this load
+                       "OMNISERVE_GATEWAY__EDGE__MAX_WS_PER_IP": str(n + 10),
+                       "OMNISERVE_GATEWAY__EDGE__MAX_QUEUED_PER_IP": str(n + 10)})
     try:
         wait_ready(g, 1)
         holder = await websockets.connect(g.ws + "/ws/duplex/omni_holder", ping_interval=None)

@@ -1,29 +1,43 @@
 """`omniserve up [--workers N] [--http] [--port P]`: N local workers + the gateway, one command.
 
 Starts ``omniserve worker --port 22400+i --index i`` for each worker and then the gateway, shows
-the workers' progress (``/health``: loading → idle), prints the URL, and on Ctrl-C/SIGTERM stops
-everything. Children get ``PR_SET_PDEATHSIG`` so they die with the launcher even if it is killed
-with SIGKILL: no orphans.
+the workers' progress (``/health``: loading → idle), prints the URL, and then supervises
+(``omniserve.supervisor``): a worker or gateway that exits, or a worker that is stuck, is started
+again with backoff while the rest keeps serving. It stops everything on Ctrl-C/SIGTERM, or when a
+child fails to start ``START_ATTEMPTS`` times during the initial load. Children get
+``PR_SET_PDEATHSIG`` so they die with the launcher even if it is killed with SIGKILL: no orphans.
+
+The launcher loads (or creates) ``<data_dir>/worker_token`` and hands it to the workers
+(``OMNISERVE_WORKER__TOKEN``) and the gateway (``OMNISERVE_GATEWAY__WORKER_TOKEN``); its own
+``/health`` polls of the workers carry it too.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
-import httpx
-
+from .child import Child, ChildSpec
 from .config import load_settings
+from .supervisor import Supervisor
+from .tokens import ADMIN_TOKEN_FILE, WORKER_TOKEN_FILE, bearer, load_or_create
 
 BASE_PORT = 22400
 LOAD_TIMEOUT_S = 1800.0
+START_ATTEMPTS = 3          # failed starts of one child during the initial load that end `up`
+TICK_S = 0.5
+DEFAULT_STUCK_AFTER_S = 10.0
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,15 +47,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="gateway bind address (default 0.0.0.0)")
     p.add_argument("--data-dir", help="data folder shared by the gateway and the workers")
     p.add_argument("--worker-base-port", type=int, default=BASE_PORT, help="first worker port (default 22400)")
+    p.add_argument("--stuck-after", type=_positive, default=DEFAULT_STUCK_AFTER_S, metavar="SECONDS",
+                   help="restart a worker whose /health has not answered for this long (default 10)")
     p.add_argument("--worker-command", help=argparse.SUPPRESS)  # tests: a stand-in worker, {port} {index}
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the launcher dies (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+class Display:
+    """The one-line progress display (rewritten in place on a terminal) and whole-line messages."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.last = ""
+        self.open_line = False
+
+    def progress(self, line: str) -> None:
+        if self.tty:
+            print("\r" + line.ljust(len(self.last)), end="", flush=True)
+            self.open_line = True
+        elif line.split("] ", 1)[1] != self.last.split("] ", 1)[-1]:
+            print(line, flush=True)
+        self.last = line
+
+    def end_line(self) -> None:
+        if self.open_line:
+            print(flush=True)
+            self.open_line = False
+
+    def say(self, text: str) -> None:
+        self.end_line()
+        print(text, file=sys.stderr, flush=True)
 
 
 class Launcher:
@@ -50,113 +84,92 @@ class Launcher:
         self.settings = load_settings(getattr(args, "config", None), {"data_dir": args.data_dir})
         self.data_dir = Path(self.settings.data_dir)
         self.logs = self.data_dir / "logs"
-        self.procs: list[tuple[str, subprocess.Popen, Optional[Path]]] = []
         self.stopping = False
+        self.display = Display()
+        g = self.settings.gateway
+        self.port = args.port or g.port
+        self.http = args.http or g.http
+        self.gateway_url = f"{'http' if self.http else 'https'}://localhost:{self.port}"
+        self.worker_token, _ = load_or_create(g.worker_token, self.data_dir, WORKER_TOKEN_FILE)
+        self.worker_urls = [f"http://127.0.0.1:{args.worker_base_port + i}" for i in range(args.workers)]
+        self.sup = Supervisor(self._worker_children(), self._gateway_child(), args.stuck_after, self.display.say,
+                              admin_token_file=self.data_dir / ADMIN_TOKEN_FILE, admin_token=g.admin_token)
 
-    def _spawn(self, name: str, cmd: list[str], log: Optional[Path]) -> subprocess.Popen:
-        out = log.open("ab") if log else None
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL,
-                             start_new_session=True, preexec_fn=_die_with_parent,
-                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.procs.append((name, p, log))
-        return p
+    def _config_flag(self) -> list[str]:
+        return ["--config", self.args.config] if getattr(self.args, "config", None) else []
 
     def worker_cmd(self, port: int, index: int) -> list[str]:
         if self.args.worker_command:
             return shlex.split(self.args.worker_command.format(port=port, index=index))
-        cmd = [sys.executable, "-m", "omniserve.cli", "worker", "--port", str(port), "--index", str(index)]
-        if getattr(self.args, "config", None):
-            cmd += ["--config", self.args.config]
-        return cmd + ["--data-dir", str(self.data_dir)]
+        return [sys.executable, "-m", "omniserve.cli", "worker", "--port", str(port), "--index", str(index),
+                *self._config_flag(), "--data-dir", str(self.data_dir)]
 
-    def start(self) -> tuple[list[str], str]:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        urls = []
-        for i in range(self.args.workers):
+    def _worker_children(self) -> list[Child]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_WORKER__TOKEN=self.worker_token)
+        out = []
+        for i, url in enumerate(self.worker_urls):
             port = self.args.worker_base_port + i
-            self._spawn(f"worker {i}", self.worker_cmd(port, i), self.logs / f"worker_{i}.log")
-            urls.append(f"http://127.0.0.1:{port}")
-        g = self.settings.gateway
-        port = self.args.port or g.port
-        http = self.args.http or g.http
-        cmd = [sys.executable, "-m", "omniserve.cli", "gateway", "--port", str(port), "--workers", ",".join(urls),
-               "--data-dir", str(self.data_dir), "--log-level", "warning"]
-        if getattr(self.args, "config", None):
-            cmd += ["--config", self.args.config]
+            out.append(Child(ChildSpec(f"worker {i}", self.worker_cmd(port, i), env, self.logs / f"worker_{i}.log",
+                                       url + "/health", bearer(self.worker_token), url, watch_stuck=True)))
+        return out
+
+    def _gateway_child(self) -> Child:
+        cmd = [sys.executable, "-m", "omniserve.cli", "gateway", "--port", str(self.port),
+               "--workers", ",".join(self.worker_urls), "--data-dir", str(self.data_dir), "--log-level", "warning",
+               *self._config_flag()]
         if self.args.host:
             cmd += ["--host", self.args.host]
-        if http:
+        if self.http:
             cmd.append("--http")
-        self._spawn("gateway", cmd, None)  # its output (URL, first-run admin token) goes to this terminal
-        return urls, f"{'http' if http else 'https'}://localhost:{port}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__WORKER_TOKEN=self.worker_token)
+        # its output (URL, first-run admin token) goes to this terminal
+        return Child(ChildSpec("gateway", cmd, env, None, self.gateway_url + "/health"))
 
-    def _failed(self) -> Optional[str]:
-        for name, p, log in self.procs:
-            if p.poll() is not None:
-                tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-                return f"{name} exited with code {p.returncode}\n{tail}"
-        return None
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.sup.give_up_after = START_ATTEMPTS
+        self.sup.start()
 
-    def wait_ready(self, urls: list[str], gateway_url: str) -> bool:
-        """Poll each worker's /health until none is loading; show progress on one line."""
+    def _load_failed(self) -> bool:
+        c = self.sup.gave_up
+        if c is None:
+            return False
+        self.display.say(f"{c.name} failed to start {c.failures} times; last: {c.last_failure}\n{c.log_tail()}")
+        return True
+
+    def wait_ready(self) -> bool:
+        """Supervise until every worker finished loading and the gateway saw them; show progress."""
         t0 = time.monotonic()
-        tty = sys.stdout.isatty()
-        last = ""
-        with httpx.Client(timeout=2, verify=False, trust_env=False) as c:
-            while not self.stopping:
-                if (why := self._failed()) is not None:
-                    print(f"\n{why}", file=sys.stderr)
-                    return False
-                states = []
-                for u in urls:
-                    try:
-                        states.append(c.get(u + "/health").json().get("worker_status", "?"))
-                    except (httpx.HTTPError, ValueError):
-                        states.append("starting")
-                try:
-                    gw = c.get(gateway_url + "/health").json()
-                    gw_ok, gw_ready = True, int(gw.get("workers_ready", 0))
-                except (httpx.HTTPError, ValueError):
-                    gw_ok, gw_ready = False, 0
-                line = f"[{time.monotonic() - t0:5.0f} s] " + "  ".join(
-                    f"worker {i}: {s}" for i, s in enumerate(states)) + f"  gateway: {'up' if gw_ok else 'starting'}"
-                if tty:
-                    print("\r" + line.ljust(len(last)), end="", flush=True)
-                elif line.split("] ", 1)[1] != last.split("] ", 1)[-1]:
-                    print(line, flush=True)
-                last = line
-                usable = sum(1 for s in states if s not in ("starting", "loading", "?", "error"))
-                # ready once every worker finished loading AND the gateway's own health poll saw them
-                if gw_ok and all(s not in ("starting", "loading", "?") for s in states) and gw_ready >= usable:
-                    if tty:
-                        print()
-                    if "error" in states:
-                        print("warning: some workers report an error; see " + str(self.logs), file=sys.stderr)
-                    return True
-                if time.monotonic() - t0 > LOAD_TIMEOUT_S:
-                    print(f"\nworkers not ready after {LOAD_TIMEOUT_S:.0f} s", file=sys.stderr)
-                    return False
-                time.sleep(0.5)
+        workers, gw = self.sup.workers, self.sup.gateway
+        while not self.stopping:
+            self.sup.tick()
+            if self._load_failed():
+                return False
+            states = [w.label() for w in workers]
+            gw_ok = gw.running() and gw.answering
+            gw_ready = int(gw.body.get("workers_ready", 0) or 0) if gw_ok else 0
+            self.display.progress(f"[{time.monotonic() - t0:5.0f} s] " + "  ".join(
+                f"{w.name}: {s}" for w, s in zip(workers, states)) + f"  gateway: {'up' if gw_ok else 'starting'}")
+            usable = sum(1 for s in states if s not in ("starting", "restarting", "loading", "?", "error"))
+            # ready once every worker finished loading AND the gateway's own health poll saw them
+            if gw_ok and all(s not in ("starting", "restarting", "loading", "?") for s in states) \
+                    and gw_ready >= usable:
+                self.display.end_line()
+                if "error" in states:
+                    print("warning: some workers report an error; see " + str(self.logs), file=sys.stderr)
+                return True
+            if time.monotonic() - t0 > LOAD_TIMEOUT_S:
+                self.display.say(f"workers not ready after {LOAD_TIMEOUT_S:.0f} s")
+                return False
+            time.sleep(TICK_S)
         return False
 
-    def stop(self) -> None:
-        """SIGTERM every child (gateway first), then SIGKILL what is still there after 10 s."""
-        for _, p, _ in reversed(self.procs):
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for _, p, _ in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
+    def supervise(self) -> None:
+        """After the initial load: restart whatever fails, for as long as the launcher runs."""
+        self.sup.give_up_after = None
+        while not self.stopping:
+            self.sup.tick()
+            time.sleep(TICK_S)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,22 +185,19 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     try:
-        urls, gateway_url = lau.start()
-        print(f"starting {len(urls)} worker(s) (logs in {lau.logs}) and the gateway …", flush=True)
-        if lau.wait_ready(urls, gateway_url):
-            print(f"\nomniserve is ready: {gateway_url}   (Ctrl-C to stop)", flush=True)
-            token_file = lau.data_dir / "admin_token"
+        lau.start()
+        print(f"starting {args.workers} worker(s) (logs in {lau.logs}) and the gateway …", flush=True)
+        if lau.wait_ready():
+            print(f"\nomniserve is ready: {lau.gateway_url}   (Ctrl-C to stop)", flush=True)
+            token_file = lau.data_dir / ADMIN_TOKEN_FILE
             if token_file.exists():
-                print(f"admin page: {gateway_url}/admin  (token in {token_file})", flush=True)
-            while not lau.stopping:
-                if (why := lau._failed()) is not None:
-                    print(f"\n{why}", file=sys.stderr)
-                    code = 1
-                    break
-                time.sleep(0.5)
+                print(f"admin page: {lau.gateway_url}/admin  (token in {token_file})", flush=True)
+            lau.supervise()
         elif not lau.stopping:
             code = 1
     finally:
+        lau.display.end_line()
         print("\nstopping …", flush=True)
-        lau.stop()
+        lau.sup.stop()
+        lau.sup.close()
     return code

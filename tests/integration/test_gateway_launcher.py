@@ -1,5 +1,6 @@
 """`omniserve up`: starts workers and the gateway, waits for them, prints the URL, and leaves no
-process behind on SIGTERM — nor when the launcher itself is killed with SIGKILL."""
+process behind on SIGTERM — nor when the launcher itself is killed with SIGKILL; a worker that
+cannot start ends it with a load failure. Restarts after the load: test_supervision.py."""
 from __future__ import annotations
 
 import os
@@ -70,3 +71,24 @@ def test_up_starts_and_stops_everything(tmp_path, how):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_up_reports_a_worker_that_cannot_start(tmp_path):
+    """A child that fails to start again and again during the initial load ends `up` with its log."""
+    from tests.support.up_procs import Up
+
+    u = Up.start(tmp_path, 1, worker_command=f"{sys.executable} -c 'import sys; print(\"no engine here\"); sys.exit(3)'")
+    try:
+        assert u.wait(40) == 1
+        out = u.output()
+        assert "worker 0 failed to start 3 times; last: exited (exit code 3)" in out, out
+        assert "no engine here" in out                     # the tail of its log is shown
+        assert out.count("restart #") == 2                 # two restarts were tried, each printed
+    finally:
+        u.stop()
+
+
+def test_up_help_lists_the_supervision_flag():
+    out = subprocess.run([sys.executable, "-m", "omniserve.cli", "up", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert "--stuck-after" in out and "/health" in out

@@ -59,6 +59,8 @@ class EdgeLimits(BaseModel):
     max_body_bytes: int = 1024 * 1024              # any request body not listed below, checked before auth/parsing
     max_admin_body_bytes: int = 64 * 1024          # admin routes: checked before the token
     header_timeout_s: float = 10.0                 # a request's headers must arrive within this (slowloris)
+    body_timeout_s: float = 30.0                   # a request body that stops arriving this long is dropped
+    max_header_bytes: int = 64 * 1024              # request line + headers (HTTP 431 past it)
     max_connections: int = 30000                   # uvicorn limit_concurrency (HTTP 503 past it)
     max_ws_per_ip: int = 256                       # open WebSockets per client address
     max_queued_per_ip: int = 64                    # queue places per client address
@@ -84,13 +86,14 @@ class GatewaySettings(BaseModel):
     public_names: list[str] = Field(default_factory=list)      # host names clients use (Host allow-list, besides localhost)
     edge: EdgeLimits = Field(default_factory=EdgeLimits)
     worker_send_timeout_s: float = 10.0        # every send to a worker has this deadline
-    worker_ping_interval_s: float = 1.5        # gateway->worker keepalive; a worker missing pings ...
-    worker_ping_timeout_s: float = 3.0         # ... ends its client's session with error within 5 s
+    worker_ping_interval_s: float = 1.0        # gateway->worker keepalive; a worker missing pings ...
+    worker_ping_timeout_s: float = 2.5         # ... ends its client's session with error within 5 s
     duplex_unit_deadline_s: float = 5.0        # a duplex worker silent this long after a unit ends the session
     release_idle_timeout_s: float = 20.0       # after a session a worker must report idle within this, else "stuck"
     max_chat_frame_bytes: int = 16 * 1024 * 1024
     max_frame_bytes: int = 2 * 1024 * 1024
     max_diagnostic_bytes: int = 64 * 1024
+    max_diagnostics_file_bytes: int = 1024 * 1024     # all client_diagnostic frames kept for one session
     session_retention_days: float = 14.0
     session_storage_cap_mb: float = 5000.0
     max_ref_audio_bytes: int = 10 * 1024 * 1024

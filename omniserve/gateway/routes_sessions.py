@@ -1,6 +1,8 @@
 """REST routes for recorded sessions: metadata, recording, assets, zip download, uploads, comments.
 
-Registered by ``app.create_app``; every path goes through ``SessionStore`` (no traversal).
+Registered by ``app.create_app``; every path goes through ``SessionStore`` (no traversal). A
+recording upload is streamed to disk in pieces of about ``FLUSH_BYTES`` (never held whole); the
+edge already capped its size, the store checks its own cap and the storage budget on each piece.
 """
 from __future__ import annotations
 
@@ -13,10 +15,24 @@ from pydantic import ValidationError
 
 from ..protocol.rest import CommentIn
 from .http import read_capped
-from .sessions import BadUpload, SessionNotFound
+from .sessions import BadUpload, RecordingUpload, SessionNotFound, StorageFull, TooLarge
 
 if TYPE_CHECKING:
     from .app import Gateway
+
+FLUSH_BYTES = 1024 * 1024
+
+
+async def _receive_into(request: Request, up: RecordingUpload) -> None:
+    """Body pieces go to ``up`` from a thread, about ``FLUSH_BYTES`` at a time."""
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) >= FLUSH_BYTES:
+            await asyncio.to_thread(up.write, bytes(buf))
+            buf.clear()
+    if buf:
+        await asyncio.to_thread(up.write, bytes(buf))
 
 
 def add_session_routes(app: FastAPI, gw: "Gateway") -> None:
@@ -57,16 +73,28 @@ def add_session_routes(app: FastAPI, gw: "Gateway") -> None:
     @app.post("/api/sessions/{session_id}/upload-recording")
     async def session_upload(session_id: str, request: Request) -> dict:
         try:
-            gw.sessions.dir(session_id)
+            up = await asyncio.to_thread(gw.sessions.open_upload, session_id, request.headers.get("content-type", ""))
         except SessionNotFound as e:
             raise _nf(e) from None
-        body = await read_capped(request, gw.sessions.max_upload_bytes)
-        try:
-            name = await asyncio.to_thread(gw.sessions.save_upload, session_id, body,
-                                           request.headers.get("content-type", ""))
         except BadUpload as e:
             raise HTTPException(415, str(e)) from None
-        return {"stored": name, "bytes": len(body)}
+        committed = False
+        try:
+            await _receive_into(request, up)
+            name = await asyncio.to_thread(up.commit)
+            committed = True
+        except BadUpload as e:
+            raise HTTPException(415, str(e)) from None
+        except TooLarge as e:
+            raise HTTPException(413, str(e)) from None
+        except StorageFull as e:
+            raise HTTPException(507, str(e)) from None
+        except OSError:
+            raise HTTPException(507, "the upload could not be stored") from None
+        finally:
+            if not committed:
+                await asyncio.to_thread(up.abort)
+        return {"stored": name, "bytes": up.size}
 
     @app.get("/api/sessions/{session_id}/comment")
     def session_comments(session_id: str) -> list[dict]:
@@ -88,4 +116,5 @@ def add_session_routes(app: FastAPI, gw: "Gateway") -> None:
             raise _nf(e) from None
         except BadUpload as e:
             raise HTTPException(413, str(e)) from None
-
+        except StorageFull as e:
+            raise HTTPException(507, str(e)) from None

@@ -3,12 +3,16 @@ plus the client's own uploads (a browser recording, comments, diagnostics) and a
 
 Every path is built from a validated id, then resolved and checked with ``is_relative_to`` (no
 traversal, no symlink escape). The zip download is streamed from a thread as it is written.
+Client writes count against one ``StorageBudget`` (``session_storage_cap_mb``): a recording is
+streamed to a temp file in the session folder piece by piece (``RecordingUpload``) and renamed
+when complete; diagnostics are capped per session; the cleanup walk re-measures the total.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -17,27 +21,49 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .uploads import TEMP_PREFIX, BadUpload, RecordingUpload, StorageBudget, StorageFull, StreamedFile, TooLarge
+
 log = logging.getLogger(__name__)
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
-# magic bytes -> file extension for /upload-recording
-_MAGIC = [(b"\x1aE\xdf\xa3", "webm"), (b"OggS", "ogg"), (b"RIFF", "wav"), (b"fLaC", "flac")]
 
 
 class SessionNotFound(LookupError):
     pass
 
 
-class BadUpload(ValueError):
-    pass
+__all__ = ["BadUpload", "RecordingUpload", "SessionNotFound", "SessionStore", "StorageFull", "TooLarge"]
+
+
+def _dir_size(d: Path) -> int:
+    total = 0
+    for p in d.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _client_file(p: Path) -> bool:
+    """Listed and zipped: everything but an upload still being written."""
+    return p.is_file() and not p.name.startswith(TEMP_PREFIX)
 
 
 class SessionStore:
-    def __init__(self, root: Path, max_upload_bytes: int, max_comment_bytes: int) -> None:
+    def __init__(self, root: Path, max_upload_bytes: int, max_comment_bytes: int, *,
+                 cap_bytes: Optional[int] = None, max_diagnostics_bytes: int = 1024 * 1024) -> None:
         self.root = root
+        self.diagnostics_root = root.parent / "diagnostics"
         self.max_upload_bytes = max_upload_bytes
         self.max_comment_bytes = max_comment_bytes
+        self.max_diagnostics_bytes = max_diagnostics_bytes
+        self.budget = StorageBudget(cap_bytes, self._measure)
         self._lock = threading.Lock()
+
+    def _measure(self) -> int:
+        return sum(_dir_size(r) for r in (self.root, self.diagnostics_root) if r.is_dir())
 
     # ----------------------------------------------------------------- paths
     def dir(self, session_id: str, must_exist: bool = True) -> Path:
@@ -70,7 +96,7 @@ class SessionStore:
                 out.update(json.loads(m.read_text()))
             except ValueError:
                 out["meta_error"] = "meta.json is not valid JSON"
-        out["files"] = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+        out["files"] = sorted(str(p.relative_to(d)) for p in d.rglob("*") if _client_file(p))
         return out
 
     def recording(self, session_id: str) -> dict:
@@ -82,7 +108,7 @@ class SessionStore:
     def zip_stream(self, session_id: str) -> Iterator[bytes]:
         """Yield a zip of the session folder as it is written (never the whole archive in memory)."""
         d = self.dir(session_id)
-        files = [p for p in sorted(d.rglob("*")) if p.is_file() and p.resolve().is_relative_to(d)]
+        files = [p for p in sorted(d.rglob("*")) if _client_file(p) and p.resolve().is_relative_to(d)]
 
         class _Sink:
             def __init__(self) -> None:
@@ -111,20 +137,22 @@ class SessionStore:
             yield b"".join(sink.parts)
 
     # ----------------------------------------------------------------- write
-    def save_upload(self, session_id: str, body: bytes, content_type: str) -> str:
+    def open_upload(self, session_id: str, content_type: str) -> RecordingUpload:
+        """Start receiving a browser recording (``write`` pieces, then ``commit`` or ``abort``)."""
         d = self.dir(session_id)
-        if len(body) > self.max_upload_bytes:
-            raise BadUpload(f"upload too large (max {self.max_upload_bytes} bytes)")
-        ext = next((e for magic, e in _MAGIC if body.startswith(magic)), None)
-        if ext is None and body[4:8] == b"ftyp":
-            ext = "mp4"
-        if ext is None:
-            raise BadUpload("unsupported recording type (WebM, Ogg, WAV, FLAC or MP4 expected)")
         if content_type and not content_type.split(";")[0].strip().startswith(("audio/", "video/", "application/octet-stream")):
-            raise BadUpload(f"unexpected Content-Type {content_type!r}")
-        name = f"client_recording.{ext}"
-        (d / name).write_bytes(body)
-        return name
+            raise BadUpload(f"unexpected Content-Type {content_type[:80]!r}")
+        return RecordingUpload(StreamedFile(d, self.budget, self.max_upload_bytes))
+
+    def save_upload(self, session_id: str, body: bytes, content_type: str) -> str:
+        """A whole recording at once (same checks as ``open_upload``)."""
+        up = self.open_upload(session_id, content_type)
+        try:
+            up.write(body)
+            return up.commit()
+        except BaseException:
+            up.abort()
+            raise
 
     def comments(self, session_id: str) -> list[dict]:
         p = self.dir(session_id) / "comments.json"
@@ -139,37 +167,58 @@ class SessionStore:
                 raise BadUpload(f"comment space for this session is full ({self.max_comment_bytes} bytes)")
             c = {"text": text, "rating": rating, "created_at": time.time()}
             items.append(c)
-            (d / "comments.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
+            data = json.dumps(items, indent=1, ensure_ascii=False).encode()
+            dest = d / "comments.json"
+            old = dest.stat().st_size if dest.is_file() else 0
+            self.budget.reserve(len(data) - old)
+            tmp = d / f"{TEMP_PREFIX}comments.part"
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            self.budget.release(old - len(data))
         return c
 
-    def append_diagnostic(self, key: str, text: str) -> None:
+    def append_diagnostic(self, key: str, text: str) -> bool:
+        """Append one line; False (nothing written) past the per-session cap or the storage cap."""
         if not SESSION_ID_RE.match(key):
-            return
+            return False
+        line = (text.replace("\n", " ") + "\n").encode("utf-8", errors="replace")
         try:
             d = self.dir(key)
         except SessionNotFound:
-            d = self.root.parent / "diagnostics"
+            d = self.diagnostics_root / key
+        path = d / "client_diagnostics.jsonl"
+        with self._lock:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            if size + len(line) > self.max_diagnostics_bytes:
+                return False
+            try:
+                self.budget.reserve(len(line))
+            except StorageFull:
+                return False
             d.mkdir(parents=True, exist_ok=True)
-            d = d / key
-            d.mkdir(exist_ok=True)
-        with self._lock, (d / "client_diagnostics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(text.replace("\n", " ") + "\n")
+            with path.open("ab") as f:
+                f.write(line)
+        return True
 
     # --------------------------------------------------------------- cleanup
     def cleanup(self, retention_s: float, cap_bytes: int, now: Optional[float] = None) -> int:
-        """Delete sessions older than ``retention_s``, then the oldest until under ``cap_bytes``."""
-        if not self.root.is_dir():
-            return 0
+        """Delete sessions (and diagnostics folders) older than ``retention_s``, then the oldest
+        until under ``cap_bytes``; the storage budget is set to what remains."""
         now = now or time.time()
         entries = []
-        for d in self.root.iterdir():
-            if not d.is_dir() or d.is_symlink():
+        for root in (self.root, self.diagnostics_root):
+            if not root.is_dir():
                 continue
-            try:
-                size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-                entries.append((d.stat().st_mtime, size, d))
-            except OSError:
-                continue
+            for d in root.iterdir():
+                if not d.is_dir() or d.is_symlink():
+                    continue
+                try:
+                    entries.append((d.stat().st_mtime, _dir_size(d), d))
+                except OSError:
+                    continue
         entries.sort()
         removed = 0
         total = sum(e[1] for e in entries)
@@ -178,6 +227,7 @@ class SessionStore:
                 shutil.rmtree(d, ignore_errors=True)
                 total -= size
                 removed += 1
+        self.budget.reset(total)
         return removed
 
     async def cleanup_loop(self, interval_s: float, retention_s: float, cap_bytes: int) -> None:

@@ -7,19 +7,25 @@ from plain pixel statistics (brightness, dominant colour). Example:
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from ... import mediaprobe
 from ..api import EngineInputError
 
+log = logging.getLogger(__name__)
+
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000          # refuse decompression bombs before decoding
+MAX_PIXELS = mediaprobe.MAX_IMAGE_PIXELS   # the header is checked against it before any decode
 OCR_MAX_SIDE = 960               # OCR works on a downscaled copy: cost grows with area
 FACE_INPUT_W = 320               # CenterFace input width; height follows the aspect ratio (multiple of 32)
+FACE_MAX_H = 4 * FACE_INPUT_W    # ... up to this (a tall strip is squeezed rather than made huge)
 FACE_THRESHOLD = 0.5
 OCR_MIN_SCORE = 0.6
 MAX_TEXT_CHARS = 200
@@ -44,40 +50,64 @@ class VisionResult:
         return f"I see {faces}; {scene}" + (f"; text: {self.text}" if self.text else "")
 
 
-def decode_image(data: bytes):
-    """JPEG/PNG/WebP/BMP bytes → BGR uint8 array. EngineInputError when it is not an image."""
+def _second_line_limits() -> None:
+    """Decoders' own pixel limits, in case a header reader misses a bomb: OpenCV reads its limit
+    once, when cv2 is first imported (so this runs before any ``import cv2`` of ours); Pillow
+    refuses images over twice its limit."""
+    if "cv2" in sys.modules:
+        log.warning("cv2 was imported before omniserve's image limits were set; its own limit stays at its default")
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_PIXELS)
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+_second_line_limits()
+
+
+def header_checked(data: object, what: str) -> mediaprobe.ImageHeader:
+    """The header of an acceptable image (JPEG, PNG or WebP of at most MAX_PIXELS) — read
+    before anything is decoded. EngineInputError("... too large ...") for a bomb; raises
+    mediaprobe.UnsupportedFormat for anything else, so each caller can word that its own way."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EngineInputError(f"{what} must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise EngineInputError(f"cannot decode {what}: it is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise EngineInputError(f"{what} too large: {len(data)} bytes (max {MAX_IMAGE_BYTES})")
+    try:
+        return mediaprobe.check_image(data)
+    except mediaprobe.TooLarge as e:
+        raise EngineInputError(f"{what} too large: {e}") from None
+
+
+def imdecode(data: bytes, header: mediaprobe.ImageHeader) -> Optional[np.ndarray]:
+    """BGR uint8 pixels of an image whose header passed ``header_checked``; None when the body
+    does not decode or does not match its header."""
     import cv2
 
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise EngineInputError(f"image must be bytes, got {type(data).__name__}")
-    if len(data) == 0:
-        raise EngineInputError("cannot decode image: it is empty")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise EngineInputError(f"image too large: {len(data)} bytes (max {MAX_IMAGE_BYTES})")
-    buf = np.frombuffer(bytes(data), np.uint8)
-    header = _image_size(bytes(data[:64 * 1024]))
-    if header and header[0] * header[1] > MAX_PIXELS:
-        raise EngineInputError(f"image too large: {header[0]}x{header[1]} pixels")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise EngineInputError(f"cannot decode image ({len(data)} bytes; expected JPEG, PNG, WebP or BMP)")
+    try:
+        img = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:          # OpenCV's own pixel limit (the second line)
+        return None
+    if img is None or img.size == 0 or img.shape[0] * img.shape[1] > header.pixels:
+        return None            # (EXIF orientation may swap width and height, never grow them)
     return img
 
 
-def _image_size(head: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) from a PNG or JPEG header without decoding; None if unknown."""
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if head[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(head):
-            if head[i] != 0xFF:
-                return None
-            marker, seg = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
-            if marker in (0xC0, 0xC1, 0xC2):
-                return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
-            i += 2 + seg
-    return None
+def decode_image(data: bytes, *, what: str = "image") -> np.ndarray:
+    """JPEG/PNG/WebP bytes → BGR uint8 array; header first, so a bomb is refused before it costs
+    memory. EngineInputError when it is not an image we accept."""
+    try:
+        header = header_checked(data, what)
+    except mediaprobe.UnsupportedFormat:
+        header = None
+    img = imdecode(data, header) if header is not None else None
+    if img is None:
+        raise EngineInputError(f"cannot decode {what} ({len(data)} bytes; expected JPEG, PNG or WebP)")
+    return img
 
 
 class VisionDescriber:
@@ -127,7 +157,7 @@ class VisionDescriber:
 
         h, w = img.shape[:2]
         fw = FACE_INPUT_W
-        fh = max(32, int(round(h * fw / w / 32)) * 32)
+        fh = min(FACE_MAX_H, max(32, int(round(h * fw / w / 32)) * 32))   # a 1 px wide strip stays small
         rgb = cv2.cvtColor(cv2.resize(img, (fw, fh), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         blob = rgb.transpose(2, 0, 1)[None].astype(np.float32)   # CenterFace takes raw 0..255 RGB
         heat, scale, offset, _landmarks = self._faces.run(None, {"input.1": blob})
@@ -143,7 +173,7 @@ class VisionDescriber:
         h, w = img.shape[:2]
         s = OCR_MAX_SIDE / max(h, w)
         if s < 1:
-            img = cv2.resize(img, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
         result, _ = self._ocr(img, return_word_box=True)
         lines = []
         for item in result or []:

@@ -61,12 +61,37 @@ def to_wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def read_audio_bytes(data: bytes, rate: int = IN_RATE) -> np.ndarray:
-    """Decode a WAV/FLAC/OGG file's bytes to mono float32 at ``rate``. Raises AudioError."""
+# Containers libsndfile decodes here; anything else needs ffmpeg (``omniserve.ffbox``).
+SOUNDFILE_CONTAINERS = frozenset({"wav", "flac", "ogg"})
+
+
+def read_audio_bytes(data: bytes, rate: int = IN_RATE, *, max_seconds: float = 600.0) -> np.ndarray:
+    """Decode a WAV/FLAC/Ogg file's bytes to mono float32 at ``rate``. Raises AudioError.
+
+    Header first: the container comes from the magic bytes, and the rate (8-48 kHz), channels
+    (at most 2) and length (at most ``max_seconds``) are checked — from our own header reader and
+    again from libsndfile's — before any sample is decoded; the decode itself stops at
+    ``max_seconds``. Error texts are short and never quote the library."""
     import soundfile as sf
 
+    from . import mediaprobe
+
     try:
-        pcm, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise AudioError(f"cannot decode audio file: {e}") from None
+        header = mediaprobe.audio_header(data)
+        if header.container not in SOUNDFILE_CONTAINERS:
+            raise mediaprobe.UnsupportedFormat(f"cannot decode {header.container.upper()} audio here")
+        mediaprobe.check_audio_header(header, max_seconds=max_seconds)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            mediaprobe.check_audio_header(mediaprobe.AudioHeader(header.container, f.samplerate, f.channels,
+                                                                 f.frames if f.seekable() else None),
+                                          max_seconds=max_seconds)
+            cap = int(max_seconds * f.samplerate)
+            pcm = f.read(frames=cap + 1, dtype="float32", always_2d=True)
+            sr = f.samplerate
+    except mediaprobe.MediaError as e:
+        raise AudioError(str(e)) from None
+    except Exception:  # soundfile raises its own LibsndfileError / RuntimeError; its text stays out
+        raise AudioError("cannot decode audio file (damaged, or not WAV, FLAC or Ogg)") from None
+    if len(pcm) > cap:
+        raise AudioError(f"audio too long (more than {max_seconds:.0f} s)")
     return resample(pcm.mean(axis=1), sr, rate)

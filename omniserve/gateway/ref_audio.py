@@ -1,9 +1,13 @@
 """RefAudioRegistry: uploaded reference voices, stored as 16 kHz mono WAV in ``<data_dir>/ref_audio``.
 
-Uploads are size- and duration-capped and decoded off the event loop: WAV/FLAC/OGG through
-``omniserve.audio.read_audio_bytes``; browser WebM/Opus (and anything else) through an ``ffmpeg``
-subprocess when ffmpeg is installed. Names are validated (printable, no markup characters) and
-HTML-escaped on output; ids are random and checked against a strict pattern before any file use.
+Uploads are size- and duration-capped and decoded off the event loop, header first: the
+container comes from the magic bytes (``omniserve.mediaprobe``), and a WAV/FLAC/Ogg header's rate
+(8-48 kHz), channels (at most 2) and length are checked before a sample is decoded (by
+``omniserve.audio.read_audio_bytes``). Browser WebM/Opus, MP4/M4A and MP3 (and Ogg/Opus that
+libsndfile cannot read) go through ffmpeg in a box (``omniserve.ffbox``: one whitelisted demuxer,
+the file protocol only, ``-t``, an output cap and a deadline). Anything else is refused before any
+decoder runs, and no error quotes a decoder. Names are validated (printable, no markup characters)
+and HTML-escaped on output; ids are random and checked against a strict pattern before any file use.
 """
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ import html
 import json
 import os
 import re
+import logging
 import secrets
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -21,13 +25,17 @@ from typing import Optional
 
 import numpy as np
 
-from ..audio import IN_RATE, AudioError, decode_f32, read_audio_bytes, to_wav_bytes
+from .. import ffbox, mediaprobe
+from ..audio import IN_RATE, SOUNDFILE_CONTAINERS, AudioError, decode_f32, read_audio_bytes, to_wav_bytes
 from ..protocol.rest import RefAudioOut
 from .presets import DEFAULT_VOICE
 
 NAME_RE = re.compile(r'^[^<>&"`\\]{1,64}$')   # plus str.isprintable(); escaping then changes nothing
 ID_RE = re.compile(r"^ra_[0-9a-f]{16}$")
 DEFAULT_ID = "default"
+FFMPEG_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class RefAudioError(ValueError):
@@ -110,32 +118,32 @@ class RefAudioRegistry:
     # ---------------------------------------------------------------- decode
     async def _decode(self, data: bytes, fmt: Optional[str]) -> np.ndarray:
         if fmt == "pcm_f32":
+            if len(data) // 4 > self.max_seconds * IN_RATE:
+                raise RefAudioError(f"audio too long ({len(data) / 4 / IN_RATE:.1f} s, max {self.max_seconds:.0f} s)")
             import base64
             try:
                 return await asyncio.to_thread(decode_f32, base64.b64encode(data).decode())
             except AudioError as e:
                 raise RefAudioError(str(e)) from None
+        try:   # header first: nothing is decoded before its rate, channels and length are known good
+            header = mediaprobe.check_audio_header(mediaprobe.audio_header(data), max_seconds=self.max_seconds)
+        except mediaprobe.MediaError as e:
+            raise RefAudioError(str(e)) from None
+        if header.container in SOUNDFILE_CONTAINERS:
+            try:
+                return await asyncio.to_thread(read_audio_bytes, data, IN_RATE, max_seconds=self.max_seconds)
+            except AudioError as e:
+                if header.container != "ogg":      # Ogg/Opus may need ffmpeg; the rest is final
+                    raise RefAudioError(str(e)) from None
+                log.debug("ref audio: libsndfile could not read an Ogg upload; trying ffmpeg")
+        if not ffbox.available("ffmpeg"):
+            raise RefAudioError(f"cannot decode {header.container.upper()} audio (install ffmpeg for WebM/Opus/MP4/MP3)")
         try:
-            return await asyncio.to_thread(read_audio_bytes, data, IN_RATE)
-        except AudioError as first:
-            if shutil.which("ffmpeg") is None:
-                raise RefAudioError(f"{first} (install ffmpeg for WebM/Opus/MP3)") from None
-            return await self._ffmpeg(data)
-
-    async def _ffmpeg(self, data: bytes) -> np.ndarray:
-        proc = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-            "-t", str(self.max_seconds + 1), "-ac", "1", "-ar", str(IN_RATE), "-f", "f32le", "pipe:1",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(data), timeout=30)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RefAudioError("audio decoding timed out") from None
-        if proc.returncode != 0 or not out:
-            raise RefAudioError("cannot decode audio file: " + err.decode(errors="replace").strip()[-200:])
-        return np.frombuffer(out[: len(out) // 4 * 4], dtype="<f4").astype(np.float32)
+            # 0.5 s over the cap, so that "too long" is still told apart from "exactly the cap"
+            return await asyncio.to_thread(ffbox.decode_audio, data, header.container, rate=IN_RATE,
+                                           max_seconds=self.max_seconds + 0.5, timeout_s=FFMPEG_TIMEOUT_S)
+        except ffbox.ToolError as e:
+            raise RefAudioError(f"cannot decode audio file: {e}") from None
 
 
 def _wav_seconds(path: Path) -> float:

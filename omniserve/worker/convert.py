@@ -2,6 +2,9 @@
 
 Kept apart from the session loops so the mapping is readable in one place: which field becomes
 which engine item, and which payloads are decoded how. Errors are ``InputError`` (user-facing).
+Media headers are checked here already (image format and pixel count, video container), so a
+bomb or a file of the wrong kind is refused before the engine spends anything on it; the engine
+checks again (``engine.media``), as it also serves callers other than this worker.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import mediaprobe
 from ..engine import api
 from ..protocol.messages import (AudioItem, ChatRequest, ContentItem, ImageItem, TextItem, VideoItem)
 from . import limits
@@ -25,14 +29,31 @@ def content_items(items: list[ContentItem], where: str) -> list[api.Item]:
         if isinstance(it, TextItem):
             out.append(api.Text(it.text))
         elif isinstance(it, ImageItem):
-            out.append(api.Image(limits.blob(it.data, what=f"{what} (image)", max_bytes=MAX_MEDIA_BYTES)))
+            out.append(api.Image(image(it.data, f"{what} (image)")))
         elif isinstance(it, AudioItem):
             pcm = limits.audio_at(it.data, it.sample_rate, max_s=MAX_CHAT_AUDIO_S, what=f"{what} (audio)")
             out.append(api.Audio(pcm, 16000))
         elif isinstance(it, VideoItem):
-            out.append(api.Video(limits.blob(it.data, what=f"{what} (video)", max_bytes=MAX_MEDIA_BYTES),
-                                 it.stack_frames))
+            out.append(api.Video(video(it.data, f"{what} (video)"), it.stack_frames))
     return out
+
+
+def image(b64: str, what: str) -> bytes:
+    """base64 → image bytes whose header names an accepted format and size (nothing decoded)."""
+    data = limits.blob(b64, what=what, max_bytes=MAX_MEDIA_BYTES)
+    try:
+        mediaprobe.check_image(data)
+    except mediaprobe.MediaError as e:
+        raise limits.InputError(f"{what}: {'too large: ' if isinstance(e, mediaprobe.TooLarge) else ''}{e}") from None
+    return data
+
+
+def video(b64: str, what: str) -> bytes:
+    """base64 → the bytes of an MP4/MOV, WebM/Matroska or Ogg file (by its magic bytes)."""
+    data = limits.blob(b64, what=what, max_bytes=MAX_MEDIA_BYTES)
+    if mediaprobe.container(data) not in mediaprobe.VIDEO_CONTAINERS:
+        raise limits.InputError(f"{what}: not an MP4, WebM or Ogg video file")
+    return data
 
 
 def chat_messages(req: ChatRequest) -> list[api.Message]:

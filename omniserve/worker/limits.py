@@ -13,6 +13,7 @@ import numpy as np
 
 from ..audio import IN_RATE, AudioError, decode_f32, resample
 from ..config import WorkerSettings
+from ..mediaprobe import MAX_AUDIO_RATE, MIN_AUDIO_RATE
 
 
 class InputError(ValueError):
@@ -46,9 +47,13 @@ def stream_cap(ws: WorkerSettings, mode: str) -> int:
 
 
 def audio(b64: str, *, max_s: float, what: str = "audio") -> np.ndarray:
-    """base64 float32 16 kHz → samples; empty or too long is an error."""
+    """base64 float32 16 kHz → samples; empty or too long is an error (the length is checked on
+    the base64 text, before anything is decoded)."""
+    max_samples = int(max_s * IN_RATE)
+    if isinstance(b64, str) and len(b64) > (max_samples * 4 + 2) // 3 * 4 + 4:
+        raise InputError(f"{what}: audio too long (max {max_samples} samples)")
     try:
-        pcm = decode_f32(b64, max_samples=int(max_s * IN_RATE))
+        pcm = decode_f32(b64, max_samples=max_samples)
     except AudioError as e:
         raise InputError(f"{what}: {e}") from None
     if pcm.size == 0:
@@ -57,7 +62,10 @@ def audio(b64: str, *, max_s: float, what: str = "audio") -> np.ndarray:
 
 
 def audio_at(b64: str, rate: int, *, max_s: float, what: str = "audio") -> np.ndarray:
-    """base64 float32 at ``rate`` → 16 kHz samples."""
+    """base64 float32 at ``rate`` (8-48 kHz) → 16 kHz samples. The rate and the sample cap
+    (``max_s`` seconds at ``rate``) are checked before anything is decoded or resampled."""
+    if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
+        raise InputError(f"{what}: sample_rate must be {MIN_AUDIO_RATE}-{MAX_AUDIO_RATE} Hz")
     pcm = audio(b64, max_s=max_s * rate / IN_RATE, what=what)
     return resample(pcm, rate, IN_RATE) if rate != IN_RATE else pcm
 

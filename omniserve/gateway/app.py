@@ -3,7 +3,9 @@ REST routes of PROTOCOL.md (status, queue, ETA, apps, workers here; voices/prese
 ``routes_media``; sessions in ``routes_sessions``), the three WebSocket endpoints and the pages.
 
 Nothing here runs a model, and nothing here blocks the event loop: file and audio work is moved
-to threads. Admin routes take ``Authorization: Bearer <token>``.
+to threads. Admin routes take ``Authorization: Bearer <token>``, checked before their body is
+parsed; worker registration takes the worker token. Every request first passes the edge
+(``edge.install``: security headers, Host allow-list, body caps).
 """
 from __future__ import annotations
 
@@ -11,10 +13,14 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..tokens import WORKER_TOKEN_FILE, load_or_create
@@ -22,7 +28,8 @@ from ..protocol.messages import duplex_variant
 from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
 from .apps import AppRegistry
-from .auth import AdminAuth, load_admin_token
+from .auth import AdminAuth, HostPolicy, load_admin_token
+from .edge import install as install_edge
 from .eta import EtaEstimator
 from .pages import mount_pages
 from .pool import WorkerPool
@@ -50,11 +57,14 @@ class Gateway:
         self.apps = AppRegistry(self.data_dir / "apps.json")
         self.presets = Presets()
         self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s)
-        self.sessions = SessionStore(self.data_dir / "sessions", s.max_upload_recording_bytes, s.max_comment_bytes)
+        self.sessions = SessionStore(self.data_dir / "sessions", s.max_upload_recording_bytes, s.max_comment_bytes,
+                                     cap_bytes=int(s.session_storage_cap_mb * 1024 * 1024),
+                                     max_diagnostics_bytes=s.max_diagnostics_file_bytes)
+        self.hosts = HostPolicy(s.public_names, s.allowed_origins)
         token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
         self.admin_token = token
         self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
-        self.auth = AdminAuth(token)
+        self.auth = AdminAuth(token, self.worker_token)
         self._tasks: list[asyncio.Task] = []
 
     async def store_diagnostic(self, key: str, text: str) -> None:
@@ -108,6 +118,26 @@ async def _watch_loop_lag(period: float = 0.1, warn_s: float = 0.25) -> None:
             log.warning("event loop blocked for %.0f ms", lag * 1000)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI whose whole middleware stack (error pages included) sits behind the edge."""
+
+    edge: Callable[[ASGIApp], ASGIApp] = staticmethod(lambda app: app)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.edge(super().build_middleware_stack())
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[_M]) -> _M:
+    """The JSON body as ``model`` (after the caller checked the token); 422 like FastAPI's own."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False)) from None
+
+
 def create_app(settings: Settings) -> FastAPI:
     gw = Gateway(settings)
 
@@ -119,7 +149,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await gw.stop()
 
-    app = FastAPI(title="omniserve gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = GatewayApp(title="omniserve gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.edge = lambda inner: install_edge(inner, settings.gateway, gw.hosts)
     app.state.gateway = gw
 
     # ------------------------------------------------------------ WebSockets
@@ -154,8 +185,9 @@ def create_app(settings: Settings) -> FastAPI:
         return gw.pool.worker_views()
 
     @app.post("/api/workers/register", response_model=WorkerOut)
-    async def register_worker(body: WorkerRegister, request: Request) -> WorkerOut:
-        gw.auth.require(request)
+    async def register_worker(request: Request) -> WorkerOut:
+        gw.auth.require_worker(request)
+        body = await _parse(request, WorkerRegister)
         w = gw.pool.add(body.url)
         await gw.pool.check(w)
         return next(v for v in gw.pool.worker_views() if v.url == w.url)
@@ -196,9 +228,10 @@ def create_app(settings: Settings) -> FastAPI:
         return gw.eta.snapshot()
 
     @app.put("/api/config/eta", response_model=EtaOut)
-    def eta_put(body: EtaConfigUpdate, request: Request) -> EtaOut:
+    async def eta_put(request: Request) -> EtaOut:
         gw.auth.require(request)
-        gw.eta.update(body)
+        body = await _parse(request, EtaConfigUpdate)
+        await asyncio.to_thread(gw.eta.update, body)      # writes eta_config.json
         gw.queue.invalidate()
         return gw.eta.snapshot()
 
@@ -213,10 +246,11 @@ def create_app(settings: Settings) -> FastAPI:
         return gw.apps.all()
 
     @app.put("/api/admin/apps/{app_id}", response_model=AppOut)
-    def admin_app_set(app_id: str, body: AppUpdate, request: Request) -> AppOut:
+    async def admin_app_set(app_id: str, request: Request) -> AppOut:
         gw.auth.require(request)
+        body = await _parse(request, AppUpdate)
         try:
-            return gw.apps.set(app_id, body.enabled)
+            return await asyncio.to_thread(gw.apps.set, app_id, body.enabled)   # writes apps.json
         except KeyError:
             raise HTTPException(404, f"unknown app {app_id!r}") from None
 

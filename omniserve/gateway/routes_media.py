@@ -1,6 +1,9 @@
 """REST routes for voices (reference audio), presets and front-end defaults (PROTOCOL.md).
 
 Registered by ``app.create_app``; uploads are decoded off the event loop by the registry.
+Anonymous voice uploads are refused cross-site (a foreign ``Origin`` or ``Sec-Fetch-Site:
+cross-site``), limited per client address (``gateway.edge.uploads_per_ip_per_hour``; admin callers
+are exempt) and capped in number (``gateway.edge.max_voices``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pydantic import ValidationError
 
 from ..protocol.messages import DuplexConfig, GenerationConfig, HalfDuplexConfig
 from ..protocol.rest import RefAudioOut, RefAudioUpload
+from .clients import RateLimiter, client_ip, rate_key
 from .http import read_capped
 from .presets import DEFAULT_VOICE
 from .ref_audio import RefAudioError
@@ -23,6 +27,24 @@ if TYPE_CHECKING:
 
 
 def add_media_routes(app: FastAPI, gw: "Gateway") -> None:
+    edge = gw.settings.gateway.edge
+    uploads = RateLimiter(edge.uploads_per_ip_per_hour, 3600.0)
+    in_flight: list[int] = [0]     # uploads being decoded: they count against max_voices too
+
+    def admit_upload(request: Request) -> None:
+        """Cross-site, rate and count checks, before a byte of the body is read."""
+        origin = request.headers.get("origin")
+        if request.headers.get("sec-fetch-site", "").lower() == "cross-site" or not gw.hosts.origin_allowed(origin):
+            raise HTTPException(403, "voice uploads are accepted from this site's own pages only")
+        if len(gw.ref_audio.list()) - 1 + in_flight[0] >= edge.max_voices:   # list() includes the default voice
+            raise HTTPException(507, f"voice storage is full ({edge.max_voices} voices); an admin can delete some")
+        if not gw.auth.is_admin(request):
+            key = rate_key(client_ip(request.scope, edge.trusted_proxies))
+            if not uploads.allow(key):
+                wait = max(1, round(uploads.retry_after_s(key)))
+                raise HTTPException(429, f"too many voice uploads from your address ({edge.uploads_per_ip_per_hour} "
+                                         "per hour); try again later", headers={"Retry-After": str(wait)})
+
     # -------------------------------------------------------------- ref audio
     @app.get("/api/assets/ref_audio", response_model=list[RefAudioOut])
     def ref_list() -> list[RefAudioOut]:
@@ -30,9 +52,18 @@ def add_media_routes(app: FastAPI, gw: "Gateway") -> None:
 
     @app.post("/api/assets/ref_audio", response_model=RefAudioOut, status_code=201)
     async def ref_upload(request: Request, name: Optional[str] = None, format: Optional[str] = None) -> RefAudioOut:
+        admit_upload(request)
+        in_flight[0] += 1
+        try:
+            return await _store_voice(request, name, format)
+        finally:
+            in_flight[0] -= 1
+
+    async def _store_voice(request: Request, name: Optional[str], format: Optional[str]) -> RefAudioOut:
         cap = gw.ref_audio.max_bytes
-        body = await read_capped(request, cap * 4 // 3 + 4096)
-        if request.headers.get("content-type", "").startswith("application/json"):
+        is_json = request.headers.get("content-type", "").startswith("application/json")
+        body = await read_capped(request, cap * 4 // 3 + 4096 if is_json else cap)
+        if is_json:
             try:
                 up = RefAudioUpload.model_validate_json(body)
                 data = base64.b64decode(up.data, validate=True)

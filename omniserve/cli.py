@@ -1,13 +1,18 @@
 """`omniserve up | gateway | worker | bench` — each subcommand lives in its tier's package.
 
 A tier module provides ``add_arguments(parser)`` and ``run(args) -> int``; this file only wires
-them, so the gateway never imports the engine.
+them, so the gateway never imports the engine. Every process started here (and every child it
+starts) creates its files 0600 and folders 0700: the data folder holds tokens, voices and
+recordings.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+PRIVATE_UMASK = 0o077
 
 COMMANDS = {
     "up": ("omniserve.launcher", "start N local workers and the gateway, print the URL"),
@@ -17,6 +22,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     parser = argparse.ArgumentParser(prog="omniserve", description="Self-hosted real-time omni-modal assistant server")
     parser.add_argument("--version", action="version", version=f"omniserve {__import__('omniserve').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

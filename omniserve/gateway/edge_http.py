@@ -8,7 +8,9 @@ subclass adds three limits and is handed to uvicorn as ``http=`` (``main.py``):
   (or of the first byte of the next request on a kept-alive connection), else the socket closes;
 - they must not exceed ``max_header_bytes`` (HTTP 431, then close);
 - once headers are in, body bytes must keep arriving: ``body_timeout_s`` without any while the
-  route is waiting for them closes the socket (time the route itself takes is never counted).
+  route is waiting for them closes the socket (time the route itself takes is never counted);
+- uvicorn's ``limit_concurrency`` (HTTP 503) covers WebSocket handshakes too (uvicorn checks only
+  plain requests).
 
 WebSocket upgrades leave this protocol when their headers complete, so the limits end there.
 TLS is below the protocol and unaffected.
@@ -104,12 +106,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._in_body = True
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         super().on_headers_complete()
-        if self._in_body and not (self.parser.should_upgrade() and self._should_upgrade()):
+        self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())   # an upgrade leaves us
+        if self._in_body:
             self._arm_body_timer()
 
     def on_message_complete(self) -> None:
@@ -120,15 +122,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._body_timer = None
         super().on_message_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self._send_plain(503, b"too many connections")
+            return
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         if not self._headers_too_large:
             super().send_400_response(msg)
             return
-        text = b"request headers too large"
-        content = [STATUS_LINE[431]]
+        self._send_plain(431, b"request headers too large")
+
+    def _send_plain(self, status: int, text: bytes) -> None:
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.extend([b"content-type: text/plain; charset=utf-8\r\n",
+        content.extend([b"content-type: text/plain; charset=utf-8\r\n", b"x-content-type-options: nosniff\r\n",
                         b"content-length: " + str(len(text)).encode() + b"\r\n", b"connection: close\r\n\r\n", text])
         self.transport.write(b"".join(content))
         self.transport.close()

@@ -27,7 +27,9 @@ from ..tokens import WORKER_TOKEN_FILE, load_or_create
 from ..protocol.messages import duplex_variant
 from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
+from .admission import IpCounter
 from .apps import AppRegistry
+from .client_side import BufferBudget
 from .auth import AdminAuth, HostPolicy, load_admin_token
 from .edge import install as install_edge
 from .eta import EtaEstimator
@@ -53,7 +55,12 @@ class Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.eta = EtaEstimator(self.data_dir / "eta_config.json")
         self.queue = WaitQueue(s.max_queue_size, interval_s=s.queue_update_interval_s)
-        self.pool = WorkerPool(s.workers, self.queue, self.eta, s.health_interval_s, s.health_timeout_s)
+        self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
+        self.pool = WorkerPool(s.workers, self.queue, self.eta, s.health_interval_s, s.health_timeout_s,
+                               worker_token=self.worker_token, release_idle_timeout_s=s.release_idle_timeout_s)
+        self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)
+        self.ip_sockets = IpCounter(s.edge.max_ws_per_ip)
+        self.ip_queued = IpCounter(s.edge.max_queued_per_ip)
         self.apps = AppRegistry(self.data_dir / "apps.json")
         self.presets = Presets()
         self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s)
@@ -63,7 +70,6 @@ class Gateway:
         self.hosts = HostPolicy(s.public_names, s.allowed_origins)
         token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
         self.admin_token = token
-        self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
         self.auth = AdminAuth(token, self.worker_token)
         self._tasks: list[asyncio.Task] = []
 

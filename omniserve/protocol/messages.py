@@ -1,15 +1,18 @@
 """Pydantic models of every WebSocket message in PROTOCOL.md.
 
 Shared by the gateway, the worker, the tests and Python clients. Names are the wire names:
-third-party clients depend on them. Client messages are validated with ``parse_client_message``;
+third-party clients depend on them. Client messages are validated with the ``parse_*`` functions
+(bounded decoding first, ``safe_json``; any failure is a ``ProtocolError``);
 server messages are built with the ``*Msg`` models and sent with ``.model_dump_json()`` (or
 ``dump``), which leaves out ``None`` fields that the protocol marks optional.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from .safe_json import JSONLimitError, loads_bounded
 
 
 class _Client(BaseModel):
@@ -203,22 +206,49 @@ _DUPLEX_TYPES = {
     "pause": Pause, "resume": Resume, "stop": Stop, "client_diagnostic": ClientDiagnostic,
 }
 _CHAT_CONTROL_TYPES = {"stop": Stop}
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ProtocolError(ValueError):
     """A client message that does not fit the protocol; ``str(e)`` is the error text to send back."""
 
 
-def _parse(raw: Union[str, bytes, dict], table: dict[str, type[BaseModel]]) -> BaseModel:
-    import json
+# Bounds on a client frame's JSON, checked before it is decoded (``safe_json``). The deepest
+# message of PROTOCOL.md nests 5 levels (a chat tool schema a few more); the value bound allows
+# thousands of chat messages while keeping the decoded object a small multiple of the frame.
+MAX_JSON_DEPTH = 32
+MAX_JSON_VALUES = 100_000
+_MAX_ECHO = 64  # characters of a client's own text quoted back in an error
 
-    if isinstance(raw, (str, bytes)):
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"Invalid JSON: {e}") from None
-    else:
-        obj = raw
+
+def _quote(value: str) -> str:
+    """A client string, shortened and made ASCII-safe, for an error text."""
+    short = value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "…"
+    return ascii(short)
+
+
+def load_json(raw: Union[str, bytes, dict]) -> Any:
+    """A frame's JSON within the bounds above (a dict is passed through). Raises only
+    ``ProtocolError``, whatever the input."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        return loads_bounded(raw, MAX_JSON_DEPTH, MAX_JSON_VALUES)
+    except JSONLimitError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def _validate(model: type[_M], obj: dict, what: str) -> _M:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise ProtocolError(_describe(what, e)) from None
+    except Exception:  # RecursionError, MemoryError …: the message is unusable, the session is not
+        raise ProtocolError(f"Invalid {_quote(what)} message") from None
+
+
+def _parse(raw: Union[str, bytes, dict], table: dict[str, type[BaseModel]]) -> BaseModel:
+    obj = load_json(raw)
     if not isinstance(obj, dict):
         raise ProtocolError("Message must be a JSON object")
     t = obj.get("type")
@@ -226,19 +256,20 @@ def _parse(raw: Union[str, bytes, dict], table: dict[str, type[BaseModel]]) -> B
         raise ProtocolError("Message has no 'type' field")
     model = table.get(t)
     if model is None:
-        raise ProtocolError(f"Unknown message type: {t!r}")
-    try:
-        return model.model_validate(obj)
-    except ValidationError as e:
-        raise ProtocolError(_describe(t, e)) from None
+        raise ProtocolError(f"Unknown message type: {_quote(t)}")
+    return _validate(model, obj, t)
 
 
 def _describe(t: str, e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "(message)"
-        parts.append(f"{loc}: {err.get('msg')}")
-    return f"Invalid '{t}' message: " + "; ".join(parts)
+    try:
+        parts = []
+        for err in e.errors(include_url=False, include_input=False)[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ())) or "(message)"
+            parts.append(f"{loc}: {err.get('msg')}")
+        text = f"Invalid {_quote(t)} message: " + "; ".join(parts)
+    except Exception:
+        return f"Invalid {_quote(t)} message"
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:1000]
 
 
 def parse_half_duplex(raw: Union[str, bytes, dict]) -> BaseModel:
@@ -254,19 +285,11 @@ def parse_chat_control(raw: Union[str, bytes, dict]) -> BaseModel:
 
 
 def parse_chat_request(raw: Union[str, bytes, dict]) -> ChatRequest:
-    import json
-
-    if isinstance(raw, (str, bytes)):
-        try:
-            raw = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"Invalid JSON: {e}") from None
-    if not isinstance(raw, dict):
+    """The one request of ``/ws/chat`` (text, bytes, or a dict from ``load_json``)."""
+    obj = load_json(raw)
+    if not isinstance(obj, dict):
         raise ProtocolError("Message must be a JSON object")
-    try:
-        return ChatRequest.model_validate(raw)
-    except ValidationError as e:
-        raise ProtocolError(_describe("chat", e)) from None
+    return _validate(ChatRequest, obj, "chat")
 
 
 # ------------------------------------------------------------ server → client

@@ -7,22 +7,23 @@ disconnect) sets the engine's stop event while the engine thread is busy.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
-from typing import Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from ..audio import OUT_RATE, encode_f32
 from ..engine.api import ChatResult, EngineInputError
 from ..protocol.affinity import prefix_hashes
-from ..protocol.messages import (ChatChunkMsg, ChatDoneMsg, PrefillDoneMsg, ProtocolError, Stop,
+from ..protocol.messages import (ChatChunkMsg, ChatDoneMsg, PrefillDoneMsg, ProtocolError, Stop, load_json,
                                  parse_chat_control, parse_chat_request)
 from . import convert, limits
 from .recorder import image_ext
-from .session import Disconnected, Session
+from .session import Disconnected, ReaderFailed, Session
 from .state import Status
+
+DECODE_ON_THREAD_CHARS = 256 * 1024
 
 
 class ChatSession(Session):
@@ -37,19 +38,20 @@ class ChatSession(Session):
             await self.send_error(self.error_text)
             return "timeout_request"
         try:
-            req = parse_chat_request(raw)
+            obj = await self._decode(raw)
+            req = parse_chat_request(obj)
             msgs = convert.chat_messages(req)
             ref = convert.reference_pcm(req.tts.ref_audio_data, "tts.ref_audio_data") if req.tts.enabled else None
         except (ProtocolError, limits.InputError) as e:
             self.error_text = str(e)
             await self.send_error(str(e))
             return "invalid_request"
-        raw_messages = json.loads(raw)["messages"]
+        raw_messages = obj["messages"]
         self.state.cached_prefix_hashes = []
-        self.open_recording(request={k: v for k, v in json.loads(raw).items() if k != "messages"} | {
+        self.open_recording(request={k: v for k, v in obj.items() if k != "messages"} | {
             "tts": {"enabled": req.tts.enabled, "ref_audio": ref is not None}})
         self._record_inputs(req)
-        self.spawn(self._read_controls())
+        self.spawn_reader(self._read_controls())
 
         proc = self.state.processor
         t0 = time.monotonic()
@@ -86,6 +88,8 @@ class ChatSession(Session):
             result = await self.engine(view.generate, False, self.stop)
             if result.audio is not None:
                 audio_parts.append(result.audio)
+        if self.reader_failed:
+            raise ReaderFailed()
         stopped = bool(result.stopped or self.stop.is_set())
         whole_audio = np.concatenate(audio_parts) if audio_parts else None
         ai_wav = self.rec.write_wav("ai.wav", whole_audio, OUT_RATE)
@@ -104,6 +108,14 @@ class ChatSession(Session):
         self.state.release(self)  # PROTOCOL.md: released as soon as done is sent
         return "disconnect" if self.disconnected else "stopped" if stopped else "done"
 
+    @staticmethod
+    async def _decode(raw: Union[str, bytes]) -> Any:
+        """The request's JSON (bounded, ``ProtocolError`` only); a big frame is decoded on a
+        thread so the event loop keeps answering ``/health`` and pings meanwhile."""
+        if len(raw) < DECODE_ON_THREAD_CHARS:
+            return load_json(raw)
+        return await asyncio.to_thread(load_json, raw)
+
     async def _read_controls(self) -> None:
         """While generating: ``stop`` sets the engine's stop event; anything else gets an error."""
         try:
@@ -116,8 +128,7 @@ class ChatSession(Session):
                 if isinstance(msg, Stop):
                     self.stop.set()
         except Disconnected:
-            self.disconnected = True
-            self.stop.set()
+            self.mark_gone()
 
     def _record_inputs(self, req) -> None:
         """User media of the request as files; the text goes into recording.json."""

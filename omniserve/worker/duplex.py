@@ -21,7 +21,7 @@ from ..protocol.messages import (AudioChunkDuplex, ClientDiagnostic, DuplexPrepa
                                  TimeoutMsg, VideoFrame, duplex_variant, parse_duplex)
 from . import convert, limits
 from .recorder import image_ext
-from .session import Disconnected, Gone, StreamingSession
+from .streaming import StreamingSession
 from .state import Status
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -79,7 +79,7 @@ class DuplexSession(StreamingSession):
 
     # --------------------------------------------------------------------- main
     async def main(self) -> str:
-        self.spawn(self._reader())
+        self.spawn_reader(self._reader())
         started = time.monotonic()
         self.open_recording(label=self.session_id, variant=self.request_type)
         prepared = await self.await_prepare(started)
@@ -100,8 +100,7 @@ class DuplexSession(StreamingSession):
             except asyncio.TimeoutError:
                 await self.send(TimeoutMsg(reason=reason, elapsed_s=round(time.monotonic() - started, 3)))
                 return f"timeout_{reason}"
-            if isinstance(item, Gone) or self.disconnected:
-                raise Disconnected()
+            self.ensure_open(item)
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
                 return "stop"

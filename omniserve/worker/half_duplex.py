@@ -19,7 +19,7 @@ from ..protocol.messages import (AudioChunkHD, GeneratingMsg, HalfDuplexPrepare,
                                  StoppedMsg, Stop, TimeoutMsg, TurnDoneMsg, VadStateMsg,
                                  parse_half_duplex)
 from . import convert, limits
-from .session import Disconnected, Gone, StreamingSession
+from .streaming import StreamingSession
 from .state import Status
 
 MAX_CHUNK_S = 5.0   # one audio_chunk is ~0.5 s; more than this is a client bug
@@ -52,7 +52,7 @@ class HalfDuplexSession(StreamingSession):
 
     # --------------------------------------------------------------------- main
     async def main(self) -> str:
-        self.spawn(self._reader())
+        self.spawn_reader(self._reader())
         started = time.monotonic()
         self.open_recording(label=self.session_id)
         timeout_s = await self.await_prepare(started)
@@ -72,8 +72,7 @@ class HalfDuplexSession(StreamingSession):
                 elapsed = time.monotonic() - (self.last_audio if reason == "idle" else started)
                 await self.send(TimeoutMsg(elapsed_s=round(elapsed, 3), reason=reason))
                 return f"timeout_{reason}"
-            if isinstance(item, Gone) or self.disconnected:
-                raise Disconnected()
+            self.ensure_open(item)
             if isinstance(item, Stop) or self.stop.is_set():
                 await self.send(StoppedMsg(session_id=self.session_id))
                 return "stop"

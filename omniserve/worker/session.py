@@ -1,38 +1,38 @@
-"""What every WebSocket session shares: claiming the worker, framed I/O with size caps, the
-bridge from engine threads to the event loop, and the ONE cleanup path.
+"""What every WebSocket session shares: claiming the worker, framed I/O with size caps and send
+deadlines, the bridge from engine threads to the event loop, and the ONE cleanup path.
 
 A session subclass implements ``main()`` and returns why it ended (``"stop"``, ``"timeout"``,
-``"done"`` …). Whatever way it ends — return, client stop, disconnect, exception — ``serve()``
-runs the same ``finally``: stop the engine work, wait for the engine thread to be free, finish
-the recording, return the worker to idle, close the socket.
+``"done"`` …). Whatever way it ends — return, client stop, disconnect, a client that stops
+reading, a dead reader task, exception — ``serve()`` runs the same ``finally``: stop the engine
+work, wait for the engine thread to be free, finish the recording, return the worker to idle,
+close the socket.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
+from typing import Any, AsyncIterator, Callable, Coroutine, Iterator, Optional, Union
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Settings
-from ..engine.api import EngineInputError
-from ..protocol.messages import (CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg, ProtocolError, Stop,
-                                 StoppedMsg, TimeoutMsg)
-from . import limits
-from .inbox import Inbox
+from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg
 from .limits import FrameTooBig
 from .recorder import NullRecorder, Recorder, open_recorder
 from .state import Busy, Status, WorkerState
+from .ws_protocol import abort_function
 
 log = logging.getLogger("omniserve.worker.session")
 
 # How long cleanup waits for the engine thread to come back after ``stop`` before giving up
 ENGINE_DRAIN_S = 60.0
 RECORDING_FINISH_S = 15.0
+# Items an engine stream may have produced ahead of the sender: a client that reads slowly holds
+# the engine thread back instead of piling generated audio up in memory.
+STREAM_AHEAD = 8
 
 
 @dataclass
@@ -42,7 +42,11 @@ class WorkerContext:
 
 
 class Disconnected(Exception):
-    """The client went away."""
+    """The client went away (or stopped reading and was dropped)."""
+
+
+class ReaderFailed(Exception):
+    """The session's reader task died: nothing more can be read, so the session ends."""
 
 
 class Session:
@@ -57,6 +61,8 @@ class Session:
         self.session_id = session_id
         self.stop = threading.Event()          # handed to the engine: set = return at next chunk
         self.disconnected = False
+        self.aborted = False                   # the connection was dropped (no polite close)
+        self.reader_failed = False
         self.rec: Union[Recorder, NullRecorder] = NullRecorder()
         self._send_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -65,7 +71,11 @@ class Session:
 
     # -------------------------------------------------------------------- serve
     async def serve(self) -> None:
-        await self.ws.accept()
+        try:
+            await asyncio.wait_for(self.ws.accept(), self.cfg.send_timeout_s)
+        except (asyncio.TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
+            self.abort()
+            return
         try:
             self.state.try_acquire(self, self.status, self.session_id, self.request_type)
         except Busy as e:
@@ -84,8 +94,10 @@ class Session:
             end_reason = "cancelled"
             raise
         except Exception as e:  # a bug or engine failure ends this session, never the process
-            log.exception("session %s failed", self.session_id)
-            self.error_text = f"Internal error: {type(e).__name__}: {e}"
+            if not isinstance(e, ReaderFailed):
+                log.exception("session %s failed", self.session_id)
+            # the client learns only the kind of failure: texts of internal errors may name files
+            self.error_text = f"Internal error ({type(e).__name__})"
             await self.send(ErrorMsg(error=self.error_text))
             end_reason = "error"
         finally:
@@ -127,21 +139,54 @@ class Session:
         self.rec.update_meta(**meta)
 
     async def send(self, msg: Union[BaseModel, str]) -> bool:
-        """Send one frame; False (not an exception) when the client is gone."""
+        """Send one frame within ``send_timeout_s``; False (not an exception) when the client is
+        gone. A client that does not take the frame in time is dropped: the connection is
+        aborted and the session ends as a disconnect."""
         if self.disconnected:
             return False
-        text = msg if isinstance(msg, str) else msg.dump()  # type: ignore[attr-defined]
         try:
-            async with self._send_lock:
-                await self.ws.send_text(text)
-            return True
+            text = msg if isinstance(msg, str) else msg.dump()  # type: ignore[attr-defined]
         except Exception:
-            self.disconnected = True
-            self.stop.set()
+            log.exception("session %s: a message could not be serialized", self.session_id)
             return False
+        try:
+            await asyncio.wait_for(self._send_text(text), self.cfg.send_timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("session %s: the client took no data for %.1f s; dropping it",
+                        self.session_id, self.cfg.send_timeout_s)
+            self.mark_gone(abort=True)
+            return False
+        except Exception:
+            self.mark_gone()
+            return False
+
+    async def _send_text(self, text: str) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(text)
 
     async def send_error(self, text: str) -> bool:
         return await self.send(ErrorMsg(error=text))
+
+    def mark_gone(self, abort: bool = False) -> None:
+        """The client is gone (or must be): stop the engine work and wake the main loop."""
+        self.disconnected = True
+        self.stop.set()
+        if abort:
+            self.abort()
+        self.wake()
+
+    def wake(self) -> None:
+        """Hook: make a main loop that waits for client input notice the session is over."""
+
+    def abort(self) -> None:
+        """Drop the connection at once (a polite close would wait for a peer that does not read)."""
+        if self.aborted:
+            return
+        self.aborted = True
+        fn = abort_function(self.ws.scope)
+        if fn is not None:
+            fn()
 
     async def receive(self, cap: int, fatal: bool = False) -> Union[str, bytes]:
         """Next frame's payload. Raises Disconnected, or FrameTooBig when over ``cap``."""
@@ -162,16 +207,34 @@ class Session:
         return data
 
     async def _close(self, code: int) -> None:
+        if self.aborted:
+            return
         try:
             if self.ws.application_state == WebSocketState.CONNECTED and self.ws.client_state == WebSocketState.CONNECTED:
-                await self.ws.close(code)
+                await asyncio.wait_for(self.ws.close(code), self.cfg.send_timeout_s)
+        except asyncio.TimeoutError:
+            self.abort()
         except Exception:
             pass
 
-    def spawn(self, coro: Any) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.append(task)
         return task
+
+    def spawn_reader(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """The task that reads the client; if it dies the session ends at once (``ReaderFailed``)."""
+        task = self.spawn(coro)
+        task.add_done_callback(self._reader_done)
+        return task
+
+    def _reader_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("session %s: reader failed", self.session_id, exc_info=task.exception())
+        self.reader_failed = True
+        self.stop.set()
+        self.wake()
 
     # ---------------------------------------------------------------- engine bridge
     async def engine(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -180,9 +243,13 @@ class Session:
         return await self.state.run_engine(fn, *args)
 
     async def engine_stream(self, make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
-        """Iterate ``make()`` on the engine thread, yielding items on the event loop as they come."""
+        """Iterate ``make()`` on the engine thread, yielding items on the event loop as they come.
+
+        At most ``STREAM_AHEAD`` items wait for the consumer; beyond that the engine thread waits
+        too. Once ``stop`` is set, items are dropped instead (the iterator ends at its next chunk)."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
+        credits = threading.Semaphore(STREAM_AHEAD)
 
         def post(kind: str, value: Any) -> None:
             try:
@@ -190,10 +257,17 @@ class Session:
             except RuntimeError:  # loop closed: the server is shutting down
                 pass
 
+        def room() -> bool:
+            while not credits.acquire(timeout=0.1):
+                if self.stop.is_set():
+                    return False
+            return True
+
         def pump() -> None:
             try:
                 for item in make():
-                    post("item", item)
+                    if room():
+                        post("item", item)
             except BaseException as e:  # re-raised on the loop side
                 post("exc", e)
             else:
@@ -203,80 +277,9 @@ class Session:
         while True:
             kind, value = await q.get()
             if kind == "item":
+                credits.release()
                 yield value
             elif kind == "exc":
                 raise value
             else:
                 return
-
-
-class Gone:
-    """Inbox marker: the client disconnected."""
-
-
-class StreamingSession(Session):
-    """A session whose client streams messages (half-duplex, duplex). One reader task parses and
-    size-checks every frame and hands it to ``take`` (which queues it in ``inbox``), so a bad
-    message is answered at once while the main loop works; a disconnect stops the session."""
-
-    stream_kind = ""                      # limits.stream_cap key: "half_duplex" | "duplex"
-    prepare_type: type = type(None)       # the one message allowed to be larger than a stream frame
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.inbox = Inbox()
-        self.last_audio = time.monotonic()
-
-    @staticmethod
-    def parse(raw: Union[str, bytes]) -> BaseModel:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def take(self, msg: Any) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    async def _reader(self) -> None:
-        cap = limits.stream_cap(self.cfg, self.stream_kind)
-        try:
-            while True:
-                try:
-                    raw = await self.receive(max(self.cfg.max_prepare_frame_bytes, cap))
-                    msg = self.parse(raw)
-                    if not isinstance(msg, self.prepare_type) and len(raw) > cap:
-                        raise limits.FrameTooBig(len(raw), cap)
-                    self.take(msg)
-                except (ProtocolError, limits.InputError) as e:
-                    await self.send_error(str(e))
-        except Disconnected:
-            self.disconnected = True
-            self.stop.set()
-            self.inbox.put(Gone())
-
-    async def _prepare(self, msg: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    async def before_prepare(self, item: Any) -> None:
-        """An inbox item that arrived before a valid ``prepare`` (ignored unless overridden)."""
-
-    async def await_prepare(self, started: float) -> Any:
-        """Wait for a valid ``prepare``; bad ones get ``error`` and the client may try again.
-
-        Returns what ``_prepare`` returns, or the end reason (``timeout_prepare``, ``stop``)."""
-        deadline = started + self.cfg.prepare_wait_s
-        while True:
-            try:
-                item = await self.inbox.get(deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                await self.send(TimeoutMsg(elapsed_s=round(time.monotonic() - started, 3), reason="no_prepare"))
-                return "timeout_prepare"
-            if isinstance(item, Gone) or self.disconnected:
-                raise Disconnected()
-            if isinstance(item, Stop):
-                await self.send(StoppedMsg(session_id=self.session_id))
-                return "stop"
-            if not isinstance(item, self.prepare_type):
-                await self.before_prepare(item)
-                continue
-            try:
-                return await self._prepare(item)
-            except (limits.InputError, EngineInputError) as e:
-                await self.send_error(str(e))

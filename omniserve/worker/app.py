@@ -2,6 +2,7 @@
 
 The engine is loaded on the engine thread after the server starts listening (lifespan), so
 ``/health`` answers ``loading`` at once and ``error`` (with the reason) if loading fails.
+With a worker token configured every route sits behind ``auth.RequireToken``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, AsyncIterator, Callable, Optional
 from fastapi import FastAPI, WebSocket
 
 from ..config import Settings
+from .auth import RequireToken, worker_token
 from .chat import ChatSession, new_chat_id
 from .duplex import DuplexSession
 from .half_duplex import HalfDuplexSession
@@ -51,6 +53,9 @@ def create_app(settings: Settings, loader: Optional[Callable[[], Any]] = None) -
 
     app = FastAPI(title="omniserve worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = state
+    token = worker_token(settings.worker)
+    if token:
+        app.add_middleware(RequireToken, token=token)
 
     @app.get("/health")
     async def health() -> dict:

@@ -1,11 +1,18 @@
-"""``omniserve worker``: one engine behind HTTP/WebSocket on (by default) 127.0.0.1:22400+index."""
+"""``omniserve worker``: one engine behind HTTP/WebSocket on (by default) 127.0.0.1:22400+index.
+
+A worker bound beyond loopback without a worker token exits with code 2 before it loads anything.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from ..config import load_settings
+from .auth import is_loopback, worker_token
 from .limits import biggest_frame
+
+EXIT_CONFIG = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["embedded", "minicpmo"], help="engine backend (default embedded)")
     p.add_argument("--data-dir", help="where session recordings go (default ./data)")
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
-    p.add_argument("--gateway-url", help="register with this gateway (token: OMNISERVE_WORKER__REGISTER_TOKEN)")
+    p.add_argument("--gateway-url", help="register with this gateway (token: OMNISERVE_WORKER__TOKEN)")
     p.add_argument("--public-url", help="URL the gateway should use to reach this worker")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -37,9 +44,15 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None), overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     w = settings.worker
-    if w.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("omniserve.worker").warning(
-            "binding %s: a worker has no authentication; expose it only on a private network to the gateway", w.host)
+    if not is_loopback(w.host) and not worker_token(w):
+        print(f"omniserve worker: refusing to listen on {w.host} without a worker token. Set "
+              "OMNISERVE_WORKER__TOKEN to the gateway's worker token (gateway.worker_token, or the file "
+              "worker_token in the gateway's data folder), or bind 127.0.0.1.", file=sys.stderr)
+        return EXIT_CONFIG
+    from .ws_protocol import AbortableWebSocketProtocol
+
+    # ws: uvicorn's default (websockets-sansio, flow-controlled) plus an abort for stuck peers
     uvicorn.run(create_app(settings), host=w.host, port=w.port, log_level=args.log_level,
-                ws_max_size=biggest_frame(w), ws_ping_interval=20.0, ws_ping_timeout=60.0)
+                ws=AbortableWebSocketProtocol, ws_max_size=biggest_frame(w),
+                ws_ping_interval=20.0, ws_ping_timeout=60.0)
     return 0

@@ -2,7 +2,8 @@
 
 Why a loop rather than one call: the gateway may start after the worker, or restart and forget
 its dynamically added workers; re-registering every ``register_interval_s`` (idempotent on the
-gateway side) heals both. The token is the gateway's admin token (``worker.register_token``).
+gateway side) heals both. The token is the worker token (``worker.token``, or the deprecated
+``worker.register_token``) — the same one the gateway sends to reach this worker.
 TLS is verified: against ``worker.gateway_ca_file`` when given (the gateway's self-signed
 certificate), else the system CAs.
 """
@@ -15,6 +16,8 @@ from typing import Optional
 import httpx
 
 from ..config import WorkerSettings
+from ..tokens import bearer
+from .auth import worker_token
 
 log = logging.getLogger("omniserve.worker.register")
 
@@ -30,7 +33,7 @@ async def register_forever(w: WorkerSettings) -> None:
     """Runs until cancelled (server shutdown); failures are logged and retried with backoff."""
     assert w.gateway_url
     url = w.gateway_url.rstrip("/") + "/api/workers/register"
-    headers = {"Authorization": f"Bearer {w.register_token}"} if w.register_token else {}
+    headers = bearer(worker_token(w))
     verify: object = w.gateway_ca_file or True
     delay = 1.0
     registered: Optional[bool] = None

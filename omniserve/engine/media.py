@@ -78,19 +78,20 @@ def _remaining(deadline: float) -> float:
 
 
 def _probe(box: ffbox.Box, deadline: float) -> _Streams:
-    """Length, frame size and audio presence from the container's headers (ffprobe)."""
+    """Length, the largest frame size and audio presence from the container's headers (ffprobe)."""
     out = box.run("ffprobe", [*box.input_args(), "-show_entries", "format=duration:stream=codec_type,width,height",
                               "-of", "json"], timeout_s=_remaining(deadline), max_output=_PROBE_OUTPUT)
     try:
         info = json.loads(out or b"{}")
         streams = [s for s in info.get("streams", []) if isinstance(s, dict)]
-        video = next((s for s in streams if s.get("codec_type") == "video"), None)
+        sizes = [(int(s.get("width") or 0), int(s.get("height") or 0)) for s in streams
+                 if s.get("codec_type") == "video"]
         duration = float(info.get("format", {}).get("duration", 0.0) or 0.0)
     except (ValueError, TypeError, AttributeError):
         raise ffbox.ToolError("unreadable stream list") from None
-    if video is None:
+    if not sizes:
         raise EngineInputError(f"video has no picture ({_VIDEO_HINT})")
-    w, h = int(video.get("width") or 0), int(video.get("height") or 0)
+    w, h = max(sizes, key=lambda wh: wh[0] * wh[1])   # ffmpeg may pick any of them: check the biggest
     return _Streams(duration if np.isfinite(duration) and duration > 0 else 0.0, w, h,
                     any(s.get("codec_type") == "audio" for s in streams))
 

@@ -98,6 +98,26 @@ def test_playlists_never_make_ffmpeg_open_a_local_file(sentinel: Path):
         watch.close()
 
 
+def _encode(tmp: Path, name: str, *args: str) -> bytes:
+    subprocess.run(["ffmpeg", "-v", "error", *args, str(tmp / name)], check=True, timeout=120)
+    return (tmp / name).read_bytes()
+
+
+@needs_ffmpeg
+def test_valid_videos_still_split_and_oversized_frames_are_probed_first(tmp_path: Path):
+    src = ["-f", "lavfi", "-i", "testsrc=d=2:s=160x120", "-f", "lavfi", "-i", "sine=d=2", "-shortest"]
+    for name, codecs in [("a.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"]),
+                         ("a.webm", ["-c:v", "libvpx", "-c:a", "libopus"]),
+                         ("a.ogv", ["-c:v", "libtheora", "-c:a", "libvorbis"])]:
+        parts = split_video(_encode(tmp_path, name, *src, *codecs), max_frames=4)
+        assert len(parts.frames) == 4 and parts.audio is not None and parts.audio.size > 16000, name
+        assert all(jpeg[:3] == b"\xff\xd8\xff" for _, jpeg in parts.frames)
+    big = _encode(tmp_path, "big.mp4", "-f", "lavfi", "-i", "color=c=red:s=5000x4000:d=1:r=1",
+                  "-c:v", "libx264", "-pix_fmt", "yuv420p")
+    with pytest.raises(EngineInputError, match="5000x4000"):
+        split_video(big)
+
+
 @needs_ffmpeg
 def test_box_is_private_bounded_and_killed_at_its_deadline(tmp_path: Path):
     clip = tmp_path / "long.webm"

@@ -23,7 +23,7 @@ from omniserve.engine.media import split_video
 from tests.support.gateway_procs import GatewayProc, start_gateway
 from tests.unit.test_mediaprobe import bmp_bomb, png_bomb, tiff_bomb, wav, webp_bomb
 
-from .conftest import WorkerHandle, connect, recv_until
+from .conftest import WorkerHandle, connect, recv_until, wait_idle
 
 MB = 1024 * 1024
 needs_ffmpeg = pytest.mark.skipif(not ffbox.available("ffmpeg", "ffprobe"), reason="ffmpeg is not installed")
@@ -199,6 +199,7 @@ async def chat(worker: WorkerHandle, content: list | str) -> list[dict]:
                               "generation": {"max_new_tokens": 16, "temperature": 0.0}}))
     msgs = await recv_until(ws, {"done", "error"}, 180)
     await ws.close()
+    await wait_idle(worker, 30)      # the worker frees itself just after its last frame
     return msgs
 
 

@@ -1,15 +1,12 @@
-"""Who may open a WebSocket and hold a queue place: Origin, the mode's app switch, the session id,
-and per-client-address limits (open sockets, queue places).
+"""Per-client-address limits on WebSockets (open sockets, queue places) and the session id rule.
 
-Counting is per address as the gateway sees it (the peer, or ``X-Forwarded-For`` from a trusted
-proxy), in plain dicts: checks are O(1) and entries vanish when they reach zero.
+Counting is per address as ``clients.client_ip`` sees it (the peer, or ``X-Forwarded-For`` from a
+trusted proxy), in plain dicts: checks are O(1) and entries vanish when they reach zero.
 """
 from __future__ import annotations
 
 import re
 from typing import Optional
-
-from starlette.websockets import WebSocket
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
@@ -42,13 +39,3 @@ class IpCounter:
 def session_id_ok(session_id: Optional[str]) -> bool:
     return session_id is None or bool(SESSION_ID_RE.match(session_id))
 
-
-def peer_ip(ws: WebSocket, trusted_proxies: list[str]) -> str:
-    """The client's address: the socket peer, or the last X-Forwarded-For hop a trusted proxy added."""
-    peer = ws.client.host if ws.client else "?"
-    if peer in trusted_proxies:
-        fwd = ws.headers.get("x-forwarded-for", "")
-        hops = [h.strip() for h in fwd.split(",") if h.strip()]
-        if hops:
-            return hops[-1][:64]
-    return peer

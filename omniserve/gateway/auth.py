@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional
 from urllib.parse import urlsplit
@@ -120,16 +119,3 @@ class HostPolicy:
         if parts.scheme not in ("http", "https") or parts.path or parts.query:
             return False
         return self.host_allowed(parts.netloc)
-
-
-def origin_allowed(origin: Optional[str], host: Optional[str], allowed: list[str],
-                   public_names: Iterable[str] = ()) -> bool:
-    """The Origin rule of ``HostPolicy`` as one call (``host`` is accepted for older callers and
-    no longer consulted: equalling the Host header proves nothing)."""
-    del host
-    return _policy(tuple(public_names), tuple(allowed)).origin_allowed(origin)
-
-
-@lru_cache(maxsize=16)
-def _policy(public_names: tuple[str, ...], allowed: tuple[str, ...]) -> HostPolicy:
-    return HostPolicy(public_names, allowed)

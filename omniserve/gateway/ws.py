@@ -18,10 +18,10 @@ from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
 from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, QueueDoneMsg, QueuedMsg, error
-from .admission import peer_ip, session_id_ok
+from .admission import session_id_ok
 from .apps import APP_OF_REQUEST
-from .auth import origin_allowed
 from .client_side import ClientSide, WaiterBuffer
+from .clients import client_ip
 from .proxy import Relay, RelayOptions
 from .queue import QueueFull, Ticket
 
@@ -39,11 +39,11 @@ async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: st
     s = gw.settings.gateway
     edge = s.edge
     # ---- admission: a refused handshake is an HTTP 403
-    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), s.allowed_origins) \
+    if not gw.hosts.origin_allowed(ws.headers.get("origin")) \
             or not gw.apps.enabled(APP_OF_REQUEST[request_type]) or not session_id_ok(session_id):
         await ws.close(CLOSE_POLICY)
         return
-    ip = peer_ip(ws, edge.trusted_proxies)
+    ip = client_ip(ws.scope, edge.trusted_proxies)
     if not gw.ip_sockets.acquire(ip):
         await ws.close(CLOSE_POLICY)
         return

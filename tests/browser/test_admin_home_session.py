@@ -65,13 +65,13 @@ def test_language_switch_persists(page):
     page.goto("/")
     page.wait_for_selector("[data-testid=mode-turnbased]")
     page.select_option(".lang-select", "zh")
-    page.wait_for_function("document.querySelector('nav a[data-app=turnbased]').textContent === '对话'")
+    page.wait_for_function("() => document.querySelector('nav a[data-app=turnbased]').textContent === '对话'")
     page.reload()
     page.wait_for_selector("[data-testid=mode-turnbased]")
     assert page.inner_text("h1") == "和你的助手聊聊"
     shot(page, "home_zh")
     page.select_option(".lang-select", "en")
-    page.wait_for_function("document.querySelector('h1').textContent === 'Talk to your assistant'")
+    page.wait_for_function("() => document.querySelector('h1').textContent === 'Talk to your assistant'")
 
 
 def test_session_viewer_shows_recorded_chat(page, system):
@@ -167,7 +167,7 @@ def test_queue_position_and_countdown_while_the_worker_is_busy(browser, system):
         shot(chat, "turnbased_queued")
         voice.click("[data-testid=stop]")
         chat.wait_for_selector("#queue", state="hidden", timeout=60_000)
-        chat.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+        chat.wait_for_function("() => document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
                                timeout=240_000)
     finally:
         ctx.close()

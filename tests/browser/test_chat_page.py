@@ -45,7 +45,7 @@ def test_stop_button_stops_generation(page):
     page.uncheck("[data-testid=tts-toggle]")
     page.fill("[data-testid=chat-input]", "Write a long story about a dragon who learns to cook. Make it at least 300 words.")
     page.click("[data-testid=send]")
-    page.wait_for_function("document.querySelector('[data-testid=assistant-text]')?.textContent.length > 5", timeout=240_000)
+    page.wait_for_function("() => document.querySelector('[data-testid=assistant-text]')?.textContent.length > 5", timeout=240_000)
     page.click("[data-testid=stop]")
     page.wait_for_selector("[data-testid=send]:not([hidden])", timeout=60_000)
     assert {"type": "stop"} in [m for d, m in frames if d == "out"]
@@ -69,7 +69,7 @@ def test_push_to_talk_voice_question(page):
     page.mouse.up()
     page.wait_for_selector("#attachments .chip[data-kind=audio]")
     page.click("[data-testid=send]")
-    page.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+    page.wait_for_function("() => document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
                            timeout=240_000)
     req = next(m for d, m in frames if d == "out" and "messages" in m)
     item = next(i for i in req["messages"][-1]["content"] if i["type"] == "audio")
@@ -94,7 +94,7 @@ def test_image_attachment_is_sent_and_described(page, tmp_path):
     page.wait_for_selector("#attachments .chip[data-kind=image] img")
     page.fill("[data-testid=chat-input]", "What text is written in this image?")
     page.click("[data-testid=send]")
-    page.wait_for_function("document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
+    page.wait_for_function("() => document.querySelector('[data-testid=assistant-meta]')?.textContent.includes('tokens')",
                            timeout=240_000)
     req = next(m for d, m in frames if d == "out" and "messages" in m)
     kinds = [i["type"] for i in req["messages"][-1]["content"]]

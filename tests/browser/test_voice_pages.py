@@ -24,7 +24,7 @@ def test_half_duplex_hears_question_and_speaks_reply(page):
         return u && u.textContent && u.textContent !== '…'; }""", timeout=60_000)
     user = page.inner_text("[data-testid=turn-user] .text")
     assert "capital" in user.lower() or "france" in user.lower(), user
-    page.wait_for_function("window.omniserve.player.chunks > 0 && window.omniserve.player.playedSec > 0.3", timeout=120_000)
+    page.wait_for_function("() => window.omniserve.player.chunks > 0 && window.omniserve.player.playedSec > 0.3", timeout=120_000)
     reply = page.inner_text("[data-testid=turn-assistant] .text")
     assert len(reply.strip()) > 1
     sent = [m for d, m in frames if d == "out"]
@@ -50,7 +50,7 @@ def test_audio_duplex_speaks_and_shows_unit_metrics(page):
     frames = ws_frames(page, ("received", "sent"))
     page.goto("/audio_duplex")
     page.click("[data-testid=start]")
-    page.wait_for_function("window.omniserve.player.chunks > 0", timeout=300_000)
+    page.wait_for_function("() => window.omniserve.player.chunks > 0", timeout=300_000)
     page.wait_for_selector("[data-testid=turn-assistant] .text:not(:empty)", timeout=60_000)
     units = int(page.inner_text("[data-testid=m-units]"))
     assert units >= 3
@@ -93,7 +93,7 @@ def test_omni_sends_camera_frames_with_audio_chunks(page):
     frames = ws_frames(page, ("received", "sent"))
     page.goto("/omni")
     page.click("[data-testid=start]")
-    page.wait_for_function("window.omniserve.state.frames >= 3 && window.omniserve.metrics.units >= 2", timeout=180_000)
+    page.wait_for_function("() => window.omniserve.state.frames >= 3 && window.omniserve.metrics.units >= 2", timeout=180_000)
     sent = [m for d, m in frames if d == "out"]
     chunks = [m for m in sent if m.get("type") == "audio_chunk"]
     with_frames = [c for c in chunks if c.get("frame_base64_list")]

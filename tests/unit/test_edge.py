@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from omniserve.config import GatewaySettings
-from omniserve.gateway.auth import HostPolicy, host_name, origin_allowed
+from omniserve.gateway.auth import HostPolicy, host_name
 from omniserve.gateway.edge import BodyLimits, RateLimiter, client_ip, rate_key
 
 
@@ -60,9 +60,9 @@ def test_host_allow_list_and_origin_rule():
     for bad in ("null", "", "http://evil.example", "https://app.partner.example.evil", "file://", "ws://evil.example"):
         assert not p.origin_allowed(bad), bad
     # the old rule "Origin equals Host" no longer lets a rebinding page in
-    assert not origin_allowed("http://evil.example:8006", "evil.example:8006", [])
-    assert origin_allowed("http://localhost:8006", "localhost:8006", [])
-    assert origin_allowed("https://gw.example.com", "gw.example.com", [], ["gw.example.com"])
+    assert not HostPolicy([], [], own_name="").origin_allowed("http://evil.example:8006")  # Host is not consulted
+    assert HostPolicy([], [], own_name="").origin_allowed("http://localhost:8006")
+    assert HostPolicy(["gw.example.com"], [], own_name="").origin_allowed("https://gw.example.com")
 
 
 def test_body_caps_by_route_class():

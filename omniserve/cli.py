@@ -15,7 +15,7 @@ import sys
 PRIVATE_UMASK = 0o077
 
 COMMANDS = {
-    "up": ("omniserve.launcher", "start N local workers and the gateway, print the URL"),
+    "up": ("omniserve.launcher", "start N local workers and the gateway, print the URL, keep them running"),
     "gateway": ("omniserve.gateway.main", "run the gateway (HTTPS :8006, queue, proxy, pages)"),
     "worker": ("omniserve.worker.main", "run one worker (engine behind HTTP/WebSocket)"),
 }

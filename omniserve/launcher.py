@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="gateway bind address (default 0.0.0.0)")
     p.add_argument("--data-dir", help="data folder shared by the gateway and the workers")
     p.add_argument("--worker-base-port", type=int, default=BASE_PORT, help="first worker port (default 22400)")
+    p.add_argument("--public-name", action="append", dest="public_names", metavar="NAME",
+                   help="a host name or address clients use to reach the gateway (Host allow-list); repeatable")
     p.add_argument("--stuck-after", type=_positive, default=DEFAULT_STUCK_AFTER_S, metavar="SECONDS",
                    help="restart a worker whose /health has not answered for this long (default 10)")
     p.add_argument("--worker-command", help=argparse.SUPPRESS)  # tests: a stand-in worker, {port} {index}
@@ -119,6 +121,8 @@ class Launcher:
                *self._config_flag()]
         if self.args.host:
             cmd += ["--host", self.args.host]
+        for name in getattr(self.args, "public_names", None) or []:
+            cmd += ["--public-name", name]
         if self.http:
             cmd.append("--http")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__WORKER_TOKEN=self.worker_token)

@@ -204,6 +204,16 @@ class RawClient:
             else bytes([0x80 | 127]) + struct.pack("!Q", n)
         self.sock.sendall(b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
+    def next_frame_size(self) -> int:
+        """Payload length of the next frame, read without taking it off the socket."""
+        while True:
+            head = self.sock.recv(10, socket.MSG_PEEK)
+            n = head[1] & 0x7F if len(head) >= 2 else -1
+            need = 2 if 0 <= n < 126 else 4 if n == 126 else 10
+            if len(head) >= need:
+                return n if n < 126 else struct.unpack("!H", head[2:4])[0] if n == 126 else struct.unpack("!Q", head[2:10])[0]
+            time.sleep(0.01)
+
     def recv_json(self) -> dict:
         head = self._exact(2)
         n = head[1] & 0x7F
@@ -233,11 +243,11 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_worker_serves_the_
     port = int(guarded.base.rsplit(":", 1)[1])
     client = await asyncio.to_thread(RawClient, port, "/ws/chat", bearer(TOKEN))
     client.send_text(json.dumps(LONG_CHAT))
-    while True:  # read until the first chunk with speech, then never read again
+    # take the small frames (prefill_done, text deltas); stop reading at the first big one (speech),
+    # which then fills the socket buffers: from here on the worker's sends find no room
+    while await asyncio.to_thread(client.next_frame_size) < 64 * 1024:
         m = await asyncio.to_thread(client.recv_json)
         assert m["type"] in {"prefill_done", "chunk"}, m
-        if m.get("audio_data"):
-            break
     stalled = time.monotonic()
     hl = await _wait_status(guarded.base, {"idle"}, SEND_TIMEOUT_S + 5)
     assert hl["worker_status"] == "idle", f"still {hl} {time.monotonic() - stalled:.1f} s after the client stalled"

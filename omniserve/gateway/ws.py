@@ -10,14 +10,14 @@ link is open.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Optional
 
 from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
-from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, QueueDoneMsg, QueuedMsg, error
+from ..protocol.messages import (CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error,
+                                 load_json)
 from .admission import session_id_ok
 from .apps import APP_OF_REQUEST
 from .client_side import ClientSide, WaiterBuffer
@@ -137,11 +137,10 @@ async def _first_frame(client: ClientSide) -> Optional[list[str]]:
         if not client.gone.is_set():
             await client.refuse("No chat request received", CLOSE_POLICY)
         return None
-    try:
-        obj = json.loads(raw) if len(raw) < 256 * 1024 else await asyncio.to_thread(json.loads, raw)
-    except Exception as e:  # ValueError, RecursionError (deep nesting), MemoryError …
-        text = "Invalid JSON: nested too deeply" if isinstance(e, RecursionError) else f"Invalid JSON: {e}"[:200]
-        await client.refuse(text, CLOSE_POLICY)
+    try:  # bounded: depth and value count are checked on the text before anything is built
+        obj = load_json(raw) if len(raw) < 256 * 1024 else await asyncio.to_thread(load_json, raw)
+    except ProtocolError as e:
+        await client.refuse(str(e), CLOSE_POLICY)
         return None
     msgs = obj.get("messages") if isinstance(obj, dict) else None
     if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):

@@ -26,6 +26,7 @@ import pytest
 import websockets
 
 from omniserve.audio import encode_f32
+from omniserve.tokens import bearer
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_TIMEOUT_S = 600.0
@@ -45,6 +46,11 @@ class WorkerHandle:
     proc: Optional[subprocess.Popen] = None
     log_path: Optional[Path] = None
     seen_states: Optional[list] = None   # worker_status values /health reported while starting
+    token: Optional[str] = None          # the worker token it was started with (sent by the helpers)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
@@ -59,7 +65,8 @@ def start_worker(tmp: Path, env_extra: dict[str, str], *args: str) -> WorkerHand
         [sys.executable, "-m", "omniserve.cli", "worker", "--port", str(port), "--index", "0",
          "--data-dir", str(data), *args],
         cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    return WorkerHandle(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data, proc, log_path)
+    token = env_extra.get("OMNISERVE_WORKER__TOKEN") or env_extra.get("OMNISERVE_WORKER__REGISTER_TOKEN")
+    return WorkerHandle(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data, proc, log_path, token=token)
 
 
 def wait_health(h: WorkerHandle, want: set[str], timeout: float) -> dict:
@@ -69,7 +76,7 @@ def wait_health(h: WorkerHandle, want: set[str], timeout: float) -> dict:
         if h.proc is not None and h.proc.poll() is not None:
             raise RuntimeError(f"worker exited with {h.proc.returncode}:\n{h.log_tail()}")
         try:
-            last = httpx.get(h.base + "/health", timeout=2).json()
+            last = httpx.get(h.base + "/health", timeout=2, headers=h.headers).json()
             if h.seen_states is not None and last.get("worker_status") not in h.seen_states:
                 h.seen_states.append(last.get("worker_status"))
             if last.get("worker_status") in want:
@@ -129,8 +136,9 @@ def real_worker(tmp_path_factory: pytest.TempPathFactory):
 _OPEN: list = []   # client sockets of the running test; closed by the ``idle`` fixture's teardown
 
 
-async def connect(url: str) -> Any:
-    ws = await websockets.connect(url, max_size=None, open_timeout=15, ping_interval=None)
+async def connect(url: str, token: Optional[str] = None) -> Any:
+    ws = await websockets.connect(url, max_size=None, open_timeout=15, ping_interval=None,
+                                  additional_headers=bearer(token))
     _OPEN.append(ws)
     return ws
 
@@ -153,7 +161,7 @@ async def recv_until(ws: Any, types: set[str] | str, timeout: float = 120.0) -> 
 
 async def health(h: WorkerHandle) -> dict:
     async with httpx.AsyncClient() as c:
-        return (await c.get(h.base + "/health", timeout=5)).json()
+        return (await c.get(h.base + "/health", timeout=5, headers=h.headers)).json()
 
 
 async def wait_idle(h: WorkerHandle, timeout: float = 30.0) -> dict:

@@ -50,7 +50,7 @@ async def test_failed_engine_load_leaves_worker_in_error_and_it_registers(tmp_pa
     try:
         hl = wait_health(h, {"error"}, 120)
         assert hl["model_loaded"] is False and "no-such-model" in hl["error"], hl
-        ws = await connect(h.ws + "/ws/chat")
+        ws = await connect(h.ws + "/ws/chat", h.token)
         m = await recv(ws, 10)
         assert m["type"] == "error" and m["error"].startswith("Worker error:"), m
         with pytest.raises(ConnectionClosed):

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omniserve.audio import encode_f32
 from tests.support.faults import CHAT, next_chat_served, rss_mb
-from tests.support.gateway_procs import start_fake_worker, start_gateway
+from tests.support.gateway_procs import fake_system
 
 from .test_gateway_queue import finish_session, hold_worker, recv, recv_type, status
 
@@ -35,10 +35,18 @@ async def wait_for(pred, timeout: float, step: float = 0.05):
     raise AssertionError(f"not within {timeout} s")
 
 
-async def test_client_that_stops_reading_is_dropped_and_frees_the_worker(tmp_path):
-    w = start_fake_worker(tmp_path, "--chat-chunks", "300", "--chunk-bytes", "100000")   # a 30 MB reply
-    g = start_gateway(tmp_path, [w.url], 1, {"OMNISERVE_GATEWAY__EDGE__CLIENT_SEND_TIMEOUT_S": "2"})
+async def close_code(ws, timeout: float = 5.0):
+    """The close code the server sent (None: closed without one)."""
     try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except ConnectionClosed as e:
+        return e.rcvd.code if e.rcvd else None
+
+
+async def test_client_that_stops_reading_is_dropped_and_frees_the_worker(tmp_path):
+    with fake_system(tmp_path, "--chat-chunks", "300", "--chunk-bytes", "100000",   # a 30 MB reply
+                     env={"OMNISERVE_GATEWAY__EDGE__CLIENT_SEND_TIMEOUT_S": "2"}) as (g, w):
         rss0 = rss_mb(g.proc.pid)
         ws = await websockets.connect(g.ws + "/ws/chat", max_size=None, max_queue=1)
         await ws.send(CHAT)
@@ -48,20 +56,11 @@ async def test_client_that_stops_reading_is_dropped_and_frees_the_worker(tmp_pat
         assert time.monotonic() - t0 < 2 + 5
         assert rss_mb(g.proc.pid) - rss0 < 100
         assert await next_chat_served(g.ws, 5) < 5
-        try:   # what the dropped client finally reads: its data, then the end (an abort or 1008)
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
-        except ConnectionClosed:
-            pass
-    finally:
-        g.stop()
-        w.stop()
+        assert await close_code(ws) in (1008, None)   # what it finally reads: its data, then 1008 or an abort
 
 
 async def test_error_frame_mid_chat_does_not_release_the_worker(tmp_path):
-    w = start_fake_worker(tmp_path, "--chat-delay", "1.5")
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path, "--chat-delay", "1.5") as (g, w):
         a = await websockets.connect(g.ws + "/ws/chat", max_size=None)
         await a.send(CHAT)
         await recv_type(a, "chunk")
@@ -77,35 +76,22 @@ async def test_error_frame_mid_chat_does_not_release_the_worker(tmp_path):
         assert (await recv_type(b, "done"))["text"]
         await a.close()
         await b.close()
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_deep_json_first_chat_frame_gets_error_not_a_bare_close(tmp_path):
-    w = start_fake_worker(tmp_path)
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path) as (g, w):
         for bomb in ("[" * 50000, '{"messages":' + '{"a":' * 5000 + "1" + "}" * 5000 + "}"):
             ws = await websockets.connect(g.ws + "/ws/chat", max_size=None)
             await ws.send(bomb)
             m = await recv(ws)
             assert m["type"] == "error"
-            try:
-                await asyncio.wait_for(ws.recv(), 5)
-            except ConnectionClosed as e:
-                assert e.rcvd is not None and e.rcvd.code == 1008
+            assert await close_code(ws) == 1008
         assert "Exception in ASGI application" not in g.tail(20000)
         assert await next_chat_served(g.ws, 5) < 5
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_busy_refusal_is_retried_not_shown(tmp_path):
-    w = start_fake_worker(tmp_path, "--busy-first", "2")
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path, "--busy-first", "2") as (g, w):
         ws = await websockets.connect(g.ws + "/ws/chat", max_size=None)
         await ws.send(CHAT)
         seen = []
@@ -116,15 +102,10 @@ async def test_busy_refusal_is_retried_not_shown(tmp_path):
                 break
         assert "error" not in seen and seen[-1] == "done", seen
         assert seen.count("queue_done") == 1
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_dispatch_waits_until_the_worker_reports_idle(tmp_path):
-    w = start_fake_worker(tmp_path, "--chat-delay", "0.2", "--linger", "1.5")
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path, "--chat-delay", "0.2", "--linger", "1.5") as (g, w):
         a = await websockets.connect(g.ws + "/ws/chat", max_size=None)
         await a.send(CHAT)
         await recv_type(a, "queue_done")
@@ -136,15 +117,10 @@ async def test_dispatch_waits_until_the_worker_reports_idle(tmp_path):
         m = await recv_type(b, "queue_done")
         assert time.monotonic() - t_done >= 1.0, m          # not before the worker said idle
         assert (await recv_type(b, "done"))["text"]           # and no "Worker busy" on the way
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_worker_that_never_reports_idle_is_marked_stuck(tmp_path):
-    w = start_fake_worker(tmp_path, "--chat-delay", "0.1", "--stuck")
-    g = start_gateway(tmp_path, [w.url], 1, {"OMNISERVE_GATEWAY__RELEASE_IDLE_TIMEOUT_S": "2"})
-    try:
+    with fake_system(tmp_path, "--chat-delay", "0.1", "--stuck", env={"OMNISERVE_GATEWAY__RELEASE_IDLE_TIMEOUT_S": "2"}) as (g, w):
         a = await websockets.connect(g.ws + "/ws/chat", max_size=None)
         await a.send(CHAT)
         await recv_type(a, "done")
@@ -154,15 +130,10 @@ async def test_worker_that_never_reports_idle_is_marked_stuck(tmp_path):
         assert (await recv(b))["type"] == "queued"        # waits; is never sent to the stuck worker
         assert (await recv(b, 4))["type"] == "queue_update"
         await b.close()
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_hung_worker_ends_the_session_with_error_within_5s(tmp_path):
-    w = start_fake_worker(tmp_path)
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path) as (g, w):
         ws = await hold_worker(g, "omni_hung")
         w.proc.send_signal(signal.SIGSTOP)
         t0 = time.monotonic()
@@ -172,30 +143,20 @@ async def test_hung_worker_ends_the_session_with_error_within_5s(tmp_path):
         finally:
             w.proc.send_signal(signal.SIGCONT)
         assert await next_chat_served(g.ws, 10) < 10
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_duplex_worker_silent_after_a_unit_ends_the_session(tmp_path):
-    w = start_fake_worker(tmp_path, "--unit-delay", "6")
-    g = start_gateway(tmp_path, [w.url], 1, {"OMNISERVE_GATEWAY__DUPLEX_UNIT_DEADLINE_S": "2"})
-    try:
+    with fake_system(tmp_path, "--unit-delay", "6", env={"OMNISERVE_GATEWAY__DUPLEX_UNIT_DEADLINE_S": "2"}) as (g, w):
         ws = await hold_worker(g, "adx_slow")
         await ws.send(json.dumps({"type": "audio_chunk", "audio_base64": encode_f32(np.zeros(16000, np.float32))}))
         t0 = time.monotonic()
         m = await recv_type(ws, "error", timeout=6)
         assert 2 <= time.monotonic() - t0 < 4, m
         assert await next_chat_served(g.ws, 8) < 8
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_audio_streamed_while_queued_keeps_the_newest_seconds(tmp_path):
-    w = start_fake_worker(tmp_path)
-    g = start_gateway(tmp_path, [w.url], 1, {"OMNISERVE_GATEWAY__EDGE__QUEUED_AUDIO_KEEP_S": "3"})
-    try:
+    with fake_system(tmp_path, env={"OMNISERVE_GATEWAY__EDGE__QUEUED_AUDIO_KEEP_S": "3"}) as (g, w):
         holder = await hold_worker(g)
         hd = await websockets.connect(g.ws + "/ws/half_duplex/hd_waiting", max_size=None)
         assert (await recv(hd))["type"] == "queued"
@@ -212,36 +173,23 @@ async def test_audio_streamed_while_queued_keeps_the_newest_seconds(tmp_path):
         assert kinds[0] == "prepare"
         assert 4 <= kinds.count("audio_chunk") <= 8, kinds     # ~3 s of 0.5 s chunks
         await finish_session(hd)
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_queue_places_per_address_are_capped(tmp_path):
-    w = start_fake_worker(tmp_path)
-    g = start_gateway(tmp_path, [w.url], 1, {"OMNISERVE_GATEWAY__EDGE__MAX_QUEUED_PER_IP": "2"})
-    try:
+    with fake_system(tmp_path, env={"OMNISERVE_GATEWAY__EDGE__MAX_QUEUED_PER_IP": "2"}) as (g, w):
         holder = await hold_worker(g)    # holds one of the two places
         one = await websockets.connect(g.ws + "/ws/half_duplex/hd_one", max_size=None)
         assert (await recv(one))["type"] == "queued"
         two = await websockets.connect(g.ws + "/ws/half_duplex/hd_two", max_size=None)
         m = await recv(two)
         assert m["type"] == "error" and "Too many" in m["error"]
-        try:
-            await asyncio.wait_for(two.recv(), 5)
-        except ConnectionClosed as e:
-            assert e.rcvd is not None and e.rcvd.code == 1013
+        assert await close_code(two) == 1013
         await one.close()
         await finish_session(holder)
-    finally:
-        g.stop()
-        w.stop()
 
 
 async def test_only_normal_endings_feed_the_eta(tmp_path):
-    w = start_fake_worker(tmp_path)
-    g = start_gateway(tmp_path, [w.url], 1)
-    try:
+    with fake_system(tmp_path) as (g, w):
         def samples() -> int:
             return httpx.get(g.url + "/api/config/eta", trust_env=False).json()["samples"]["omni_duplex"]
 
@@ -252,6 +200,3 @@ async def test_only_normal_endings_feed_the_eta(tmp_path):
         ws = await hold_worker(g, "omni_stop")
         await finish_session(ws)
         await wait_for(lambda: samples() == 1, 5)
-    finally:
-        g.stop()
-        w.stop()

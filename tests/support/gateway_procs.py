@@ -2,7 +2,8 @@
 
 ``start_fake_worker(port, *flags)`` runs ``tests/support/fake_worker.py``; ``start_gateway`` runs
 ``python -m omniserve.cli gateway --http`` with a temporary data folder and short intervals, and
-waits until it answers ``/health`` (and optionally until ``n_ready`` workers are ready).
+waits until it answers ``/health`` (and optionally until ``n_ready`` workers are ready);
+``fake_system`` is both, as a context manager.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import httpx
 
@@ -107,6 +109,20 @@ def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional
     if n_ready:
         wait_ready(g, n_ready)
     return g
+
+
+@contextmanager
+def fake_system(tmp: Path, *worker_flags: str, env: Optional[dict] = None) -> Iterator[tuple[GatewayProc, Proc]]:
+    """One fake worker (``worker_flags``) behind a gateway (``env``), both stopped afterwards."""
+    w = start_fake_worker(tmp, *worker_flags)
+    try:
+        g = start_gateway(tmp, [w.url], 1, env)
+        try:
+            yield g, w
+        finally:
+            g.stop()
+    finally:
+        w.stop()
 
 
 def wait_ready(g: Proc, n: int, timeout: float = 20) -> dict:

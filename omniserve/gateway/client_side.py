@@ -21,6 +21,7 @@ from typing import Awaitable, Callable, Optional
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol.messages import CLOSE_POLICY, CLOSE_TOO_BIG, error
+from ..ws_server import abort_function
 from .frames import frame_type
 from .queue import cancel_and_wait
 
@@ -130,12 +131,11 @@ class WaiterBuffer:
 
 
 def abort_transport(ws: WebSocket) -> None:
-    """Drop the TCP connection under ``ws`` at once. ASGI has no abort, so this reaches the
-    uvicorn protocol object that owns the ``send`` callable (it has ``transport``)."""
-    proto = getattr(getattr(ws, "_send", None), "__self__", None)
-    transport = getattr(proto, "transport", None)
-    if transport is not None and not transport.is_closing():
-        transport.abort()
+    """Drop the TCP connection under ``ws`` at once (``ws_server``'s abort; with another uvicorn
+    WebSocket implementation only the bounded close attempt is made)."""
+    fn = abort_function(ws.scope)
+    if fn is not None:
+        fn()
 
 
 class ClientSide:

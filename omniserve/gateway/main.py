@@ -45,6 +45,7 @@ def raise_fd_limit() -> int:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..ws_server import AbortableWebSocketProtocol
     from .app import create_app
     from .edge_http import guarded_protocol
     from .tls import ensure_self_signed
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     http = guarded_protocol(e.header_timeout_s, e.body_timeout_s, e.max_header_bytes)
     uvicorn.run(app, host=s.host, port=s.port, log_level=args.log_level, http=http,
                 limit_concurrency=e.max_connections, proxy_headers=False, h11_max_incomplete_event_size=e.max_header_bytes,
-                ws=s.uvicorn_ws, ws_max_size=s.max_chat_frame_bytes,
+                ws=AbortableWebSocketProtocol if s.uvicorn_ws == "websockets-sansio" else s.uvicorn_ws,
+                ws_max_size=s.max_chat_frame_bytes,
                 ws_ping_interval=s.ws_ping_interval_s or None, ws_ping_timeout=20.0,
                 ws_per_message_deflate=False, backlog=4096, timeout_graceful_shutdown=3, **ssl)
     return 0

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
               "OMNISERVE_WORKER__TOKEN to the gateway's worker token (gateway.worker_token, or the file "
               "worker_token in the gateway's data folder), or bind 127.0.0.1.", file=sys.stderr)
         return EXIT_CONFIG
-    from .ws_protocol import AbortableWebSocketProtocol
+    from ..ws_server import AbortableWebSocketProtocol
 
     # ws: uvicorn's default (websockets-sansio, flow-controlled) plus an abort for stuck peers
     uvicorn.run(create_app(settings), host=w.host, port=w.port, log_level=args.log_level,

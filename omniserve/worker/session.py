@@ -23,7 +23,7 @@ from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, Er
 from .limits import FrameTooBig
 from .recorder import NullRecorder, Recorder, open_recorder
 from .state import Busy, Status, WorkerState
-from .ws_protocol import abort_function
+from ..ws_server import abort_function
 
 log = logging.getLogger("omniserve.worker.session")
 

@@ -1,10 +1,12 @@
-"""The worker's WebSocket server protocol: uvicorn's ``websockets-sansio`` plus an ``abort``.
+"""The WebSocket server protocol of the gateway and the worker: uvicorn's ``websockets-sansio``
+plus an ``abort``.
 
 Why: uvicorn's WebSocket implementations (sansio — the default, ``auto`` — wsproto, and the
 legacy ``websockets`` one) apply flow control: once the transport's write buffer passes its high
 water mark (asyncio's default, 64 KiB) a send waits until the peer reads. So a peer that never
 reads does not make the worker buffer without bound, but it blocks the send for ever. The
-session's send deadline ends that wait; what ASGI cannot do then is drop the connection: a
+sender's deadline (the worker's ``send_timeout_s``, the gateway's ``edge.client_send_timeout_s``)
+ends that wait; what ASGI cannot do then is drop the connection: a
 ``websocket.close`` is itself a send that waits for the same full buffer, and closing a transport
 with unsent data waits for the peer too. This subclass puts ``abort`` (``transport.abort()``:
 buffers dropped, socket closed at once, the app sees a disconnect) into the scope's extensions.

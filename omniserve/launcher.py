@@ -30,7 +30,7 @@ BASE_PORT = 22400
 LOAD_TIMEOUT_S = 1800.0
 START_ATTEMPTS = 3          # failed starts of one child during the initial load that end `up`
 TICK_S = 0.5
-DEFAULT_STUCK_AFTER_S = 10.0
+DEFAULT_STUCK_AFTER_S = 6.0   # 20x the worst /health delay measured during speech replies (0.3 s)
 
 
 def _positive(text: str) -> float:
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-name", action="append", dest="public_names", metavar="NAME",
                    help="a host name or address clients use to reach the gateway (Host allow-list); repeatable")
     p.add_argument("--stuck-after", type=_positive, default=DEFAULT_STUCK_AFTER_S, metavar="SECONDS",
-                   help="restart a worker whose /health has not answered for this long (default 10)")
+                   help="restart a worker whose /health has not answered for this long (default 6)")
     p.add_argument("--worker-command", help=argparse.SUPPRESS)  # tests: a stand-in worker, {port} {index}
 
 

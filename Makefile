@@ -14,6 +14,7 @@ test-all:
 bench:
 	.venv/bin/python bench/engine.py
 	.venv/bin/python bench/gateway.py
+	.venv/bin/python bench/faults.py
 
 up:
 	.venv/bin/omniserve up

@@ -200,7 +200,8 @@ class ClientSide:
         if self.gone.is_set():
             return False
         try:
-            await asyncio.wait_for(self.ws.send_text(text), self.send_timeout_s)
+            async with asyncio.timeout(self.send_timeout_s):   # no extra task per frame (wait_for makes one)
+                await self.ws.send_text(text)
             return True
         except asyncio.TimeoutError:
             log.info("client did not read for %.0f s: dropped", self.send_timeout_s)

@@ -161,7 +161,8 @@ class Relay:
             if len(self.early) > MAX_EARLY_FRAMES:
                 self.early = None  # the worker is clearly running this session: no replay any more
         try:
-            await asyncio.wait_for(self.upstream.send(text), self.opts.send_timeout_s)
+            async with asyncio.timeout(self.opts.send_timeout_s):   # no extra task per frame
+                await self.upstream.send(text)
         except asyncio.TimeoutError:
             log.warning("worker %s did not read for %.0f s", self.worker.url, self.opts.send_timeout_s)
             await self._fail("Worker not responding")

@@ -150,7 +150,8 @@ class Session:
             log.exception("session %s: a message could not be serialized", self.session_id)
             return False
         try:
-            await asyncio.wait_for(self._send_text(text), self.cfg.send_timeout_s)
+            async with asyncio.timeout(self.cfg.send_timeout_s):   # no extra task per frame
+                await self._send_text(text)
             return True
         except asyncio.TimeoutError:
             log.warning("session %s: the client took no data for %.1f s; dropping it",

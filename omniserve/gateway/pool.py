@@ -52,7 +52,8 @@ class WorkerState:
     paused: bool = False
     last_health: Optional[float] = None
     failures: int = 0
-    released_at: float = 0.0         # health reports sent before this cannot confirm idle
+    status_at: float = 0.0           # when the gateway last learned the status itself (a release, the
+                                     # worker's own close): health reports sent before it are stale
     idle_deadline: float = 0.0       # releasing: idle by then, else stuck
     confirm_task: Optional[asyncio.Task] = field(default=None, repr=False)
 
@@ -139,9 +140,10 @@ class WorkerPool:
         empty = [w for w in free if not w.cached_prefix_hashes]
         return min(empty or free, key=lambda w: w.last_used)
 
-    def release(self, w: WorkerState, *, success: bool) -> None:
+    def release(self, w: WorkerState, *, success: bool, idle: bool = False) -> None:
         """Called exactly once per assignment, from the relay's cleanup. ``success``: the session
-        ended normally (only those feed the ETA average)."""
+        ended normally (only those feed the ETA average). ``idle``: the worker itself closed the
+        session's socket, which it does only once it is idle again (docs/worker.md)."""
         t = w.ticket
         if t is None:
             return
@@ -149,8 +151,21 @@ class WorkerPool:
         if success:
             self.eta.record(t.request_type, now - w.busy_since)
         w.ticket, w.paused, w.last_used = None, False, now
-        self._await_idle(w)
+        if idle and w.online:
+            self._set_idle(w)
+        else:
+            self._await_idle(w)
         self.queue.invalidate()
+
+    def confirm_idle(self, w: WorkerState) -> None:
+        """The worker closed the socket of a session already released (chat after ``done``)."""
+        if w.online and w.ticket is None and w.status == RELEASING:
+            self._set_idle(w)
+
+    def _set_idle(self, w: WorkerState) -> None:
+        w.status, w.status_at = IDLE, time.monotonic()
+        self.queue.invalidate()
+        self.dispatch()
 
     def refused(self, w: WorkerState, t: Ticket, why: str, *, reachable: bool, requeue: bool = True) -> None:
         """The worker would not take the session it was given (busy, loading, unreachable): the
@@ -175,7 +190,7 @@ class WorkerPool:
         if not w.online:
             return
         now = time.monotonic()
-        w.status, w.released_at, w.idle_deadline = RELEASING, now, now + self.release_idle_timeout_s
+        w.status, w.status_at, w.idle_deadline = RELEASING, now, now + self.release_idle_timeout_s
         if self._http is not None and (w.confirm_task is None or w.confirm_task.done()):
             w.confirm_task = asyncio.get_running_loop().create_task(self._confirm_idle(w))
 
@@ -212,9 +227,11 @@ class WorkerPool:
             return
         was_free, was_ready = w.free, w.ready
         w.online, w.failures, w.last_health = True, 0, time.monotonic()
-        if w.status in (RELEASING, STUCK) and w.ticket is None:
+        if w.ticket is None and sent < w.status_at:
+            pass   # older than what the gateway learned itself: keep the status, take the rest
+        elif w.status in (RELEASING, STUCK) and w.ticket is None:
             # only an idle report sent after the release ends the wait
-            if reported == IDLE and sent >= w.released_at:
+            if reported == IDLE:
                 if w.status == STUCK:
                     log.info("worker %s reports idle again", w.url)
                 w.status = IDLE

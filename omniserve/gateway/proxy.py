@@ -62,6 +62,7 @@ class Relay:
         self.released = False
         self.refused: Optional[str] = None      # why the worker would not start the session
         self.ended_normally = False
+        self.worker_idle = False                # the worker closed the socket itself: it is idle again
         self.worker_failed = False
         self.diag_bytes = 0
         self.recording_id: Optional[str] = None
@@ -84,9 +85,14 @@ class Relay:
             return False
 
     def release(self) -> None:
-        if not self.released and self.refused is None:
+        if self.refused is not None:
+            return
+        if not self.released:
             self.released = True
-            self.pool.release(self.worker, success=self.ended_normally and not self.worker_failed)
+            self.pool.release(self.worker, success=self.ended_normally and not self.worker_failed,
+                              idle=self.worker_idle)
+        elif self.worker_idle:
+            self.pool.confirm_idle(self.worker)
 
     async def run(self) -> None:
         """Relay until either side ends. On return the worker is released, or ``refused`` is set and
@@ -216,14 +222,17 @@ class Relay:
                 elif t in END_FRAMES:
                     self.ended_normally = True
             code, reason = self.upstream.close_code, self.upstream.close_reason or ""
+            self.worker_idle = bool(self.upstream.protocol.close_rcvd_then_sent)
         except ConnectionClosed as e:
             if e.rcvd is None and not self.client.gone.is_set() and not (self.chat and self.released):
                 log.warning("worker %s: connection lost (%s)", self.worker.url, e)
                 await self._fail("Worker connection lost")
                 return
             code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (CLOSE_INTERNAL, "")
+            self.worker_idle = bool(e.rcvd_then_sent)
         if first and code == CLOSE_TRY_AGAIN and self.early is not None:
             self.refused = "closed 1013"
+            self.worker_idle = False
             return
         await self.client.close(sendable(code), reason)
 

@@ -72,31 +72,32 @@ class FakeWorker:
         self.received = []
         self.session = path.rsplit("/", 1)[-1]
         self.sessions_served += 1
+        code, reason = 1000, ""
         try:
             if path == "/ws/chat":
                 self.status = "busy_chat"
                 await self.chat(ws)
             elif path.startswith("/ws/half_duplex/"):
                 self.status = "busy_half_duplex"
-                await self.session_loop(ws, duplex=False)
+                code, reason = await self.session_loop(ws, duplex=False)
             elif path.startswith("/ws/duplex/"):
                 self.status = "duplex_active"
-                await self.session_loop(ws, duplex=True)
+                code, reason = await self.session_loop(ws, duplex=True)
             else:
-                await ws.close(1008)
+                code = 1008
         except ConnectionClosed:
             pass
         finally:
             self.session = None
+            # like the real worker: idle first, then the socket closes (the gateway trusts that order)
             if self.args.stuck:
-                self.status = "busy_chat"          # never idle again (a stuck engine)
-            elif self.args.linger:
-                asyncio.get_running_loop().call_later(self.args.linger, self._idle)
+                self.status = "busy_chat"          # never idle again (a stuck engine), never closes
+                await ws.wait_closed()
             else:
+                if self.args.linger:
+                    await asyncio.sleep(self.args.linger)
                 self.status = "idle"
-
-    def _idle(self) -> None:
-        self.status = "idle"
+                await ws.close(code, reason)
 
     def note(self, raw: str) -> dict:
         try:
@@ -139,9 +140,8 @@ class FakeWorker:
             done["stopped"] = True
         await ws.send(json.dumps(done))
         self.cached = prefix_hashes(msgs + [{"role": "assistant", "content": text}])
-        await ws.close(1000)
 
-    async def session_loop(self, ws: ServerConnection, duplex: bool) -> None:
+    async def session_loop(self, ws: ServerConnection, duplex: bool) -> tuple[int, str]:
         unit = 0
         sid = self.session or ""
         async for raw in ws:
@@ -173,13 +173,12 @@ class FakeWorker:
                 await ws.send(json.dumps({"type": "resumed"}))
             elif t == "stop":
                 await ws.send(json.dumps({"type": "stopped", "session_id": sid}))
-                await ws.close(1000)
-                return
+                return 1000, ""
             elif t == "crash":
-                await ws.close(4000, "asked to")
-                return
+                return 4000, "asked to"
             else:
                 await ws.send(json.dumps({"type": "error", "error": f"Unknown message type: {t!r}"}))
+        return 1000, ""
 
 
 async def amain(args: argparse.Namespace) -> None:

@@ -47,7 +47,8 @@ class WorkerSettings(BaseModel):
     token: Optional[str] = None                # the worker token: required on every endpoint when set; a
                                                # worker bound beyond loopback refuses to start without one
     register_token: Optional[str] = None       # deprecated alias of ``token``
-    send_timeout_s: float = 10.0               # every send to the gateway has this deadline
+    send_timeout_s: float = 15.0               # every send to the gateway has this deadline (longer than the
+                                               # gateway's client deadline, so behind a gateway the gateway drops first)
     public_url: Optional[str] = None           # URL the gateway should use to reach this worker
     gateway_ca_file: Optional[str] = None      # CA/cert that signs the gateway's TLS (e.g. its self-signed cert)
     register_interval_s: float = 30.0          # re-register this often (a restarted gateway re-learns us)

@@ -157,9 +157,10 @@ class WorkerPool:
             self._await_idle(w)
         self.queue.invalidate()
 
-    def confirm_idle(self, w: WorkerState) -> None:
-        """The worker closed the socket of a session already released (chat after ``done``)."""
-        if w.online and w.ticket is None and w.status == RELEASING:
+    def confirm_idle(self, w: WorkerState, released_at: float) -> None:
+        """The worker closed the socket of a session already released (chat after ``done``);
+        ``released_at``: that release's ``status_at`` (a later release is not confirmed by it)."""
+        if w.online and w.ticket is None and w.status == RELEASING and w.status_at == released_at:
             self._set_idle(w)
 
     def _set_idle(self, w: WorkerState) -> None:
@@ -219,6 +220,9 @@ class WorkerPool:
             r.raise_for_status()
             h = r.json()
             reported = str(h.get("worker_status") or h.get("status") or "idle")
+            model_loaded = bool(h.get("model_loaded", True))
+            kv_cache_length = int(h.get("kv_cache_length") or 0)
+            hashes = frozenset(str(x) for x in (h.get("cached_prefix_hashes") or ()))
         except Exception as e:
             w.failures += 1
             # a worker busy with a heavy session may answer late once: give it a second chance
@@ -227,6 +231,7 @@ class WorkerPool:
             return
         was_free, was_ready = w.free, w.ready
         w.online, w.failures, w.last_health = True, 0, time.monotonic()
+        w.model_loaded, w.kv_cache_length, w.cached_prefix_hashes = model_loaded, kv_cache_length, hashes
         if w.ticket is None and sent < w.status_at:
             pass   # older than what the gateway learned itself: keep the status, take the rest
         elif w.status in (RELEASING, STUCK) and w.ticket is None:
@@ -239,9 +244,6 @@ class WorkerPool:
                 w.status = reported
         else:
             w.status = reported
-        w.model_loaded = bool(h.get("model_loaded", True))
-        w.kv_cache_length = int(h.get("kv_cache_length") or 0)
-        w.cached_prefix_hashes = frozenset(h.get("cached_prefix_hashes") or ())
         if w.ready != was_ready:
             self.queue.invalidate()
             if w.ready:

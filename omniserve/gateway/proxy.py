@@ -60,6 +60,7 @@ class Relay:
         self.duplex = opts.request_type in ("audio_duplex", "omni_duplex")
         self.upstream: Optional[ClientConnection] = None
         self.released = False
+        self.released_at = 0.0                  # the pool's stamp of our release (for confirm_idle)
         self.refused: Optional[str] = None      # why the worker would not start the session
         self.ended_normally = False
         self.worker_idle = False                # the worker closed the socket itself: it is idle again
@@ -91,8 +92,9 @@ class Relay:
             self.released = True
             self.pool.release(self.worker, success=self.ended_normally and not self.worker_failed,
                               idle=self.worker_idle)
+            self.released_at = self.worker.status_at
         elif self.worker_idle:
-            self.pool.confirm_idle(self.worker)
+            self.pool.confirm_idle(self.worker, self.released_at)
 
     async def run(self) -> None:
         """Relay until either side ends. On return the worker is released, or ``refused`` is set and

@@ -85,6 +85,8 @@ async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worke
             return
         t = ticket
         client.on_gone = lambda: gw.queue.remove(t, "client left")
+        if client.gone.is_set():
+            return   # left before on_gone was set (request and close in one read): the finally removes it
         gw.pool.dispatch()
         told_queued = told_done = False
         while True:
@@ -103,10 +105,19 @@ async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worke
                 connect_timeout_s=s.worker_connect_timeout_s, worker_headers=gw.pool.headers,
                 send_timeout_s=s.worker_send_timeout_s, ping_interval_s=s.worker_ping_interval_s,
                 ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s))
-            if await relay.connect(worker.ws_base + worker_path):
-                if not told_done:
+            try:
+                connected = await relay.connect(worker.ws_base + worker_path)
+                if connected and not told_done:
                     told_done = True
                     await client.send(QueueDoneMsg().dump())
+            except BaseException:   # cancelled (shutdown) before the relay's own cleanup could run
+                if relay.upstream is not None:
+                    relay.upstream.transport.abort()
+                    relay.release()
+                else:
+                    gw.pool.refused(worker, ticket, "cancelled", reachable=True, requeue=False)
+                raise
+            if connected:
                 await relay.run()
             if relay.refused is None:
                 return

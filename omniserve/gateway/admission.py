@@ -32,9 +32,6 @@ class IpCounter:
         else:
             self._n.pop(ip, None)
 
-    def count(self, ip: str) -> int:
-        return self._n.get(ip, 0)
-
 
 def session_id_ok(session_id: Optional[str]) -> bool:
     return session_id is None or bool(SESSION_ID_RE.match(session_id))

@@ -222,7 +222,7 @@ class ClientSide:
         self.dropped = True
         try:
             await asyncio.wait_for(self.ws.close(code, reason), CLOSE_GRACE_S)
-        except (asyncio.TimeoutError, Exception):
+        except Exception:
             pass
         abort_transport(self.ws)
         self._left(code, reason)

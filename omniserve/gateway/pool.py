@@ -6,8 +6,9 @@ first (a newcomer never jumps the queue).
 
 The worker is the source of truth for its own state: a ticket goes only to a worker whose latest
 ``/health`` says ``idle``. A worker is *assigned* from dispatch until the relay's cleanup calls
-``release()``; it is then ``releasing`` — not dispatchable — and polled at once, and again with a
-short backoff, until a health report sent after the release says ``idle``. A worker that does not
+``release()``. If the worker itself closed the session's socket it is idle at once (it closes only
+after its cleanup); otherwise it is ``releasing`` — not dispatchable — and polled at once, and again
+with a short backoff, until a health report sent after the release says ``idle``. A worker that does not
 get there within ``release_idle_timeout_s`` is marked ``stuck`` (the launcher restarts it; it
 becomes usable again by itself if it does report idle later). A worker that refuses a session it
 was given (busy, unreachable) gets the ticket back at the head of the queue (``refused``), so no

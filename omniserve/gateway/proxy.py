@@ -135,7 +135,7 @@ class Relay:
             return
         try:
             await asyncio.wait_for(up.close(code, reason[:120]), UPSTREAM_CLOSE_S)
-        except (asyncio.TimeoutError, Exception):
+        except Exception:
             pass
         finally:
             if up.transport is not None and not up.transport.is_closing():

@@ -88,6 +88,12 @@ async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worke
         if client.gone.is_set():
             return   # left before on_gone was set (request and close in one read): the finally removes it
         gw.pool.dispatch()
+        opts = RelayOptions(
+            request_type=request_type, max_diagnostic_bytes=s.max_diagnostic_bytes,
+            store_diagnostic=gw.store_diagnostic, session_key=session_id or ticket.ticket_id,
+            connect_timeout_s=s.worker_connect_timeout_s, worker_headers=gw.pool.headers,
+            send_timeout_s=s.worker_send_timeout_s, ping_interval_s=s.worker_ping_interval_s,
+            ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s)
         told_queued = told_done = False
         while True:
             if ticket.worker is None:
@@ -99,12 +105,7 @@ async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worke
                 if not await _wait(client, ticket, silent=told_done):
                     return
             worker = ticket.worker
-            relay = Relay(client, gw.pool, worker, RelayOptions(
-                request_type=request_type, max_diagnostic_bytes=s.max_diagnostic_bytes,
-                store_diagnostic=gw.store_diagnostic, session_key=session_id or ticket.ticket_id,
-                connect_timeout_s=s.worker_connect_timeout_s, worker_headers=gw.pool.headers,
-                send_timeout_s=s.worker_send_timeout_s, ping_interval_s=s.worker_ping_interval_s,
-                ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s))
+            relay = Relay(client, gw.pool, worker, opts)
             try:
                 connected = await relay.connect(worker.ws_base + worker_path)
                 if connected and not told_done:

@@ -59,6 +59,6 @@ step 6 "omniserve itself (editable)"
 pipq install -q --no-deps -e .
 
 step 7 "Join split model files into .cache/models and check sha256"
-HF_HUB_OFFLINE=1 .venv/bin/python -m omniserve.engine.models --prepare
+HF_HUB_OFFLINE=1 .venv/bin/python -m omniserve.engine.backends.embedded.prepare
 
 printf '\n\033[1mDone.\033[0m  Run the tests: make test    Start the system: .venv/bin/omniserve up\n'

@@ -8,21 +8,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+ENGINE_BACKENDS = ("embedded",)             # one package each under engine/backends/
+
+
+class LLMSettings(BaseModel):
+    """The embedded cascade's language model: in process (llama.cpp) or any OpenAI-compatible
+    chat-completions server (vLLM, SGLang, Ollama, llama.cpp's server). docs/engine.md."""
+    kind: Literal["llama_cpp", "openai"] = "llama_cpp"
+    model: str = "qwen2.5-0.5b"                # llama_cpp: "qwen2.5-0.5b" | "smollm2-135m"; openai: the served model name
+    n_ctx: int = Field(4096, ge=512, le=1 << 20)   # llama_cpp: the context it allocates; openai: the server's context
+    base_url: str = "http://127.0.0.1:8000/v1"     # openai: the server's /v1 root
+    api_key_env: str = "OMNISERVE_LLM_API_KEY"     # openai: the environment variable that holds the API key
+    connect_timeout_s: float = Field(5.0, gt=0, le=600)   # openai: connecting to the server
+    timeout_s: float = Field(30.0, gt=0, le=3600)  # openai: longest wait for the first or the next streamed piece
+    sampling_extras: bool = True               # openai: also send top_k and repetition_penalty (vLLM, SGLang,
+                                               # llama.cpp accept them; turn off for a server that rejects them)
+
+
 class EngineSettings(BaseModel):
-    backend: str = "embedded"                  # "embedded" | "minicpmo"
+    backend: str = "embedded"                  # one of ENGINE_BACKENDS
     asr_model: str = "base"                    # "base" (Whisper base) | "tiny.en"
-    llm_model: str = "qwen2.5-0.5b"            # "qwen2.5-0.5b" | "smollm2-135m"
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     tts_engine: str = "piper"                  # "piper" | "kokoro"
-    n_ctx: int = 4096
     threads: int = 0                           # 0 = all cores
     cache_dir: Optional[str] = None            # joined model files; default <repo>/.cache/models or ~/.cache/omniserve
-    minicpmo_model_dir: Optional[str] = None
 
 
 class WorkerSettings(BaseModel):

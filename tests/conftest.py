@@ -54,7 +54,7 @@ def piper_speech(text: str, rate: int = 16000, speed: float = 1.0) -> np.ndarray
     """Speech from our Piper TTS (24 kHz inside), resampled to ``rate``."""
     global _piper
     from omniserve.audio import OUT_RATE, resample
-    from omniserve.engine.components.tts import PiperTTS
+    from omniserve.engine.backends.embedded.components.tts import PiperTTS
 
     if _piper is None:
         _piper = PiperTTS()

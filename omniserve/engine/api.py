@@ -19,6 +19,11 @@ class EngineInputError(ValueError):
     """Bad input (wrong sample rate, empty audio, undecodable image …). ``str(e)`` is user-facing."""
 
 
+class EngineBackendError(RuntimeError):
+    """What does the inference failed (a model server timed out, refused, or went away mid-reply).
+    ``str(e)`` is user-facing and names no secret; the session may go on with the next turn."""
+
+
 # ------------------------------------------------------------------ conversation items
 @dataclass
 class Text:
@@ -62,31 +67,56 @@ class GenerationParams:
 
 @dataclass
 class Voice:
-    """A voice for TTS, chosen (not cloned) from the shipped voices by a reference's pitch and rate."""
-    name: str                       # e.g. "piper:joe" or "kokoro:af_heart" or a blend id
+    """A voice to speak with. ``reference`` is the client's reference recording, if any: a cloning
+    backend speaks with it; the embedded cascade picks the shipped voice closest in pitch and rate."""
+    name: str                       # e.g. "piper:joe" or "kokoro:af_heart"
     description: str = ""
+    reference: Optional[np.ndarray] = field(default=None, repr=False, compare=False)   # 16 kHz float32
 
 
-# ------------------------------------------------------------------------- outputs
+# ------------------------------------------------------------------------- events
+# What the engine produces, in order, for chat and voice turns (the worker's wire writer and its
+# recorder both consume this one stream). Duplex produces one ``UnitResult`` per unit instead.
+@dataclass
+class SpeechStarted:
+    """Voice session: the user started speaking."""
+
+
+@dataclass
+class SpeechEnded:
+    """Voice session: the user's turn ended; a reply follows (``Prefilled``, ``Delta``…, ``ReplyDone``)."""
+    duration_ms: float
+    segment: np.ndarray = field(repr=False)   # the turn's speech, 16 kHz float32 (for recordings)
+
+
+@dataclass
+class Prefilled:
+    """The model has read the turn; the reply starts next."""
+    input_tokens: int                      # tokens in the context (a remote server's may be estimated)
+    evaluated: int = 0                     # of which computed now (the rest came from a cache)
+    heard: str = ""                        # what the user's audio said, if it had audio
+    prompt: str = ""                       # what the model reads, as text (diagnostics, tests)
+
+
 @dataclass
 class Delta:
-    text: str = ""                         # text delta (may be "")
-    audio: Optional[np.ndarray] = None     # 24 kHz float32 chunk, or None
+    """A piece of the reply: text, speech (24 kHz float32), or both."""
+    text: str = ""
+    audio: Optional[np.ndarray] = None
 
 
 @dataclass
-class ChatResult:
+class ReplyDone:
+    """The reply ended (complete, stopped, or cut by the length limit)."""
     text: str
-    audio: Optional[np.ndarray]            # whole reply audio (24 kHz) or None
     generated_tokens: int
     input_tokens: int
+    heard: str = ""
     stopped: bool = False
+    finish_reason: str = ""                # "eos" | "length" | "cancelled" | …
 
 
-@dataclass
-class PrefillResult:
-    input_tokens: int
-    transcript: str = ""                   # what the user's audio said (half-duplex, chat audio)
+Event = Union[SpeechStarted, SpeechEnded, Prefilled, Delta, ReplyDone]
 
 
 @dataclass
@@ -103,10 +133,14 @@ class UnitResult:
 
 
 @dataclass
-class VadEvent:
-    kind: str                              # "speech_start" | "speech_end"
-    segment: Optional[np.ndarray] = None   # on speech_end: the padded speech segment (16 kHz)
-    speech_duration_ms: float = 0.0
+class Capabilities:
+    """What a backend can do (docs/engine.md has the table)."""
+    chat: bool = True
+    voice: bool = True                     # half-duplex voice sessions
+    duplex: bool = True
+    camera: bool = False                   # duplex with camera frames (omni)
+    media: tuple[str, ...] = ("text",)     # chat item types read: "text", "image", "audio", "video"
+    voice_cloning: bool = False            # speaks with the reference voice itself
 
 
 @dataclass
@@ -134,23 +168,17 @@ class DuplexSettings:
 
 # ---------------------------------------------------------------------------- views
 class ChatView(Protocol):
-    def prefill(self, messages: Sequence[Message], *, tts: bool = False, voice: Optional[Voice] = None,
-                generation: GenerationParams = GenerationParams(), stop: Optional[threading.Event] = None) -> PrefillResult: ...
-
-    def generate(self, streaming: bool = True, stop: Optional[threading.Event] = None) -> Union[Iterator[Delta], ChatResult]: ...
-    # after a streaming generate is exhausted, ``last_result`` holds the ChatResult
-    last_result: Optional[ChatResult]
-
-    def cached_prefix_hash(self) -> Optional[str]: ...   # hash of the message history held in the LLM cache
+    def reply(self, messages: Sequence[Message], *, generation: GenerationParams = GenerationParams(),
+              voice: Optional[Voice] = None, stop: Optional[threading.Event] = None) -> Iterator[Event]: ...
+    # ``Prefilled``, then ``Delta``…, then ``ReplyDone``; speech only when ``voice`` is given
+    def reset(self) -> None: ...
 
 
 class HalfDuplexView(Protocol):
     def prepare(self, system_prompt: str, *, voice: Optional[Voice] = None, generation: GenerationParams = GenerationParams(),
-                tts: bool = True, vad: VadSettings = VadSettings()) -> int: ...       # returns prompt tokens
-    def feed(self, pcm16k: np.ndarray) -> list[VadEvent]: ...                          # streaming server VAD
-    def prefill(self, speech16k: np.ndarray, stop: Optional[threading.Event] = None) -> PrefillResult: ...
-    def generate(self, stop: Optional[threading.Event] = None) -> Iterator[Delta]: ...
-    last_result: Optional[ChatResult]
+                vad: VadSettings = VadSettings()) -> int: ...       # returns prompt tokens; no voice = text replies
+    def feed(self, pcm16k: np.ndarray, stop: Optional[threading.Event] = None) -> Iterator[Event]: ...
+    # ``SpeechStarted``; ``SpeechEnded`` followed by the reply's events (blocks while it is generated)
     def reset(self) -> None: ...
     def kv_cache_length(self) -> int: ...
 
@@ -165,9 +193,9 @@ class DuplexView(Protocol):
 class Processor(Protocol):
     """``omniserve.engine.UnifiedProcessor`` — loads every model once; views share them."""
 
+    capabilities: Capabilities
+
     def set_chat_mode(self) -> ChatView: ...
     def set_half_duplex_mode(self) -> HalfDuplexView: ...
     def set_duplex_mode(self) -> DuplexView: ...
-    def voice_from_reference(self, pcm16k: np.ndarray) -> Voice: ...
-    def default_voice(self) -> Voice: ...
-    def describe_image(self, data: bytes) -> str: ...
+    def voice(self, reference_pcm: Optional[np.ndarray] = None) -> Voice: ...   # None = the default voice

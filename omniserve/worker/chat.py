@@ -14,10 +14,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..audio import OUT_RATE, encode_f32
-from ..engine.api import ChatResult, EngineInputError
+from ..engine.api import Delta, EngineBackendError, EngineInputError, Prefilled, ReplyDone
 from ..protocol.affinity import prefix_hashes
 from ..protocol.messages import (ChatChunkMsg, ChatDoneMsg, PrefillDoneMsg, ProtocolError, Stop, load_json,
                                  parse_chat_control, parse_chat_request)
+from ..engine import api
 from . import convert, limits
 from .recorder import image_ext
 from .session import Disconnected, ReaderFailed, Session
@@ -50,60 +51,64 @@ class ChatSession(Session):
         self.state.cached_prefix_hashes = []
         self.open_recording(request={k: v for k, v in obj.items() if k != "messages"} | {
             "tts": {"enabled": req.tts.enabled, "ref_audio": ref is not None}})
-        self._record_inputs(req)
+        self._record_inputs(msgs)
         self.spawn_reader(self._read_controls())
 
         proc = self.state.processor
         t0 = time.monotonic()
+        pre: Optional[Prefilled] = None
+        result: Optional[ReplyDone] = None
+        audio_parts: list[np.ndarray] = []
+        n_chunks = 0
+        t_prefill: Optional[float] = None
+        t_first: Optional[float] = None
         try:
             view = await self.engine(proc.set_chat_mode)
-            voice = None
-            if req.tts.enabled:
-                voice = await self.engine(proc.voice_from_reference, ref) if ref is not None \
-                    else await self.engine(proc.default_voice)
-            pre = await self.engine(view.prefill, msgs, tts=req.tts.enabled, voice=voice,
-                                    generation=convert.generation(req.generation), stop=self.stop)
+            voice = await self.engine(proc.voice, ref) if req.tts.enabled else None
+            generation = convert.generation(req.generation)
+            async for ev in self.engine_stream(lambda: view.reply(msgs, generation=generation, voice=voice, stop=self.stop)):
+                if isinstance(ev, Prefilled):
+                    pre, t_prefill = ev, time.monotonic()
+                    await self.send(PrefillDoneMsg(input_tokens=ev.input_tokens))
+                elif isinstance(ev, Delta):
+                    has_audio = ev.audio is not None and len(ev.audio) > 0
+                    if has_audio:
+                        audio_parts.append(ev.audio)
+                    if not ev.text and not has_audio:
+                        continue
+                    t_first = t_first or time.monotonic()
+                    n_chunks += 1
+                    if req.streaming:
+                        await self.send(ChatChunkMsg(text_delta=ev.text or None,
+                                                     audio_data=encode_f32(ev.audio) if has_audio else None))
+                elif isinstance(ev, ReplyDone):
+                    result = ev
         except EngineInputError as e:
             self.error_text = str(e)
             await self.send_error(str(e))
             return "invalid_request"
-        t_prefill = time.monotonic()
-        await self.send(PrefillDoneMsg(input_tokens=pre.input_tokens))
-
-        audio_parts: list[np.ndarray] = []
-        n_chunks = 0
-        t_first: Optional[float] = None
-        if req.streaming:
-            async for d in self.engine_stream(lambda: view.generate(True, self.stop)):
-                if d.audio is not None and len(d.audio):
-                    audio_parts.append(d.audio)
-                if not d.text and (d.audio is None or not len(d.audio)):
-                    continue
-                t_first = t_first or time.monotonic()
-                n_chunks += 1
-                await self.send(ChatChunkMsg(text_delta=d.text or None,
-                                             audio_data=encode_f32(d.audio) if d.audio is not None and len(d.audio) else None))
-            result: ChatResult = view.last_result
-        else:
-            result = await self.engine(view.generate, False, self.stop)
-            if result.audio is not None:
-                audio_parts.append(result.audio)
+        except EngineBackendError as e:
+            self.error_text = str(e)
+            await self.send_error(str(e))
+            return "backend_error"
         if self.reader_failed:
             raise ReaderFailed()
-        stopped = bool(result.stopped or self.stop.is_set())
+        input_tokens = result.input_tokens if result is not None else pre.input_tokens if pre is not None else 0
+        text = result.text if result is not None else ""
+        generated = result.generated_tokens if result is not None else 0
+        stopped = bool(result is None or result.stopped or self.stop.is_set())
         whole_audio = np.concatenate(audio_parts) if audio_parts else None
         ai_wav = self.rec.write_wav("ai.wav", whole_audio, OUT_RATE)
-        self.rec.add_event({"t_prefill_done_s": round(t_prefill - t0, 3),
+        self.rec.add_event({"t_prefill_done_s": None if t_prefill is None else round(t_prefill - t0, 3),
                             "t_first_chunk_s": None if t_first is None else round(t_first - t0, 3),
-                            "t_done_s": round(time.monotonic() - t0, 3), "input_tokens": pre.input_tokens,
-                            "generated_tokens": result.generated_tokens, "chunks": n_chunks,
-                            "text": result.text, "ai_audio": ai_wav, "stopped": stopped})
-        done = ChatDoneMsg(text=result.text, generated_tokens=result.generated_tokens,
-                           input_tokens=result.input_tokens or pre.input_tokens,
+                            "t_done_s": round(time.monotonic() - t0, 3), "input_tokens": input_tokens,
+                            "generated_tokens": generated, "chunks": n_chunks,
+                            "text": text, "ai_audio": ai_wav, "stopped": stopped})
+        done = ChatDoneMsg(text=text, generated_tokens=generated, input_tokens=input_tokens,
                            audio_data=None if req.streaming or whole_audio is None else encode_f32(whole_audio),
                            recording_session_id=self.rec.id, stopped=True if stopped else None)
-        self.state.cached_prefix_hashes = prefix_hashes(raw_messages + [{"role": "assistant", "content": result.text}])
-        self.state.kv_cache_length = (result.input_tokens or pre.input_tokens) + result.generated_tokens
+        self.state.cached_prefix_hashes = prefix_hashes(raw_messages + [{"role": "assistant", "content": text}])
+        self.state.kv_cache_length = input_tokens + generated
         await self.send(done)
         self.state.release(self)  # PROTOCOL.md: released as soon as done is sent
         return "disconnect" if self.disconnected else "stopped" if stopped else "done"
@@ -130,28 +135,23 @@ class ChatSession(Session):
         except Disconnected:
             self.mark_gone()
 
-    def _record_inputs(self, req) -> None:
-        """User media of the request as files; the text goes into recording.json."""
+    def _record_inputs(self, msgs: list[api.Message]) -> None:
+        """User media of the request as files (as decoded for the engine); the text goes into
+        recording.json."""
         messages = []
-        for i, m in enumerate(req.messages):
-            items = []
-            for j, it in enumerate(m.items()):
-                entry = {"type": it.type}
-                if it.type == "text":
-                    entry["text"] = it.text
-                else:
-                    try:
-                        if it.type == "audio":
-                            pcm = limits.audio_at(it.data, it.sample_rate, max_s=convert.MAX_CHAT_AUDIO_S)
-                            entry["file"] = self.rec.write_wav(f"input_{i:02d}_{j:02d}.wav", pcm, 16000)
-                        else:
-                            data = limits.blob(it.data, what=it.type, max_bytes=convert.MAX_MEDIA_BYTES)
-                            ext = image_ext(data) if it.type == "image" else \
-                                "webm" if data[:4] == b"\x1a\x45\xdf\xa3" else "mp4"
-                            entry["file"] = self.rec.write_blob(f"input_{i:02d}_{j:02d}.{ext}", data)
-                    except limits.InputError:
-                        entry["file"] = None
-                items.append(entry)
+        for i, m in enumerate(msgs):
+            items: list[dict] = []
+            for j, it in enumerate(m.items):
+                name = f"input_{i:02d}_{j:02d}"
+                if isinstance(it, api.Text):
+                    items.append({"type": "text", "text": it.text})
+                elif isinstance(it, api.Audio):
+                    items.append({"type": "audio", "file": self.rec.write_wav(f"{name}.wav", it.pcm, it.sample_rate)})
+                elif isinstance(it, api.Image):
+                    items.append({"type": "image", "file": self.rec.write_blob(f"{name}.{image_ext(it.data)}", it.data)})
+                elif isinstance(it, api.Video):
+                    ext = "webm" if it.data[:4] == b"\x1a\x45\xdf\xa3" else "mp4"
+                    items.append({"type": "video", "file": self.rec.write_blob(f"{name}.{ext}", it.data)})
             messages.append({"role": m.role, "items": items})
         self.rec.add_event({"messages": messages})
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..audio import encode_f32
-from ..engine.api import DuplexSettings, EngineInputError
+from ..engine.api import DuplexSettings, EngineBackendError, EngineInputError
 from ..protocol.messages import (AudioChunkDuplex, ClientDiagnostic, DuplexPrepare, DuplexPreparedMsg, Pause,
                                  PausedMsg, Resume, ResumedMsg, ResultMsg, StoppedMsg, Stop,
                                  TimeoutMsg, VideoFrame, duplex_variant, parse_duplex)
@@ -137,7 +137,7 @@ class DuplexSession(StreamingSession):
         settings = DuplexSettings(**c.model_dump(), omni=self.omni)
         proc = self.state.processor
         self.state.cached_prefix_hashes = []
-        voice = await self.engine(proc.voice_from_reference, ref) if ref is not None else await self.engine(proc.default_voice)
+        voice = await self.engine(proc.voice, ref)
         self.view = await self.engine(proc.set_duplex_mode)
         prompt_length = await self.engine(self.view.prepare, p.system_prompt or "", voice, settings)
         self.chunk_ms = c.chunk_ms
@@ -154,7 +154,7 @@ class DuplexSession(StreamingSession):
         t0 = time.monotonic()
         try:
             res = await self.engine(self.view.unit, u.pcm, frames or None, u.force_listen)
-        except EngineInputError as e:
+        except (EngineInputError, EngineBackendError) as e:
             await self.send_error(str(e))
             return
         cost_all = (time.monotonic() - t0) * 1000

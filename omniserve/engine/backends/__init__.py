@@ -1,0 +1,1 @@
+"""Backends: one package per backend (``embedded/``); the seam they implement is ``base.py``."""

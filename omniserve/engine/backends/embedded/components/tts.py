@@ -17,8 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from ...audio import OUT_RATE, resample
-from ..api import EngineInputError
+from omniserve.audio import OUT_RATE, resample
+from omniserve.engine.api import EngineInputError
 from .base import VoiceInfo
 from .text import normalize_for_speech, split_sentences
 from .voiceprint import measure_voice
@@ -260,12 +260,3 @@ def measure_voices(cache_dir: Optional[str] = None) -> int:
 
 
 TTS_ENGINES = ("piper", "kokoro")
-
-
-def make_tts(engine: str, *, threads: int = 0, cache_dir: Optional[str] = None):
-    """The TTS named by ``engine.tts_engine``."""
-    if engine == "piper":
-        return PiperTTS(cache_dir=cache_dir)
-    if engine == "kokoro":
-        return KokoroTTS(threads=threads, cache_dir=cache_dir)
-    raise ValueError(f"unknown TTS engine {engine!r}; choose one of {TTS_ENGINES}")

@@ -5,7 +5,7 @@ longest common prefix across turns, roll back, keep a sliding window, interleave
 speaking in full duplex). So this class keeps a logical token sequence and evaluates only what
 the cache does not hold yet.
 
-Not thread-safe: one view drives it at a time (the processor serializes access).
+Not thread-safe: whoever drives it holds ``LlamaTextLM.lock``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from ..api import EngineInputError
+from omniserve.engine.api import EngineInputError
 from .base import SamplingParams
 
 _PENALTY_LAST_N = 64
@@ -36,7 +36,7 @@ def gguf_path(name: str, cache_dir: Optional[str] = None) -> Path:
 
 
 class LlamaLM:
-    """``base.LanguageModel`` over llama.cpp with explicit prefix reuse.
+    """llama.cpp with explicit prefix reuse (``lm.LlamaTextLM`` adapts it to the cascade's ``TextLM``).
 
     ``_seq`` is the logical context (prompt + generated tokens); the first ``_llm.n_tokens`` of
     it are in the KV cache. ``_logits_at`` is the sequence length the current logits belong to

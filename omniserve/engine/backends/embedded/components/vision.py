@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from ... import mediaprobe
-from ..api import EngineInputError
+from omniserve import mediaprobe
+from omniserve.engine.api import EngineInputError
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,12 @@ from typing import Optional
 
 import numpy as np
 
-from .. import ffbox, mediaprobe
-from .api import EngineInputError
-from .components.asr import check_pcm
+from omniserve import ffbox, mediaprobe
+from omniserve.engine.api import EngineInputError
+from omniserve.engine.checks import MAX_AUDIO_S, SAMPLE_RATE, check_audio
+
 from .components.vision import MAX_PIXELS, header_checked, imdecode   # also sets the decoders' limits
 
-SAMPLE_RATE = 16000
-MAX_AUDIO_S = 600.0
 MAX_VIDEO_FRAMES = 4
 _FFMPEG_TIMEOUT_S = 60.0       # for all ffprobe/ffmpeg runs of one video together
 _PROBE_OUTPUT = 64 * 1024
@@ -30,15 +29,6 @@ _FRAME_WIDTH = 640             # extracted frames are scaled down to this width
 _VIDEO_HINT = "send an MP4, WebM or Ogg file"
 
 
-def check_audio(pcm: object, sample_rate: int = SAMPLE_RATE, *, what: str = "audio",
-                max_seconds: float = MAX_AUDIO_S) -> np.ndarray:
-    """Return ``pcm`` as 1-D float32 16 kHz, or raise EngineInputError saying what is wrong."""
-    if sample_rate != SAMPLE_RATE:
-        raise EngineInputError(f"{what}: sample rate {sample_rate} Hz is not supported; "
-                               f"send mono float32 PCM at {SAMPLE_RATE} Hz")
-    if isinstance(pcm, np.ndarray) and pcm.dtype.kind == "f":
-        pcm = pcm.astype(np.float32, copy=False)   # float64 from numpy/soundfile is fine
-    return check_pcm(pcm, what=what, max_seconds=max_seconds)
 
 
 def check_image(data: object, *, what: str = "image") -> bytes:

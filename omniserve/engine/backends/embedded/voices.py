@@ -4,16 +4,18 @@ The embedded engine cannot clone a voice. It measures the reference's median pit
 speaking rate, picks the shipped voice nearest in pitch (on a log scale, which is how pitch is
 heard), and sets the speaking speed to bring that voice's rate toward the reference's. The
 result is a ``Voice`` whose name carries the speed: ``"kokoro:jf_alpha@1.10"``.
+
+``VoiceBank`` is the cascade's speech output: the shipped synthesizers, their voices, the default.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from .api import EngineInputError, Voice
-from .components.base import VoiceInfo
+from omniserve.engine.api import EngineInputError, Voice
+from .components.base import SpeechSynthesizer, VoiceInfo
 from .components.voiceprint import median_pitch, speaking_rate
 
 MIN_REFERENCE_S = 1.0
@@ -75,3 +77,36 @@ def _distance(pitch: float, rate: float, v: VoiceInfo) -> float:
     if rate > 0 and v.rate_sps > 0:
         d += 0.1 * abs(math.log2(rate / v.rate_sps))  # rate matters less: speed can fix it
     return d
+
+
+class Speaker(Protocol):
+    """What the cascade's sessions need from speech output."""
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray: ...   # 24 kHz float32
+    def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice: ...   # None = the default voice
+
+
+class VoiceBank:
+    """``Speaker`` over synthesizers keyed by name prefix (``"piper"``, ``"kokoro"``)."""
+
+    def __init__(self, engines: dict[str, SpeechSynthesizer], default: Voice) -> None:
+        self.engines = engines
+        self.default = default
+        self._voices = [v for e in engines.values() for v in e.voices()]
+
+    def voices(self) -> list[VoiceInfo]:
+        return list(self._voices)
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        name, speed = parse_voice(voice)
+        engine = self.engines.get(name.partition(":")[0])
+        if engine is None:
+            raise EngineInputError(f"unknown voice {voice.name!r}")
+        return engine.synthesize(text, voice=name, speed=speed)
+
+    def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice:
+        if reference_pcm is None:
+            return self.default
+        matched = match_voice(reference_pcm, self._voices)
+        matched.reference = reference_pcm
+        return matched

@@ -19,9 +19,11 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from ..api import Delta
-from ..components.base import SamplingParams
-from ..components.text import SentenceSplitter, normalize_for_speech
+from omniserve.engine.api import Delta
+
+from .components.base import SamplingParams
+from .components.text import SentenceSplitter, normalize_for_speech
+from .lm import TextLM, TokenStream
 
 Synthesize = Callable[[str], np.ndarray]
 FIRST_PIECE_WORDS = 5     # speak the first words this early even without a comma (first audio sooner)
@@ -42,20 +44,19 @@ def _early_first_piece(splitter: SentenceSplitter, buffered: str, first_words: i
 
 
 class SpokenReply:
-    """``base.ReplyStream`` over a ``LlamaLM`` (already prefilled) and an optional synthesizer."""
+    """A reply from a prefilled ``TextLM``, spoken by an optional synthesizer."""
 
-    def __init__(self, llm, params: SamplingParams, *, synthesize: Optional[Synthesize],
-                 llm_lock: threading.RLock, before: Optional[Callable[[], None]] = None,
-                 stop_strings: tuple[str, ...] = (), after: Optional[Callable[["SpokenReply"], None]] = None,
+    def __init__(self, lm: TextLM, params: SamplingParams, *, synthesize: Optional[Synthesize],
+                 before: Optional[Callable[[], bool]] = None,
+                 after: Optional[Callable[["SpokenReply"], None]] = None,
                  first_words: int = FIRST_PIECE_WORDS) -> None:
-        self._llm = llm
+        self._lm = lm
+        self._stream: Optional[TokenStream] = None
         self._first_words = max(1, int(first_words))   # duplex speaks a shorter first piece (sooner audio)
         self._params = params
         self._synth = synthesize
-        self._llm_lock = llm_lock
         self._before = before              # work to do first in the LLM thread (ASR + prefill); False = no reply
         self._after = after                # bookkeeping at the end, still holding the LLM lock
-        self._stop_strings = stop_strings
         self._cancel = threading.Event()
         self._cond = threading.Condition()
         self._text: collections.deque[str] = collections.deque()      # one entry per token
@@ -88,7 +89,7 @@ class SpokenReply:
     def _run_llm(self) -> None:
         splitter = SentenceSplitter()
         try:
-            with self._llm_lock:
+            with self._lm.lock:
                 try:
                     go = not self._cancel.is_set()
                     if go and self._before is not None:
@@ -115,13 +116,16 @@ class SpokenReply:
     def _generate(self, splitter: SentenceSplitter) -> None:
         t0 = time.monotonic()
         buffered = ""
-        for tok, piece in self._llm.stream(self._params, stop=self._cancel, stop_strings=self._stop_strings):
+        stream = self._stream = self._lm.stream(self._params, self._cancel)
+        if self._cancel.is_set():
+            stream.abort()
+        for n, piece in stream:
             with self._cond:
                 if self.first_token_at is None:
                     self.first_token_at = time.monotonic()
                 self._text.append(piece)
                 self.text += piece
-                self.n_tokens += 1 if tok >= 0 else 0
+                self.n_tokens += n
                 self.llm_ms = (time.monotonic() - t0) * 1000
                 self._cond.notify_all()
             if self._synth is not None and piece:
@@ -131,7 +135,7 @@ class SpokenReply:
                     pieces = _early_first_piece(splitter, buffered, self._first_words)
                 for s in pieces:
                     self._speak(s)
-        self.finish_reason = getattr(self._llm, "last_finish_reason", "")
+        self.finish_reason = stream.finish_reason
         self.llm_ms = (time.monotonic() - t0) * 1000
 
     def _speak(self, sentence: str) -> None:
@@ -230,6 +234,9 @@ class SpokenReply:
     def cancel(self, wait: float = 2.0) -> None:
         """Stop producing, drop buffers, and wait (bounded) for the LLM to let go of the model."""
         self._cancel.set()
+        stream = self._stream
+        if stream is not None:
+            stream.abort()          # a remote server's HTTP stream closes now, not at its next piece
         self._sentences.put(None)
         with self._cond:
             self._text.clear()

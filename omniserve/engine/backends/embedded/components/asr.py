@@ -11,27 +11,13 @@ from typing import Optional
 
 import numpy as np
 
-from ..api import EngineInputError
+from omniserve.engine.api import EngineInputError
+from omniserve.engine.checks import check_pcm
 
 SAMPLE_RATE = 16000
 ASR_MODELS = ("base", "tiny.en")
 
 
-def check_pcm(pcm: np.ndarray, *, what: str = "audio", max_seconds: Optional[float] = None) -> np.ndarray:
-    """Validate 16 kHz mono float32 PCM; raise EngineInputError with a readable reason."""
-    if not isinstance(pcm, np.ndarray):
-        raise EngineInputError(f"{what} must be a numpy array of float32 samples, got {type(pcm).__name__}")
-    if pcm.dtype != np.float32:
-        raise EngineInputError(f"{what} must be float32 PCM, got {pcm.dtype}")
-    if pcm.ndim != 1:
-        raise EngineInputError(f"{what} must be mono (1-D), got shape {pcm.shape}")
-    if pcm.size == 0:
-        raise EngineInputError(f"{what} is empty")
-    if not np.isfinite(pcm).all():
-        raise EngineInputError(f"{what} contains NaN or infinite samples")
-    if max_seconds is not None and pcm.size > max_seconds * SAMPLE_RATE:
-        raise EngineInputError(f"{what} too long: {pcm.size / SAMPLE_RATE:.1f} s (max {max_seconds:g} s)")
-    return pcm
 
 
 class WhisperASR:

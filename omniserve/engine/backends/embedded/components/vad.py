@@ -7,11 +7,13 @@ calls — the same protocol as silero's own ``OnnxWrapper``.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from ..api import EngineInputError, VadEvent
+from omniserve.engine.api import EngineInputError, SpeechEnded, SpeechStarted
+
+VadEvent = Union[SpeechStarted, SpeechEnded]
 
 SAMPLE_RATE = 16000
 WINDOW = 512
@@ -130,7 +132,7 @@ class VadSegmenter:
     # ---------------------------------------------------------------- streaming
     def feed(self, pcm: np.ndarray) -> list[VadEvent]:
         """Score the new samples (any length) and return the events they complete."""
-        from .asr import check_pcm
+        from omniserve.engine.checks import check_pcm
 
         pcm = np.asarray(pcm)
         if pcm.size == 0:
@@ -172,7 +174,7 @@ class VadSegmenter:
             end = self._temp_end if self._temp_end is not None else self._pos
             if end - self._start >= self.min_speech:
                 self.speaking = True
-                events.append(VadEvent("speech_start"))
+                events.append(SpeechStarted())
         if self.speaking and self._pos - self._start >= self.max_speech:
             events.append(self._end(self._pos))
             self._start = self._pos                          # speech continues: a new segment begins
@@ -180,7 +182,7 @@ class VadSegmenter:
         self._trim()
         return events
 
-    def _end(self, end: int) -> VadEvent:
+    def _end(self, end: int) -> SpeechEnded:
         a = max(self._start - self.pad, self._audio_start)
         b = min(end + self.pad, self._pos)
         whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
@@ -189,7 +191,7 @@ class VadSegmenter:
         self.last_segment_ms = (a * 1000 / SAMPLE_RATE, b * 1000 / SAMPLE_RATE)
         self._start = self._temp_end = None
         self.speaking = False
-        return VadEvent("speech_end", segment=seg, speech_duration_ms=seg.size * 1000 / SAMPLE_RATE)
+        return SpeechEnded(duration_ms=seg.size * 1000 / SAMPLE_RATE, segment=seg)
 
     def _trim(self) -> None:
         """Keep only what a future segment can need: pre-roll when idle, everything in speech."""

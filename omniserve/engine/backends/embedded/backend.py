@@ -1,0 +1,49 @@
+"""The embedded backend: the CPU cascade as a ``backends.base.Backend``.
+
+Each mode is one module of this package: ``chat.py`` (a reply to a chat history),
+``voice_session.py`` (half-duplex turns with speculation), ``duplex_policy.py`` (listen or speak
+per unit). ``cascade.py`` holds what they share; the LLM stage is in process or any
+OpenAI-compatible server (``lm.py``, ``engine.llm.kind``).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from omniserve.config import EngineSettings
+from omniserve.engine.api import (Capabilities, DuplexSettings, Event, GenerationParams, Message, VadSettings,
+                                  Voice)
+
+from .cascade import Cascade, Parts, load_parts
+from .chat import chat_reply
+from .duplex_policy import EmbeddedDuplex
+from .voice_session import EmbeddedVoiceSession
+
+
+class EmbeddedBackend:
+    name = "embedded"
+    capabilities = Capabilities(chat=True, voice=True, duplex=True, camera=True,
+                                media=("text", "image", "audio", "video"), voice_cloning=False)
+
+    def __init__(self, settings: Optional[EngineSettings] = None, parts: Optional[Parts] = None) -> None:
+        self.settings = settings or EngineSettings()
+        self.cascade = Cascade(parts if parts is not None else load_parts(self.settings))
+
+    def chat(self, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
+             stop: threading.Event) -> Iterator[Event]:
+        return chat_reply(self.cascade, messages, params, voice, stop)
+
+    def voice_session(self, prompt: str, vad: VadSettings, params: GenerationParams,
+                      voice: Optional[Voice]) -> EmbeddedVoiceSession:
+        return EmbeddedVoiceSession(self.cascade, prompt, vad, params, voice)
+
+    def duplex(self, prompt: str, voice: Optional[Voice], config: DuplexSettings) -> EmbeddedDuplex:
+        return EmbeddedDuplex(self.cascade, prompt, voice or self.cascade.voice(None), config)
+
+    def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice:
+        return self.cascade.voice(reference_pcm)
+
+    def cache_length(self) -> int:
+        return self.cascade.cache_length()

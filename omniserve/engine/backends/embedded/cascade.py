@@ -1,0 +1,142 @@
+"""The cascade's parts and the few operations every embedded session is built from.
+
+    audio ─▶ VAD ─▶ ASR ─────────────┐
+    image ─▶ vision (OCR + faces) ───┼─▶ text conversation ─▶ TextLM ─▶ sentences ─▶ Speaker (TTS)
+    video ─▶ ffmpeg: frames + audio ─┘
+
+``Parts`` names the components; ``load_parts`` builds the real ones from the settings, and a test
+builds scripted ones (tests/support/scripted.py) — the sessions cannot tell the difference. Only
+one thread drives the LLM at a time (``lm.lock``); ASR and vision have their own locks, so a
+duplex caption can run while a reply is spoken.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from omniserve.config import EngineSettings
+from omniserve.engine.api import GenerationParams, VadSettings, Voice
+from omniserve.engine.checks import DEFAULT_SYSTEM, check_audio
+
+from .components.base import ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
+from .components.vad import VadSegmenter
+from .lm import PrefillStats, TextLM, make_lm
+from .media import check_image
+from .reply import SpokenReply
+from .voices import Speaker
+
+SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three short, plain spoken "
+                "sentences. No markdown, lists, headings, emojis, code, or symbols.")
+MEDIA_NOTE = ("Pictures and videos the user attaches reach you as descriptions in parentheses, made by a "
+              "camera reader; treat them as what you see and answer from them.")
+
+
+@dataclass
+class Parts:
+    vad: VoiceActivityModel          # forked per session
+    asr: SpeechRecognizer            # chat audio items (engine.asr_model)
+    fast_asr: SpeechRecognizer       # voice turns and live captions (Whisper tiny.en)
+    lm: TextLM
+    speaker: Speaker
+    vision: ImageDescriber
+
+
+def load_parts(settings: EngineSettings) -> Parts:
+    """The real models, all on the CPU; weights come from pip packages (``models.py``)."""
+    from .components.asr import WhisperASR
+    from .components.tts import KokoroTTS, PiperTTS
+    from .components.vad import SileroVAD
+    from .components.vision import VisionDescriber
+    from .voices import VoiceBank
+
+    threads = settings.threads or os.cpu_count() or 1
+    cache = settings.cache_dir
+    asr = WhisperASR(settings.asr_model, threads=threads, cache_dir=cache)
+    fast = asr if settings.asr_model == "tiny.en" else WhisperASR("tiny.en", threads=threads)
+    kokoro = KokoroTTS(threads=threads, cache_dir=cache)
+    default = Voice(f"kokoro:{kokoro.default_voice}", "Kokoro default voice") if settings.tts_engine == "kokoro" \
+        else Voice("piper:joe", "Piper US-English male voice (joe)")
+    speaker = VoiceBank({"piper": PiperTTS(cache_dir=cache), "kokoro": kokoro}, default)
+    lm = make_lm(settings.llm, threads=threads, cache_dir=cache)
+    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber())
+
+
+def sampling(params: GenerationParams) -> SamplingParams:
+    """API generation settings → sampler settings (length_penalty acts as the repeat penalty)."""
+    return SamplingParams(max_tokens=int(params.max_new_tokens), temperature=float(params.temperature),
+                          top_p=float(params.top_p), top_k=int(params.top_k),
+                          repeat_penalty=float(params.length_penalty))
+
+
+class Cascade:
+    """The operations the embedded sessions share, over one set of ``Parts``."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.lm = parts.lm
+        self.n_ctx = parts.lm.n_ctx
+        self._asr_lock = threading.Lock()
+        self._vision_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ reading
+    def transcribe(self, pcm16k: np.ndarray, *, fast: bool = False) -> str:
+        pcm = check_audio(pcm16k)
+        with self._asr_lock:
+            return (self.parts.fast_asr if fast else self.parts.asr).transcribe(pcm)
+
+    def describe_image(self, data: bytes) -> str:
+        data = check_image(data)
+        with self._vision_lock:
+            return self.parts.vision.describe(data)
+
+    # ------------------------------------------------------------------ the LLM
+    @staticmethod
+    def system_prompt(system: str, *, spoken: bool = False, media: bool = False) -> str:
+        """The user's system prompt plus what the cascade needs the LLM to know."""
+        out = (system or "").strip() or DEFAULT_SYSTEM
+        if media:
+            out += "\n" + MEDIA_NOTE
+        if spoken:
+            out += "\n" + SPOKEN_STYLE
+        return out
+
+    def count_tokens(self, messages: Sequence[dict]) -> int:
+        return self.lm.count_tokens(messages)
+
+    def prefill(self, messages: Sequence[dict]) -> PrefillStats:
+        with self.lm.lock:
+            return self.lm.prefill(messages)
+
+    def reply(self, params: GenerationParams, *, voice: Optional[Voice],
+              before: Optional[Callable[[], bool]] = None,
+              after: Optional[Callable[[SpokenReply], None]] = None,
+              first_words: Optional[int] = None) -> SpokenReply:
+        """Start generating from the prefilled context, spoken with ``voice`` (None = text only).
+        ``before`` runs first in the reply's thread (False = no reply); ``after`` runs last."""
+        speaker = self.parts.speaker
+        synth = None if voice is None else (lambda s, v=voice: speaker.synthesize(s, v))
+        extra = {} if first_words is None else {"first_words": first_words}
+        return SpokenReply(self.lm, sampling(params), synthesize=synth, before=before, after=after, **extra).start()
+
+    def warm_next_turn(self, messages: Sequence[dict]) -> int:
+        return self.lm.warm_next_turn(messages)
+
+    def cache_length(self) -> int:
+        return self.lm.cache_length()
+
+    # ------------------------------------------------------------------ speech
+    def segmenter(self, vad: VadSettings) -> VadSegmenter:
+        return VadSegmenter(self.parts.vad.fork(), threshold=vad.threshold,
+                            min_speech_duration_ms=vad.min_speech_duration_ms,
+                            min_silence_duration_ms=vad.min_silence_duration_ms,
+                            speech_pad_ms=vad.speech_pad_ms)
+
+    def vad_stream(self) -> VoiceActivityModel:
+        return self.parts.vad.fork()
+
+    def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice:
+        return self.parts.speaker.voice(reference_pcm)

@@ -77,11 +77,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
-def start_llm_server(api_key: Optional[str] = None, n_ctx: int = 2048, threads: int = 2) -> LLMServer:
+def start_llm_server(api_key: Optional[str] = None, n_ctx: int = 2048, threads: int = 2,
+                     port: Optional[int] = None) -> LLMServer:
     from omniserve.engine.backends.embedded.models import qwen_gguf_path
 
     gguf = qwen_gguf_path()
-    port = free_port()
+    port = port or free_port()
     log = Path(tempfile.mkstemp(prefix="llm-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),

@@ -7,6 +7,10 @@ tiny.en), LLM time to first token and tokens/s, TTS real-time factor and time to
 (Piper, Kokoro), half-duplex end of speech (after the VAD endpoint) → first audio, duplex unit
 compute as a fraction of chunk_ms (fed at real time), and peak RSS. Targets (2 cores):
 duplex unit p95 ≤ 0.3 × chunk_ms, end of speech → first audio p50 ≤ 600 ms, RSS ≤ 2 GB.
+
+``--openai`` repeats the LLM, half-duplex and duplex figures with ``engine.llm.kind = openai``
+against llama-cpp-python's own OpenAI-compatible server (``python -m llama_cpp.server``) on
+loopback, serving the same Qwen GGUF: what the HTTP hop and the lost KV-cache tricks cost.
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from omniserve.audio import OUT_RATE, resample  # noqa: E402
 from omniserve.config import EngineSettings  # noqa: E402
 from omniserve.engine import UnifiedProcessor  # noqa: E402
-from omniserve.engine.api import DuplexSettings, GenerationParams, VadSettings  # noqa: E402
+from omniserve.engine.api import (Delta, DuplexSettings, GenerationParams, Prefilled, SpeechEnded,  # noqa: E402
+                                  VadSettings, Voice)
+from omniserve.engine.backends.embedded import voice_session  # noqa: E402
 
 ROWS: list[tuple[str, str, str]] = []
 QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow.", "How many legs does a spider have?",
@@ -43,8 +49,12 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, float), q)) if xs else float("nan")
 
 
+def parts(proc: UnifiedProcessor):
+    return proc.backend.cascade.parts    # type: ignore[attr-defined]   # the embedded backend's models
+
+
 def speech(proc: UnifiedProcessor, text: str) -> np.ndarray:
-    return resample(proc.backend.piper.synthesize(text), OUT_RATE, 16000)
+    return resample(parts(proc).speaker.synthesize(text, Voice("piper:joe")), OUT_RATE, 16000)
 
 
 def bench_switch(proc: UnifiedProcessor) -> None:
@@ -60,7 +70,7 @@ def bench_switch(proc: UnifiedProcessor) -> None:
 def bench_asr(proc: UnifiedProcessor) -> None:
     clip = speech(proc, "The quick brown fox jumps over the lazy dog, and then it runs back into the quiet forest.")
     dur = clip.size / 16000
-    b = proc.backend
+    b = parts(proc)
     for name, model in (("base", b.asr), ("tiny.en", b.fast_asr)):
         model.transcribe(clip[:16000])
         ts = []
@@ -71,27 +81,27 @@ def bench_asr(proc: UnifiedProcessor) -> None:
         row(f"ASR real-time factor, Whisper {name} ({dur:.1f} s clip)", f"{statistics.median(ts) / dur:.3f}")
 
 
-def bench_llm(proc: UnifiedProcessor) -> None:
-    b = proc.backend
-    msgs = [{"role": "system", "content": b.system_prompt("You are a helpful assistant.", spoken=True)},
+def bench_llm(proc: UnifiedProcessor, tag: str = "") -> None:
+    c = proc.backend.cascade    # type: ignore[attr-defined]
+    msgs = [{"role": "system", "content": c.system_prompt("You are a helpful assistant.", spoken=True)},
             {"role": "user", "content": "Tell me about the history of Paris in a few sentences."}]
-    b.reset()
+    c.lm.reset()
     t0 = time.monotonic()
-    stats = b.prefill(msgs)
-    reply = b.reply(GenerationParams(max_new_tokens=96, temperature=0.0), speak=False, voice=None)
+    stats = c.prefill(msgs)
+    reply = c.reply(GenerationParams(max_new_tokens=96, temperature=0.0), voice=None)
     reply.wait()
     ttft = reply.first_token_at - t0
     decode_tps = reply.n_tokens / (reply.llm_ms / 1000) if reply.llm_ms else 0.0
-    row(f"LLM time to first token ({stats.input_tokens}-token prompt, cold)", f"{ttft * 1000:.0f} ms")
-    row(f"LLM decode speed ({reply.n_tokens} tokens)", f"{decode_tps:.1f} tok/s")
+    row(f"LLM time to first token ({stats.input_tokens}-token prompt, cold){tag}", f"{ttft * 1000:.0f} ms")
+    row(f"LLM decode speed ({reply.n_tokens} tokens){tag}", f"{decode_tps:.1f} tok/s")
 
 
 def bench_tts(proc: UnifiedProcessor) -> None:
-    b = proc.backend
+    engines = parts(proc).speaker.engines
     text = "The weather is lovely today, so we are going for a walk in the park. Would you like to join us?"
     first = "The weather is lovely today,"
-    for label, synth in (("Piper", lambda t: b.piper.synthesize(t)),
-                         ("Kokoro", lambda t: b.kokoro.synthesize(t, voice=f"kokoro:{b.kokoro.default_voice}"))):
+    for label, synth in (("Piper", lambda t: engines["piper"].synthesize(t)),
+                         ("Kokoro", lambda t: engines["kokoro"].synthesize(t, voice=f"kokoro:{engines['kokoro'].default_voice}"))):
         synth("Warm up.")
         t0 = time.perf_counter()
         audio = synth(text)
@@ -103,42 +113,43 @@ def bench_tts(proc: UnifiedProcessor) -> None:
         row(f"TTS time to first audio (first clause), {label}", f"{tfa * 1000:.0f} ms")
 
 
-def bench_half_duplex(proc: UnifiedProcessor, turns: int, fast_asr: bool = True) -> None:
+def bench_half_duplex(proc: UnifiedProcessor, turns: int, fast_asr: bool = True, tag: str = "") -> None:
     view = proc.set_half_duplex_mode()
-    view.asr_fast = fast_asr
-    tag = f"{turns} turns, turn ASR {'tiny.en' if fast_asr else proc.settings.asr_model}"
+    voice_session.TURN_ASR_FAST = fast_asr       # the cascade's turn ASR: tiny.en (default) or engine.asr_model
+    tag = f"{turns} turns, turn ASR {'tiny.en' if fast_asr else proc.settings.asr_model}{tag}"
     view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=64, temperature=0.7),
-                 tts=True, vad=VadSettings(threshold=0.5, min_silence_duration_ms=600))
+                 voice=proc.voice(), vad=VadSettings(threshold=0.5, min_silence_duration_ms=600))
     lat, asr_ms, evaluated = [], [], []
-    for q in (QUESTIONS * 4)[:turns]:
-        stream = np.concatenate([np.zeros(8000, np.float32), speech(proc, q), np.zeros(16000, np.float32)])
-        seg = None
-        nxt = time.monotonic()
-        for i in range(0, stream.size, 8000):        # 0.5 s chunks at real time, as the worker receives them
-            time.sleep(max(0.0, nxt - time.monotonic()))
-            nxt += 0.5
-            for e in view.feed(stream[i:i + 8000]):
-                if e.kind == "speech_end":
-                    seg = e.segment
-            if seg is not None:
-                break
-        t0 = time.perf_counter()
-        view.prefill(seg)
-        asr_ms.append((time.perf_counter() - t0) * 1000)
-        evaluated.append(view.last_prefill_evaluated)
-        first = None
-        for d in view.generate():
-            if d.audio is not None and first is None:
-                first = time.perf_counter() - t0
-        lat.append(first * 1000 if first else float("nan"))
+    try:
+        for q in (QUESTIONS * 4)[:turns]:
+            stream = np.concatenate([np.zeros(8000, np.float32), speech(proc, q), np.zeros(16000, np.float32)])
+            t0 = first = None
+            nxt = time.monotonic()
+            for i in range(0, stream.size, 8000):        # 0.5 s chunks at real time, as the worker receives them
+                time.sleep(max(0.0, nxt - time.monotonic()))
+                nxt += 0.5
+                for e in view.feed(stream[i:i + 8000]):
+                    if isinstance(e, SpeechEnded):       # the VAD endpoint: the turn's reply follows
+                        t0 = time.perf_counter()
+                    elif isinstance(e, Prefilled) and t0 is not None:
+                        asr_ms.append((time.perf_counter() - t0) * 1000)
+                        evaluated.append(e.evaluated)
+                    elif isinstance(e, Delta) and e.audio is not None and t0 is not None and first is None:
+                        first = time.perf_counter() - t0
+                if t0 is not None:
+                    break
+            lat.append(first * 1000 if first else float("nan"))
+        hits = getattr(view.session, "speculation_hits", 0)
+    finally:
+        voice_session.TURN_ASR_FAST = True
     row(f"half-duplex end of speech → first audio p50 ({tag})", f"{pct(lat, 50):.0f} ms", "≤ 600 ms")
     row("half-duplex end of speech → first audio p95", f"{pct(lat, 95):.0f} ms")
     row("  wait in prefill after the endpoint, p50", f"{pct(asr_ms, 50):.0f} ms")
     row("  tokens evaluated per turn p50 (prefix reuse)", f"{pct(evaluated, 50):.0f}")
-    row("  turns answered from the speculative reply", f"{view.speculation_hits}/{turns}")
+    row("  turns answered from the speculative reply", f"{hits}/{turns}")
 
 
-def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000) -> None:
+def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000, tag: str = "") -> None:
     """A scripted conversation fed at real time: 2 units of silence, a question, 6 units of silence …"""
     view = proc.set_duplex_mode()
     view.prepare("You are a friendly voice assistant.", config=DuplexSettings(chunk_ms=chunk_ms, force_listen_count=1))
@@ -170,9 +181,30 @@ def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000) -> 
     view.reset()
     # audio of unit u reaches the client when unit u is answered, i.e. at (u + 1) * chunk_ms of stream time
     lat = [((u + 1) * n - speech_ends[k]) / 16 for k, u in first_audio_unit.items()]
-    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units of {chunk_ms} ms)", f"{pct(costs, 50) / chunk_ms:.3f}")
-    row("duplex unit compute p95 / chunk_ms", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
-    row(f"duplex end of speech → first audio unit p50 ({len(lat)} turns)", f"{pct(lat, 50):.0f} ms")
+    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units of {chunk_ms} ms){tag}", f"{pct(costs, 50) / chunk_ms:.3f}")
+    row(f"duplex unit compute p95 / chunk_ms{tag}", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
+    row(f"duplex end of speech → first audio unit p50 ({len(lat)} turns){tag}", f"{pct(lat, 50):.0f} ms")
+
+
+def bench_openai(args: argparse.Namespace, skip: set[str]) -> None:
+    """The same figures with the LLM behind llama-cpp-python's OpenAI-compatible server."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from omniserve.config import LLMSettings
+    from tests.support.llm_server import start_llm_server
+
+    server = start_llm_server(n_ctx=4096, threads=args.threads or (os.cpu_count() or 1))
+    try:
+        llm = LLMSettings(kind="openai", base_url=server.base_url, model=server.model, n_ctx=4096)
+        proc = UnifiedProcessor(EngineSettings(threads=args.threads, llm=llm))
+        tag = " [openai]"
+        if "llm" not in skip:
+            bench_llm(proc, tag)
+        if "half" not in skip:
+            bench_half_duplex(proc, args.turns, tag=tag)
+        if "duplex" not in skip:
+            bench_duplex(proc, args.duplex_seconds, tag=tag)
+    finally:
+        server.stop()
 
 
 def main() -> int:
@@ -181,6 +213,8 @@ def main() -> int:
     ap.add_argument("--duplex-seconds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma list of: switch,asr,llm,tts,half,halfbase,duplex")
+    ap.add_argument("--openai", action="store_true",
+                    help="also: LLM, half-duplex and duplex with engine.llm.kind=openai against llama_cpp.server")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     print(f"omniserve engine bench — {os.cpu_count()} CPUs, threads={args.threads or 'all'}", flush=True)
@@ -194,6 +228,8 @@ def main() -> int:
     for name, fn in steps:
         if name not in skip:
             fn()
+    if args.openai:
+        bench_openai(args, skip)
     row("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", "≤ 2048 MB")
     print("\n| measure | value | target |\n| --- | --- | --- |")
     for name, value, target in ROWS:

@@ -75,6 +75,8 @@ def check_audio(pcm: object, sample_rate: int = SAMPLE_RATE, *, what: str = "aud
     if sample_rate != SAMPLE_RATE:
         raise EngineInputError(f"{what}: sample rate {sample_rate} Hz is not supported; "
                                f"send mono float32 PCM at {SAMPLE_RATE} Hz")
-    if isinstance(pcm, np.ndarray) and pcm.dtype.kind == "f":
+    if not isinstance(pcm, np.ndarray):
+        raise EngineInputError(f"{what} must be a numpy array of float32 samples, got {type(pcm).__name__}")
+    if pcm.dtype.kind == "f":
         pcm = pcm.astype(np.float32, copy=False)   # float64 from numpy/soundfile is fine
     return check_pcm(pcm, what=what, max_seconds=max_seconds)

@@ -36,6 +36,7 @@ def check_image(data: object, *, what: str = "image") -> bytes:
     The header is checked before the pixels are decoded."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise EngineInputError(f"{what} is empty")
+    data = bytes(data)
     try:
         header = header_checked(data, what)
     except mediaprobe.UnsupportedFormat:

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from omniserve.engine.api import EngineInputError
 from .base import SamplingParams
@@ -60,7 +60,7 @@ class LlamaLM:
         self._template_src = md.get("tokenizer.chat_template") or _CHATML
         self._bos = self._token_text(self._llm.token_bos())
         self._eos = self._token_text(self._llm.token_eos())
-        self._template = None
+        self._template: Optional[Any] = None     # the compiled jinja2 template, on first use
 
     # ------------------------------------------------------------------ text <-> tokens
     def _token_text(self, tok: int) -> str:

@@ -7,11 +7,13 @@ calls — the same protocol as silero's own ``OnnxWrapper``.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from omniserve.engine.api import EngineInputError, SpeechEnded, SpeechStarted
+
+from .base import VoiceActivityModel
 
 VadEvent = Union[SpeechStarted, SpeechEnded]
 
@@ -28,6 +30,7 @@ class SileroVAD:
     window = WINDOW
 
     def __init__(self, model_path: Optional[str] = None, *, share_session_with: Optional["SileroVAD"] = None) -> None:
+        self._session: Any
         if share_session_with is not None:
             self._session = share_session_with._session
         else:
@@ -83,7 +86,7 @@ class VadSegmenter:
     ``max_speech_s`` are cut there (a speech_end followed by a new start).
     """
 
-    def __init__(self, model: SileroVAD, threshold: float = 0.5, min_speech_duration_ms: int = 128,
+    def __init__(self, model: VoiceActivityModel, threshold: float = 0.5, min_speech_duration_ms: int = 128,
                  min_silence_duration_ms: int = 800, speech_pad_ms: int = 30, max_speech_s: float = 60.0) -> None:
         if not 0.0 < threshold < 1.0:
             raise EngineInputError(f"VAD threshold must be between 0 and 1, got {threshold}")
@@ -175,7 +178,7 @@ class VadSegmenter:
             if end - self._start >= self.min_speech:
                 self.speaking = True
                 events.append(SpeechStarted())
-        if self.speaking and self._pos - self._start >= self.max_speech:
+        if self.speaking and self._start is not None and self._pos - self._start >= self.max_speech:
             events.append(self._end(self._pos))
             self._start = self._pos                          # speech continues: a new segment begins
             self.speaking = False
@@ -183,6 +186,7 @@ class VadSegmenter:
         return events
 
     def _end(self, end: int) -> SpeechEnded:
+        assert self._start is not None      # only called in speech
         a = max(self._start - self.pad, self._audio_start)
         b = min(end + self.pad, self._pos)
         whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)

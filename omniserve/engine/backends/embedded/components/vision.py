@@ -78,7 +78,7 @@ def header_checked(data: object, what: str) -> mediaprobe.ImageHeader:
     if len(data) > MAX_IMAGE_BYTES:
         raise EngineInputError(f"{what} too large: {len(data)} bytes (max {MAX_IMAGE_BYTES})")
     try:
-        return mediaprobe.check_image(data)
+        return mediaprobe.check_image(bytes(data))
     except mediaprobe.TooLarge as e:
         raise EngineInputError(f"{what} too large: {e}") from None
 

@@ -14,6 +14,8 @@ from typing import Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
+from ..knobs import DUPLEX, GENERATION, VAD
+
 
 class EngineInputError(ValueError):
     """Bad input (wrong sample rate, empty audio, undecodable image …). ``str(e)`` is user-facing."""
@@ -58,11 +60,12 @@ class Message:
 
 @dataclass
 class GenerationParams:
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
-    length_penalty: float = 1.1
+    """Defaults and ranges: ``omniserve.knobs.GENERATION`` (checked by ``checks.check_generation``)."""
+    max_new_tokens: int = GENERATION.max_new_tokens.default
+    temperature: float = GENERATION.temperature.default
+    top_p: float = GENERATION.top_p.default
+    top_k: int = GENERATION.top_k.default
+    length_penalty: float = GENERATION.length_penalty.default
 
 
 @dataclass
@@ -145,25 +148,27 @@ class Capabilities:
 
 @dataclass
 class VadSettings:
-    threshold: float = 0.8
-    min_speech_duration_ms: int = 128
-    min_silence_duration_ms: int = 800
-    speech_pad_ms: int = 30
+    """Defaults and ranges: ``omniserve.knobs.VAD`` (checked by ``checks.check_vad``)."""
+    threshold: float = VAD.threshold.default
+    min_speech_duration_ms: int = VAD.min_speech_duration_ms.default
+    min_silence_duration_ms: int = VAD.min_silence_duration_ms.default
+    speech_pad_ms: int = VAD.speech_pad_ms.default
 
 
 @dataclass
 class DuplexSettings:
-    generate_audio: bool = True
-    force_listen_count: int = 3
-    max_new_speak_tokens_per_chunk: int = 20
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
-    listen_prob_scale: float = 1.0
-    length_penalty: float = 1.1
-    chunk_ms: int = 1000
-    sample_rate: int = 16000
-    omni: bool = True                      # False for audio-only duplex
+    """Defaults and ranges: ``omniserve.knobs.DUPLEX`` (checked by ``checks.check_duplex``)."""
+    generate_audio: bool = DUPLEX.generate_audio.default
+    force_listen_count: int = DUPLEX.force_listen_count.default
+    max_new_speak_tokens_per_chunk: int = DUPLEX.max_new_speak_tokens_per_chunk.default
+    temperature: float = DUPLEX.temperature.default
+    top_p: float = DUPLEX.top_p.default
+    top_k: int = DUPLEX.top_k.default
+    listen_prob_scale: float = DUPLEX.listen_prob_scale.default
+    length_penalty: float = DUPLEX.length_penalty.default
+    chunk_ms: int = DUPLEX.chunk_ms.default
+    sample_rate: int = DUPLEX.sample_rate.default
+    omni: bool = True                      # False for audio-only duplex (from the session id, not a knob)
 
 
 # ---------------------------------------------------------------------------- views

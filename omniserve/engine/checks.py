@@ -5,6 +5,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..knobs import DUPLEX, GENERATION, VAD, Group
 from .api import DuplexSettings, EngineInputError, GenerationParams, VadSettings
 
 SAMPLE_RATE = 16000
@@ -13,42 +14,29 @@ MAX_AUDIO_S = 600.0
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
+def _check(group: Group, values: object, what: str = "") -> None:
+    """Every knob of ``group`` read from ``values``; the first out of range is an EngineInputError."""
+    for name, knob in group.items():
+        problem = knob.problem(what + name, getattr(values, name))
+        if problem is not None:
+            raise EngineInputError(problem)
+
+
 def check_generation(params: GenerationParams) -> GenerationParams:
-    if not 1 <= int(params.max_new_tokens) <= 8192:
-        raise EngineInputError(f"max_new_tokens must be between 1 and 8192, got {params.max_new_tokens}")
-    if not 0.0 <= float(params.temperature) <= 2.0:
-        raise EngineInputError(f"temperature must be between 0 and 2, got {params.temperature}")
-    if not 0.0 < float(params.top_p) <= 1.0:
-        raise EngineInputError(f"top_p must be in (0, 1], got {params.top_p}")
-    if int(params.top_k) < 0:
-        raise EngineInputError(f"top_k must be >= 0, got {params.top_k}")
-    if not 0.0 < float(params.length_penalty) <= 5.0:
-        raise EngineInputError(f"length_penalty must be in (0, 5], got {params.length_penalty}")
+    """Ranges: ``omniserve.knobs.GENERATION`` (the wire's ``GenerationConfig`` has the same)."""
+    _check(GENERATION, params)
     return params
 
 
 def check_vad(vad: VadSettings) -> VadSettings:
-    if not 0.0 < float(vad.threshold) < 1.0:
-        raise EngineInputError(f"VAD threshold must be between 0 and 1, got {vad.threshold}")
-    for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
-        v = getattr(vad, name)
-        if not 0 <= int(v) <= 10000:
-            raise EngineInputError(f"VAD {name} must be between 0 and 10000, got {v}")
+    """Ranges: ``omniserve.knobs.VAD`` (the wire's ``VADConfig`` has the same)."""
+    _check(VAD, vad, "VAD ")
     return vad
 
 
 def check_duplex(cfg: DuplexSettings) -> DuplexSettings:
-    if cfg.sample_rate != 16000:
-        raise EngineInputError(f"duplex sample_rate must be 16000, got {cfg.sample_rate}")
-    if not 100 <= int(cfg.chunk_ms) <= 5000:
-        raise EngineInputError(f"chunk_ms must be between 100 and 5000, got {cfg.chunk_ms}")
-    if int(cfg.force_listen_count) < 0:
-        raise EngineInputError(f"force_listen_count must be >= 0, got {cfg.force_listen_count}")
-    if int(cfg.max_new_speak_tokens_per_chunk) < 1:
-        raise EngineInputError(f"max_new_speak_tokens_per_chunk must be >= 1, got {cfg.max_new_speak_tokens_per_chunk}")
-    if not 0.0 < float(cfg.listen_prob_scale) <= 10.0:
-        raise EngineInputError(f"listen_prob_scale must be in (0, 10], got {cfg.listen_prob_scale}")
-    check_generation(GenerationParams(1, cfg.temperature, cfg.top_p, cfg.top_k, cfg.length_penalty))
+    """Ranges: ``omniserve.knobs.DUPLEX`` (the wire's ``DuplexConfig`` has the same)."""
+    _check(DUPLEX, cfg, "duplex ")
     return cfg
 
 

@@ -8,10 +8,12 @@ server messages are built with the ``*Msg`` models and sent with ``.model_dump_j
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Any, Literal, Optional, TypeVar, Union, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from .. import knobs
+from ..knobs import Knob
 from .safe_json import JSONLimitError, loads_bounded
 
 
@@ -72,12 +74,24 @@ class ChatMessage(_Client):
         return out
 
 
+def _knob(k: Knob) -> Any:
+    """A wire field whose default and range are the knob's (``omniserve.knobs``: the engine's
+    dataclasses and checks read the same figures)."""
+    return Field(k.default, **k.bounds())
+
+
+def _matches(model: type[BaseModel], group: knobs.Group) -> None:
+    """A wire model carries exactly its group's fields (checked once, at import)."""
+    if tuple(model.model_fields) != group.names():
+        raise AssertionError(f"{model.__name__} fields {tuple(model.model_fields)} != {group.names()}")
+
+
 class GenerationConfig(_Client):
-    max_new_tokens: int = Field(256, ge=1, le=4096)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.8, gt=0.0, le=1.0)
-    top_k: int = Field(20, ge=0, le=1000)
-    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
+    max_new_tokens: int = _knob(knobs.GENERATION.max_new_tokens)
+    temperature: float = _knob(knobs.GENERATION.temperature)
+    top_p: float = _knob(knobs.GENERATION.top_p)
+    top_k: int = _knob(knobs.GENERATION.top_k)
+    length_penalty: float = _knob(knobs.GENERATION.length_penalty)
 
 
 class TTSConfig(_Client):
@@ -102,16 +116,16 @@ class ChatRequest(_Client):
 # ------------------------------------------------------------------ half duplex
 
 class VADConfig(_Client):
-    threshold: float = Field(0.8, gt=0.0, lt=1.0)
-    min_speech_duration_ms: int = Field(128, ge=0, le=10_000)
-    min_silence_duration_ms: int = Field(800, ge=50, le=10_000)
-    speech_pad_ms: int = Field(30, ge=0, le=2_000)
+    threshold: float = _knob(knobs.VAD.threshold)
+    min_speech_duration_ms: int = _knob(knobs.VAD.min_speech_duration_ms)
+    min_silence_duration_ms: int = _knob(knobs.VAD.min_silence_duration_ms)
+    speech_pad_ms: int = _knob(knobs.VAD.speech_pad_ms)
 
 
 class HDGenerationConfig(_Client):
-    max_new_tokens: int = Field(256, ge=1, le=4096)
-    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_new_tokens: int = _knob(knobs.HALF_DUPLEX_GENERATION.max_new_tokens)
+    length_penalty: float = _knob(knobs.HALF_DUPLEX_GENERATION.length_penalty)
+    temperature: float = _knob(knobs.HALF_DUPLEX_GENERATION.temperature)
 
 
 class HDTTSConfig(_Client):
@@ -119,7 +133,7 @@ class HDTTSConfig(_Client):
 
 
 class HDSessionConfig(_Client):
-    timeout_s: float = Field(180, gt=0)
+    timeout_s: float = _knob(knobs.HALF_DUPLEX_SESSION.timeout_s)
 
 
 class HalfDuplexConfig(_Client):
@@ -149,16 +163,23 @@ class Stop(_Client):
 # ---------------------------------------------------------------------- duplex
 
 class DuplexConfig(_Client):
-    generate_audio: bool = True
-    force_listen_count: int = Field(3, ge=0, le=1000)
-    max_new_speak_tokens_per_chunk: int = Field(20, ge=1, le=200)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.8, gt=0.0, le=1.0)
-    top_k: int = Field(20, ge=0, le=1000)
-    listen_prob_scale: float = Field(1.0, gt=0.0, le=10.0)
-    length_penalty: float = Field(1.1, gt=0.0, le=5.0)
-    chunk_ms: int = Field(1000, ge=100, le=5000)
-    sample_rate: Literal[16000] = 16000
+    generate_audio: bool = _knob(knobs.DUPLEX.generate_audio)
+    force_listen_count: int = _knob(knobs.DUPLEX.force_listen_count)
+    max_new_speak_tokens_per_chunk: int = _knob(knobs.DUPLEX.max_new_speak_tokens_per_chunk)
+    temperature: float = _knob(knobs.DUPLEX.temperature)
+    top_p: float = _knob(knobs.DUPLEX.top_p)
+    top_k: int = _knob(knobs.DUPLEX.top_k)
+    listen_prob_scale: float = _knob(knobs.DUPLEX.listen_prob_scale)
+    length_penalty: float = _knob(knobs.DUPLEX.length_penalty)
+    chunk_ms: int = _knob(knobs.DUPLEX.chunk_ms)
+    sample_rate: Literal[16000] = _knob(knobs.DUPLEX.sample_rate)   # the Literal is the knob's one choice (checked below)
+
+
+for _model, _group in ((GenerationConfig, knobs.GENERATION), (HDGenerationConfig, knobs.HALF_DUPLEX_GENERATION),
+                       (VADConfig, knobs.VAD), (HDSessionConfig, knobs.HALF_DUPLEX_SESSION), (DuplexConfig, knobs.DUPLEX)):
+    _matches(_model, _group)
+if get_args(DuplexConfig.model_fields["sample_rate"].annotation) != knobs.DUPLEX.sample_rate.choices:
+    raise AssertionError("DuplexConfig.sample_rate must accept exactly knobs.DUPLEX.sample_rate.choices")
 
 
 class DuplexPrepare(_Client):

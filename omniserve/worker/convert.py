@@ -8,13 +8,14 @@ checks again (``engine.media``), as it also serves callers other than this worke
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from .. import mediaprobe
 from ..engine import api
-from ..protocol.messages import (AudioItem, ChatRequest, ContentItem, ImageItem, TextItem, VideoItem)
+from ..protocol.messages import (AudioItem, ChatRequest, ContentItem, GenerationConfig, HDGenerationConfig, ImageItem,
+                                 TextItem, VideoItem)
 from . import limits
 
 MAX_CHAT_AUDIO_S = 600.0
@@ -63,12 +64,10 @@ def chat_messages(req: ChatRequest) -> list[api.Message]:
     return msgs
 
 
-def generation(g) -> api.GenerationParams:  # GenerationConfig | HDGenerationConfig
-    base = api.GenerationParams()
-    return api.GenerationParams(
-        max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-        top_p=getattr(g, "top_p", base.top_p), top_k=getattr(g, "top_k", base.top_k),
-        length_penalty=g.length_penalty)
+def generation(g: Union[GenerationConfig, HDGenerationConfig]) -> api.GenerationParams:
+    """Chat sends every generation knob, half-duplex a subset: the rest keep their defaults (both
+    wire models and ``GenerationParams`` carry ``omniserve.knobs`` names)."""
+    return api.GenerationParams(**g.model_dump())
 
 
 def system_text(prompt: Optional[str], items: list[ContentItem]) -> str:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..tokens import WORKER_TOKEN_FILE, load_or_create
-from ..protocol.messages import duplex_variant
+from ..protocol import modes
 from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
 from .admission import IpCounter
@@ -162,19 +162,18 @@ def create_app(settings: Settings) -> FastAPI:
     # ------------------------------------------------------------ WebSockets
     # plain Starlette routes: no dependency injection on the hot path of 10,000 handshakes
     async def ws_chat(ws: WebSocket) -> None:
-        await ws_endpoints.serve(gw, ws, "chat", "/ws/chat")
+        await ws_endpoints.serve(gw, ws, modes.CHAT)
 
     async def ws_half_duplex(ws: WebSocket) -> None:
-        sid = ws.path_params["session_id"]
-        await ws_endpoints.serve(gw, ws, "half_duplex_audio", f"/ws/half_duplex/{sid}", sid)
+        await ws_endpoints.serve(gw, ws, modes.HALF_DUPLEX, ws.path_params["session_id"])
 
     async def ws_duplex(ws: WebSocket) -> None:
         sid = ws.path_params["session_id"]
-        await ws_endpoints.serve(gw, ws, duplex_variant(sid), f"/ws/duplex/{sid}", sid)
+        await ws_endpoints.serve(gw, ws, modes.duplex_mode(sid), sid)
 
-    app.router.routes.extend([WebSocketRoute("/ws/chat", ws_chat),
-                              WebSocketRoute("/ws/half_duplex/{session_id}", ws_half_duplex),
-                              WebSocketRoute("/ws/duplex/{session_id}", ws_duplex)])
+    app.router.routes.extend([WebSocketRoute(modes.CHAT.endpoint, ws_chat),
+                              WebSocketRoute(modes.HALF_DUPLEX.endpoint + "/{session_id}", ws_half_duplex),
+                              WebSocketRoute(modes.OMNI_DUPLEX.endpoint + "/{session_id}", ws_duplex)])
 
     # -------------------------------------------------------- status / queue
     @app.get("/health")

@@ -10,27 +10,16 @@ import logging
 import os
 from pathlib import Path
 
+from ..protocol.modes import BY_APP_ID
 from ..protocol.rest import AppOut
 
 log = logging.getLogger(__name__)
-
-# app_id -> (display name, page path)
-APPS: dict[str, tuple[str, str]] = {
-    "turnbased": ("Turn-based chat", "/turnbased"),
-    "half_duplex_audio": ("Half-duplex voice", "/half_duplex"),
-    "omni": ("Omni full-duplex", "/omni"),
-    "audio_duplex": ("Audio full-duplex", "/audio_duplex"),
-}
-
-# request_type -> app_id
-APP_OF_REQUEST = {"chat": "turnbased", "half_duplex_audio": "half_duplex_audio",
-                  "omni_duplex": "omni", "audio_duplex": "audio_duplex"}
 
 
 class AppRegistry:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._enabled = {a: True for a in APPS}
+        self._enabled = {a: True for a in BY_APP_ID}
         if path.is_file():
             try:
                 saved = json.loads(path.read_text())
@@ -44,7 +33,7 @@ class AppRegistry:
         return self._enabled.get(app_id, False)
 
     def set(self, app_id: str, enabled: bool) -> AppOut:
-        if app_id not in APPS:
+        if app_id not in BY_APP_ID:
             raise KeyError(app_id)
         self._enabled[app_id] = enabled
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +43,8 @@ class AppRegistry:
         return self.view(app_id)
 
     def view(self, app_id: str) -> AppOut:
-        name, path = APPS[app_id]
-        return AppOut(app_id=app_id, name=name, path=path, enabled=self._enabled[app_id])
+        m = BY_APP_ID[app_id]
+        return AppOut(app_id=app_id, name=m.name, path=m.page, enabled=self._enabled[app_id])
 
     def all(self) -> list[AppOut]:
-        return [self.view(a) for a in APPS]
+        return [self.view(a) for a in BY_APP_ID]

@@ -12,8 +12,10 @@ import logging
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ..protocol.messages import REQUEST_TYPES
-from ..protocol.rest import EtaConfig, EtaConfigUpdate, EtaOut
+from pydantic import BaseModel
+
+from ..protocol.modes import REQUEST_TYPES
+from ..protocol.rest import EtaConfig, EtaOut
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class EtaEstimator:
         self._samples: dict[str, int] = {t: 0 for t in REQUEST_TYPES}
 
     # ---------------------------------------------------------------- config
-    def update(self, upd: EtaConfigUpdate) -> EtaConfig:
+    def update(self, upd: BaseModel) -> EtaConfig:   # an ``EtaConfigUpdate``
         """Apply only the given fields, then persist."""
         merged = self.config.model_dump() | upd.model_dump(exclude_none=True)
         self.config = EtaConfig.model_validate(merged)

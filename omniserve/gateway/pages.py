@@ -12,17 +12,15 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from ..protocol.modes import MODES
 from .apps import AppRegistry
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
-# path -> (file, app_id or None)
+# path -> (file, app_id or None); the two full-duplex modes share one page file, the path picks
 PAGES: dict[str, tuple[str, str | None]] = {
     "/": ("index.html", None),
-    "/turnbased": ("turnbased.html", "turnbased"),
-    "/half_duplex": ("half_duplex.html", "half_duplex_audio"),
-    "/omni": ("duplex.html", "omni"),                 # one page, two variants: the path picks
-    "/audio_duplex": ("duplex.html", "audio_duplex"),
+    **{m.page: (m.page_file, m.app_id) for m in MODES},
     "/admin": ("admin.html", None),
 }
 

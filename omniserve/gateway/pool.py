@@ -25,6 +25,7 @@ from typing import Optional
 import httpx
 
 from ..protocol.affinity import longest_cached_prefix
+from ..protocol.modes import CHAT, ERROR, IDLE, LOADING
 from ..protocol.rest import RunningTaskOut, StatusOut, WorkerOut
 from ..tokens import bearer
 from .eta import EtaEstimator
@@ -32,10 +33,10 @@ from .queue import Ticket, WaitQueue, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-IDLE = "idle"
+OFFLINE = "offline"       # gateway-side: /health does not answer
 RELEASING = "releasing"   # gateway-side: released, waiting for the worker to report idle
 STUCK = "stuck"           # gateway-side: did not report idle within the bound after a release
-NOT_READY = {"offline", "loading", "error", STUCK}
+NOT_READY = {OFFLINE, LOADING, ERROR, STUCK}
 
 
 @dataclass(eq=False)
@@ -43,7 +44,7 @@ class WorkerState:
     url: str                         # http(s)://host:port
     index: int
     online: bool = False
-    status: str = "offline"
+    status: str = OFFLINE
     model_loaded: bool = False
     cached_prefix_hashes: frozenset[str] = frozenset()
     kv_cache_length: int = 0
@@ -107,7 +108,7 @@ class WorkerPool:
     def mark_offline(self, w: WorkerState, why: str = "") -> None:
         if w.online:
             log.warning("worker %s offline%s", w.url, f": {why}" if why else "")
-        w.online, w.status = False, "offline"
+        w.online, w.status = False, OFFLINE
         self.queue.invalidate()
 
     # --------------------------------------------------------------- dispatch
@@ -129,7 +130,7 @@ class WorkerPool:
 
     def _choose(self, t: Ticket, free: list[WorkerState]) -> WorkerState:
         """Chat: longest cached prefix, then a worker with nothing cached, then least recently used."""
-        if t.request_type == "chat" and t.prefix_hashes:
+        if t.request_type == CHAT.request_type and t.prefix_hashes:
             best, best_k = None, 0
             for w in free:
                 k = longest_cached_prefix(t.prefix_hashes, w.cached_prefix_hashes)
@@ -220,14 +221,14 @@ class WorkerPool:
             r = await self._http.get(w.url + "/health", timeout=self.health_timeout_s, headers=self.headers)
             r.raise_for_status()
             h = r.json()
-            reported = str(h.get("worker_status") or h.get("status") or "idle")
+            reported = str(h.get("worker_status") or h.get("status") or IDLE)
             model_loaded = bool(h.get("model_loaded", True))
             kv_cache_length = int(h.get("kv_cache_length") or 0)
             hashes = frozenset(str(x) for x in (h.get("cached_prefix_hashes") or ()))
         except Exception as e:
             w.failures += 1
             # a worker busy with a heavy session may answer late once: give it a second chance
-            if (w.online or w.status != "offline") and (w.ticket is None or w.failures >= 2):
+            if (w.online or w.status != OFFLINE) and (w.ticket is None or w.failures >= 2):
                 self.mark_offline(w, type(e).__name__)
             return
         was_free, was_ready = w.free, w.ready

@@ -1,4 +1,5 @@
-"""System-prompt presets per mode, read from ``omniserve/presets/<mode>.yaml`` in the package.
+"""System-prompt presets per mode, read from ``omniserve/presets/<mode>.yaml`` in the package
+(``<mode>`` is the mode table's ``presets`` name: turnbased, half_duplex, omni, audio_duplex).
 
 Each preset may name a reference-voice WAV in the same folder; ``default_voice.wav`` is the
 default voice (a short espeak-ng recording, committed, < 100 KB).
@@ -11,18 +12,20 @@ from typing import Optional
 
 import yaml
 
+from ..protocol.modes import MODES
+
 log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_VOICE = PRESET_DIR / "default_voice.wav"
-MODES = ("turnbased", "half_duplex", "omni", "audio_duplex")
+PRESET_MODES = tuple(m.presets for m in MODES)
 
 
 class Presets:
     def __init__(self, folder: Path = PRESET_DIR) -> None:
         self.folder = folder
-        self._by_mode: dict[str, list[dict]] = {m: [] for m in MODES}
-        for mode in MODES:
+        self._by_mode: dict[str, list[dict]] = {m: [] for m in PRESET_MODES}
+        for mode in PRESET_MODES:
             f = folder / f"{mode}.yaml"
             if not f.is_file():
                 continue

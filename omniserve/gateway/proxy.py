@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN, error
+from ..protocol.modes import CHAT, DUPLEX_TYPES
 from .client_side import ClientSide
 from .frames import CLOSE_INTERNAL, frame_type, recording_id, sendable
 from .pool import WorkerPool, WorkerState
@@ -56,8 +57,8 @@ class Relay:
 
     def __init__(self, client: ClientSide, pool: WorkerPool, worker: WorkerState, opts: RelayOptions) -> None:
         self.client, self.pool, self.worker, self.opts = client, pool, worker, opts
-        self.chat = opts.request_type == "chat"
-        self.duplex = opts.request_type in ("audio_duplex", "omni_duplex")
+        self.chat = opts.request_type == CHAT.request_type
+        self.duplex = opts.request_type in DUPLEX_TYPES
         self.upstream: Optional[ClientConnection] = None
         self.released = False
         self.released_at = 0.0                  # the pool's stamp of our release (for confirm_idle)

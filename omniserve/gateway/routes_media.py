@@ -15,7 +15,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from ..protocol.messages import DuplexConfig, GenerationConfig, HalfDuplexConfig
+from ..audio import IN_RATE, OUT_RATE, encode_f32, read_audio_bytes
+from ..protocol.messages import ChatRequest, DuplexConfig, GenerationConfig, HalfDuplexConfig, TTSConfig
+from ..protocol.modes import CHAT, HALF_DUPLEX, MODES, Mode
 from ..protocol.rest import RefAudioOut, RefAudioUpload
 from .clients import RateLimiter, client_ip, rate_key
 from .http import read_capped
@@ -98,7 +100,6 @@ def add_media_routes(app: FastAPI, gw: "Gateway") -> None:
     @app.get("/api/default_ref_audio")
     async def default_ref_audio() -> dict:
         if not default_voice_cache:
-            from ..audio import encode_f32, read_audio_bytes
             pcm = await asyncio.to_thread(read_audio_bytes, DEFAULT_VOICE.read_bytes(), 16000)
             default_voice_cache.update(id="default", name="Default voice", sample_rate=16000,
                                        duration_s=round(pcm.size / 16000, 2), audio_base64=encode_f32(pcm),
@@ -119,14 +120,17 @@ def add_media_routes(app: FastAPI, gw: "Gateway") -> None:
 
     @app.get("/api/frontend_defaults")
     def frontend_defaults() -> dict:
-        return {
-            "chat": {"generation": GenerationConfig().model_dump(), "streaming": True, "tts": {"enabled": False},
-                     "system_prompt": gw.presets.first_prompt("turnbased")},
-            "half_duplex": {"config": HalfDuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("half_duplex")},
-            "omni": {"config": DuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("omni")},
-            "audio_duplex": {"config": DuplexConfig().model_dump(), "system_prompt": gw.presets.first_prompt("audio_duplex")},
-            "apps": {a.app_id: a.enabled for a in gw.apps.all()},
-            "default_ref_audio": "/api/default_ref_audio",
-            "audio": {"input_sample_rate": 16000, "output_sample_rate": 24000},
-        }
+        out: dict = {m.defaults_key: {**_wire_defaults(m), "system_prompt": gw.presets.first_prompt(m.presets)}
+                     for m in MODES}
+        return out | {"apps": {a.app_id: a.enabled for a in gw.apps.all()},
+                      "default_ref_audio": "/api/default_ref_audio",
+                      "audio": {"input_sample_rate": IN_RATE, "output_sample_rate": OUT_RATE}}
+
+
+def _wire_defaults(mode: Mode) -> dict:
+    """A mode's settings as the wire models default them (``omniserve.knobs``' figures)."""
+    if mode is CHAT:
+        return {"generation": GenerationConfig().model_dump(), "streaming": ChatRequest.model_fields["streaming"].default,
+                "tts": {"enabled": TTSConfig().enabled}}
+    return {"config": (HalfDuplexConfig() if mode is HALF_DUPLEX else DuplexConfig()).model_dump()}
 

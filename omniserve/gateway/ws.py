@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Optional
 from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
+from ..protocol.modes import CHAT, Mode
 from ..protocol.messages import (CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error,
                                  load_json)
 from .admission import session_id_ok
-from .apps import APP_OF_REQUEST
 from .client_side import ClientSide, WaiterBuffer
 from .clients import client_ip
 from .proxy import Relay, RelayOptions
@@ -34,13 +34,12 @@ CHAT_FIRST_FRAME_TIMEOUT_S = 60.0
 _QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"queue_length":%d}'
 
 
-async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: str,
-                session_id: Optional[str] = None) -> None:
-    s = gw.settings.gateway
-    edge = s.edge
+async def serve(gw: "Gateway", ws: WebSocket, mode: Mode, session_id: Optional[str] = None) -> None:
+    """One client socket of ``mode`` (``session_id``: from the path, except for chat)."""
+    edge = gw.settings.gateway.edge
     # ---- admission: a refused handshake is an HTTP 403
     if not gw.hosts.origin_allowed(ws.headers.get("origin")) \
-            or not gw.apps.enabled(APP_OF_REQUEST[request_type]) or not session_id_ok(session_id):
+            or not gw.apps.enabled(mode.app_id) or not session_id_ok(session_id):
         await ws.close(CLOSE_POLICY)
         return
     ip = client_ip(ws.scope, edge.trusted_proxies)
@@ -49,16 +48,17 @@ async def serve(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: st
         return
     try:
         await ws.accept()
-        await _serve_accepted(gw, ws, request_type, worker_path, session_id, ip)
+        await _serve_accepted(gw, ws, mode, session_id, ip)
     finally:
         gw.ip_sockets.release(ip)
 
 
-async def _serve_accepted(gw: "Gateway", ws: WebSocket, request_type: str, worker_path: str,
-                          session_id: Optional[str], ip: str) -> None:
+async def _serve_accepted(gw: "Gateway", ws: WebSocket, mode: Mode, session_id: Optional[str], ip: str) -> None:
     s = gw.settings.gateway
     edge = s.edge
-    chat = request_type == "chat"
+    request_type = mode.request_type
+    worker_path = mode.endpoint if session_id is None else f"{mode.endpoint}/{session_id}"
+    chat = mode is CHAT
     max_frame = s.max_chat_frame_bytes if chat else s.max_frame_bytes
     buffer = WaiterBuffer(max(edge.max_waiter_buffer_bytes, max_frame), edge.queued_audio_keep_s, gw.waiter_budget)
     client = ClientSide(ws, max_frame, buffer, send_timeout_s=edge.client_send_timeout_s)

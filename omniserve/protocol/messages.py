@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .. import knobs
 from ..knobs import Knob
+from .modes import duplex_variant  # noqa: F401  (re-exported: the worker imports it from here)
 from .safe_json import JSONLimitError, loads_bounded
 
 
@@ -453,13 +454,3 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
-
-REQUEST_TYPES = ("chat", "half_duplex_audio", "audio_duplex", "omni_duplex")
-APP_IDS = ("turnbased", "half_duplex_audio", "omni", "audio_duplex")
-
-
-def duplex_variant(session_id: str) -> Literal["audio_duplex", "omni_duplex"]:
-    """The session id prefix picks the duplex variant (PROTOCOL.md)."""
-    if session_id.startswith("adx_") or session_id.startswith("audio_duplex_"):
-        return "audio_duplex"
-    return "omni_duplex"

@@ -5,11 +5,12 @@ unknown fields so that a typo is an error (422), not a silently ignored setting.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
 
-from .messages import REQUEST_TYPES
+from . import modes
 
 
 class _Body(BaseModel):
@@ -67,33 +68,33 @@ class QueueOut(BaseModel):
 # ------------------------------------------------------------------------- ETA
 
 class EtaConfig(BaseModel):
-    """Per-type estimates (seconds) and the EMA that replaces them once enough samples exist."""
+    """Per-type estimates (seconds) and the EMA that replaces them once enough samples exist.
+    The per-type fields are the mode table's (``modes.Mode.eta_field``/``eta_default_s``)."""
 
-    eta_chat_s: float = Field(15.0, ge=0)
-    eta_half_duplex_s: float = Field(180.0, ge=0)
-    eta_audio_duplex_s: float = Field(120.0, ge=0)
-    eta_omni_duplex_s: float = Field(90.0, ge=0)
+    eta_chat_s: float = Field(modes.CHAT.eta_default_s, ge=0)
+    eta_half_duplex_s: float = Field(modes.HALF_DUPLEX.eta_default_s, ge=0)
+    eta_audio_duplex_s: float = Field(modes.AUDIO_DUPLEX.eta_default_s, ge=0)
+    eta_omni_duplex_s: float = Field(modes.OMNI_DUPLEX.eta_default_s, ge=0)
     eta_ema_alpha: float = Field(0.3, gt=0, le=1)
     eta_ema_min_samples: int = Field(3, ge=1)
 
     def base_for(self, request_type: str) -> float:
-        return {
-            "chat": self.eta_chat_s,
-            "half_duplex_audio": self.eta_half_duplex_s,
-            "audio_duplex": self.eta_audio_duplex_s,
-            "omni_duplex": self.eta_omni_duplex_s,
-        }[request_type]
+        return getattr(self, modes.BY_REQUEST_TYPE[request_type].eta_field)
 
 
-class EtaConfigUpdate(_Body):
-    """Partial update: only the given fields change (all validated like ``EtaConfig``)."""
+if {m.eta_field for m in modes.MODES} != {n for n in EtaConfig.model_fields if n.endswith("_s")}:
+    raise AssertionError("EtaConfig's per-type fields must be the mode table's eta_field names")
 
-    eta_chat_s: Optional[float] = Field(None, ge=0)
-    eta_half_duplex_s: Optional[float] = Field(None, ge=0)
-    eta_audio_duplex_s: Optional[float] = Field(None, ge=0)
-    eta_omni_duplex_s: Optional[float] = Field(None, ge=0)
-    eta_ema_alpha: Optional[float] = Field(None, gt=0, le=1)
-    eta_ema_min_samples: Optional[int] = Field(None, ge=1)
+
+def _partial(model: type[BaseModel], name: str, doc: str) -> type[_Body]:
+    """``model`` with every field optional (default ``None``) and validated alike; unknown fields refused."""
+    fields: dict[str, Any] = {n: (Optional[f.annotation], FieldInfo.merge_field_infos(f, default=None))
+                              for n, f in model.model_fields.items()}
+    return create_model(name, __base__=_Body, __doc__=doc, **fields)
+
+
+EtaConfigUpdate = _partial(EtaConfig, "EtaConfigUpdate",
+                           "Partial update: only the given fields change (all validated like ``EtaConfig``).")
 
 
 class EtaOut(EtaConfig):
@@ -161,7 +162,3 @@ class WorkerRegister(_Body):
 class CommentIn(_Body):
     text: str = Field(min_length=1, max_length=4000)
     rating: Optional[int] = Field(None, ge=1, le=5)
-
-
-def request_type_ok(t: str) -> bool:
-    return t in REQUEST_TYPES

@@ -1,5 +1,5 @@
-"""The gateway's FastAPI application: wires the pool, queue, registries and session store to the
-REST routes of PROTOCOL.md (status, queue, ETA, apps, workers here; voices/presets in
+"""The gateway's FastAPI application: wires what one process holds (``gateway.Gateway``: the pool,
+queue, registries and session store) to the REST routes of PROTOCOL.md (status, queue, ETA, apps, workers here; voices/presets in
 ``routes_media``; sessions in ``routes_sessions``), the three WebSocket endpoints and the pages.
 
 Nothing here runs a model, and nothing here blocks the event loop: file and audio work is moved
@@ -10,9 +10,7 @@ parsed; worker registration takes the worker token. Every request first passes t
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
@@ -23,105 +21,14 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 from ..config import Settings
-from ..tokens import WORKER_TOKEN_FILE, load_or_create
 from ..protocol import modes
 from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
 from . import ws as ws_endpoints
-from .admission import IpCounter
-from .apps import AppRegistry
-from .client_side import BufferBudget
-from .auth import AdminAuth, HostPolicy, load_admin_token
 from .edge import install as install_edge
-from .eta import EtaEstimator
+from .gateway import Gateway
 from .pages import mount_pages
-from .pool import WorkerPool
-from .presets import Presets
-from .queue import WaitQueue
-from .ref_audio import RefAudioRegistry
 from .routes_media import add_media_routes
 from .routes_sessions import add_session_routes
-from .sessions import SessionStore
-
-log = logging.getLogger(__name__)
-
-
-class Gateway:
-    """Everything one gateway process holds."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        s = settings.gateway
-        self.data_dir = Path(settings.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.eta = EtaEstimator(self.data_dir / "eta_config.json")
-        self.queue = WaitQueue(s.max_queue_size, interval_s=s.queue_update_interval_s)
-        self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
-        self.pool = WorkerPool(s.workers, self.queue, self.eta, s.health_interval_s, s.health_timeout_s,
-                               worker_token=self.worker_token, release_idle_timeout_s=s.release_idle_timeout_s)
-        self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)
-        self.ip_sockets = IpCounter(s.edge.max_ws_per_ip)
-        self.ip_queued = IpCounter(s.edge.max_queued_per_ip)
-        self.apps = AppRegistry(self.data_dir / "apps.json")
-        self.presets = Presets()
-        self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s)
-        self.sessions = SessionStore(self.data_dir / "sessions", s.max_upload_recording_bytes, s.max_comment_bytes,
-                                     cap_bytes=int(s.session_storage_cap_mb * 1024 * 1024),
-                                     max_diagnostics_bytes=s.max_diagnostics_file_bytes)
-        self.hosts = HostPolicy(s.public_names, s.allowed_origins)
-        token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
-        self.admin_token = token
-        self.auth = AdminAuth(token, self.worker_token)
-        self._tasks: list[asyncio.Task] = []
-
-    async def store_diagnostic(self, key: str, text: str) -> None:
-        await asyncio.to_thread(self.sessions.append_diagnostic, key, text)
-
-    async def start(self) -> None:
-        import gc
-        gc.freeze()  # startup objects (modules, routes) never need another GC scan: shorter pauses at scale
-        # Thousands of long-lived sockets make a full (generation 2) collection cost ~0.5 s on 2 busy
-        # cores; short-lived cycles die young, so collect young generations in bigger, rarer batches
-        # and let full collections come far less often (bench/gateway.py: max update gap).
-        gc.set_threshold(50_000, 20, 100)
-        _log_long_gc()
-        self.queue.start()
-        await self.pool.start()
-        s = self.settings.gateway
-        self._tasks.append(asyncio.get_running_loop().create_task(self.sessions.cleanup_loop(
-            s.session_cleanup_interval_s, s.session_retention_days * 86400, int(s.session_storage_cap_mb * 1024 * 1024))))
-
-        self._tasks.append(asyncio.get_running_loop().create_task(_watch_loop_lag()))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await self.queue.stop()
-        await self.pool.stop()
-
-
-def _log_long_gc(warn_s: float = 0.1) -> None:
-    import gc
-    import time
-    started: list[float] = [0.0]
-
-    def cb(phase: str, info: dict) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        elif time.perf_counter() - started[0] > warn_s:
-            log.warning("GC generation %d took %.0f ms (%d collected)", info.get("generation", -1),
-                        (time.perf_counter() - started[0]) * 1000, info.get("collected", 0))
-    gc.callbacks.append(cb)
-
-
-async def _watch_loop_lag(period: float = 0.1, warn_s: float = 0.25) -> None:
-    """Log when the event loop was blocked: every waiting client feels it."""
-    loop = asyncio.get_running_loop()
-    while True:
-        t = loop.time()
-        await asyncio.sleep(period)
-        lag = loop.time() - t - period
-        if lag > warn_s:
-            log.warning("event loop blocked for %.0f ms", lag * 1000)
 
 
 class GatewayApp(FastAPI):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -20,15 +20,13 @@ from ..protocol.messages import ChatRequest, DuplexConfig, GenerationConfig, Hal
 from ..protocol.modes import CHAT, HALF_DUPLEX, MODES, Mode
 from ..protocol.rest import RefAudioOut, RefAudioUpload
 from .clients import RateLimiter, client_ip, rate_key
+from .gateway import Gateway
 from .http import read_capped
 from .presets import DEFAULT_VOICE
 from .ref_audio import RefAudioError
 
-if TYPE_CHECKING:
-    from .app import Gateway
 
-
-def add_media_routes(app: FastAPI, gw: "Gateway") -> None:
+def add_media_routes(app: FastAPI, gw: Gateway) -> None:
     edge = gw.settings.gateway.edge
     uploads = RateLimiter(edge.uploads_per_ip_per_hour, 3600.0)
     in_flight: list[int] = [0]     # uploads being decoded: they count against max_voices too

@@ -7,18 +7,14 @@ edge already capped its size, the store checks its own cap and the storage budge
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
-
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from ..protocol.rest import CommentIn
+from .gateway import Gateway
 from .http import read_capped
 from .sessions import BadUpload, RecordingUpload, SessionNotFound, StorageFull, TooLarge
-
-if TYPE_CHECKING:
-    from .app import Gateway
 
 FLUSH_BYTES = 1024 * 1024
 
@@ -35,7 +31,7 @@ async def _receive_into(request: Request, up: RecordingUpload) -> None:
         await asyncio.to_thread(up.write, bytes(buf))
 
 
-def add_session_routes(app: FastAPI, gw: "Gateway") -> None:
+def add_session_routes(app: FastAPI, gw: Gateway) -> None:
     # --------------------------------------------------------------- sessions
     def _nf(e: Exception) -> HTTPException:
         return HTTPException(404, "no such session or file")

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from starlette.websockets import WebSocket
 
 from ..protocol.affinity import prefix_hashes
-from ..protocol.modes import CHAT, Mode
 from ..protocol.messages import (CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error,
                                  load_json)
+from ..protocol.modes import CHAT, Mode
 from .admission import session_id_ok
 from .client_side import ClientSide, WaiterBuffer
 from .clients import client_ip
+from .gateway import Gateway
 from .proxy import Relay, RelayOptions
 from .queue import QueueFull, Ticket
-
-if TYPE_CHECKING:
-    from .app import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ CHAT_FIRST_FRAME_TIMEOUT_S = 60.0
 _QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"queue_length":%d}'
 
 
-async def serve(gw: "Gateway", ws: WebSocket, mode: Mode, session_id: Optional[str] = None) -> None:
+async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str] = None) -> None:
     """One client socket of ``mode`` (``session_id``: from the path, except for chat)."""
     edge = gw.settings.gateway.edge
     # ---- admission: a refused handshake is an HTTP 403
@@ -53,7 +51,7 @@ async def serve(gw: "Gateway", ws: WebSocket, mode: Mode, session_id: Optional[s
         gw.ip_sockets.release(ip)
 
 
-async def _serve_accepted(gw: "Gateway", ws: WebSocket, mode: Mode, session_id: Optional[str], ip: str) -> None:
+async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str], ip: str) -> None:
     s = gw.settings.gateway
     edge = s.edge
     request_type = mode.request_type

@@ -40,7 +40,10 @@ NOT_READY = {OFFLINE, LOADING, ERROR, STUCK}
 
 
 @dataclass(eq=False)
-class WorkerState:
+class PooledWorker:
+    """One worker as the pool knows it: its URL, what its latest ``/health`` said, and the
+    gateway's own assignment (the ticket it serves). The worker's own state machine is
+    ``omniserve.worker.state``; this is the gateway's record of it."""
     url: str                         # http(s)://host:port
     index: int
     online: bool = False
@@ -84,7 +87,7 @@ class WorkerPool:
         self.health_timeout_s = health_timeout_s
         self.release_idle_timeout_s = release_idle_timeout_s
         self.headers = bearer(worker_token)     # every request to a worker carries the worker token
-        self.workers: list[WorkerState] = []
+        self.workers: list[PooledWorker] = []
         for u in urls:
             self.add(u)
         self._http: Optional[httpx.AsyncClient] = None
@@ -94,18 +97,18 @@ class WorkerPool:
         queue.estimate = eta.estimate
 
     # ---------------------------------------------------------------- members
-    def add(self, url: str) -> WorkerState:
+    def add(self, url: str) -> PooledWorker:
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         for w in self.workers:
             if w.url == url:
                 return w
-        w = WorkerState(url=url, index=len(self.workers))
+        w = PooledWorker(url=url, index=len(self.workers))
         self.workers.append(w)
         return w
 
-    def mark_offline(self, w: WorkerState, why: str = "") -> None:
+    def mark_offline(self, w: PooledWorker, why: str = "") -> None:
         if w.online:
             log.warning("worker %s offline%s", w.url, f": {why}" if why else "")
         w.online, w.status = False, OFFLINE
@@ -128,7 +131,7 @@ class WorkerPool:
             self.queue.remove(t)
             n += 1
 
-    def _choose(self, t: Ticket, free: list[WorkerState]) -> WorkerState:
+    def _choose(self, t: Ticket, free: list[PooledWorker]) -> PooledWorker:
         """Chat: longest cached prefix, then a worker with nothing cached, then least recently used."""
         if t.request_type == CHAT.request_type and t.prefix_hashes:
             best, best_k = None, 0
@@ -142,7 +145,7 @@ class WorkerPool:
         empty = [w for w in free if not w.cached_prefix_hashes]
         return min(empty or free, key=lambda w: w.last_used)
 
-    def release(self, w: WorkerState, *, success: bool, idle: bool = False) -> None:
+    def release(self, w: PooledWorker, *, success: bool, idle: bool = False) -> None:
         """Called exactly once per assignment, from the relay's cleanup. ``success``: the session
         ended normally (only those feed the ETA average). ``idle``: the worker itself closed the
         session's socket, which it does only once it is idle again (docs/worker.md)."""
@@ -159,18 +162,18 @@ class WorkerPool:
             self._await_idle(w)
         self.queue.invalidate()
 
-    def confirm_idle(self, w: WorkerState, released_at: float) -> None:
+    def confirm_idle(self, w: PooledWorker, released_at: float) -> None:
         """The worker closed the socket of a session already released (chat after ``done``);
         ``released_at``: that release's ``status_at`` (a later release is not confirmed by it)."""
         if w.online and w.ticket is None and w.status == RELEASING and w.status_at == released_at:
             self._set_idle(w)
 
-    def _set_idle(self, w: WorkerState) -> None:
+    def _set_idle(self, w: PooledWorker) -> None:
         w.status, w.status_at = IDLE, time.monotonic()
         self.queue.invalidate()
         self.dispatch()
 
-    def refused(self, w: WorkerState, t: Ticket, why: str, *, reachable: bool, requeue: bool = True) -> None:
+    def refused(self, w: PooledWorker, t: Ticket, why: str, *, reachable: bool, requeue: bool = True) -> None:
         """The worker would not take the session it was given (busy, loading, unreachable): the
         ticket goes back to the head of the queue (``requeue``; not when its client already left)
         and the worker waits for its own idle report."""
@@ -189,7 +192,7 @@ class WorkerPool:
         else:
             t.cancelled = "client left"
 
-    def _await_idle(self, w: WorkerState) -> None:
+    def _await_idle(self, w: PooledWorker) -> None:
         if not w.online:
             return
         now = time.monotonic()
@@ -197,7 +200,7 @@ class WorkerPool:
         if self._http is not None and (w.confirm_task is None or w.confirm_task.done()):
             w.confirm_task = asyncio.get_running_loop().create_task(self._confirm_idle(w))
 
-    async def _confirm_idle(self, w: WorkerState) -> None:
+    async def _confirm_idle(self, w: PooledWorker) -> None:
         """Poll at once, then with a short backoff, until the worker reports idle (or the bound)."""
         delay = 0.005
         while w.online and w.ticket is None and w.status == RELEASING:
@@ -214,7 +217,7 @@ class WorkerPool:
             delay = min(delay * 2, 0.5)
 
     # ----------------------------------------------------------------- health
-    async def check(self, w: WorkerState) -> None:
+    async def check(self, w: PooledWorker) -> None:
         assert self._http is not None
         sent = time.monotonic()
         try:

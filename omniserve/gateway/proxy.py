@@ -28,7 +28,7 @@ from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN, error
 from ..protocol.modes import CHAT, DUPLEX_TYPES
 from .client_side import ClientSide
 from .frames import CLOSE_INTERNAL, frame_type, recording_id, sendable
-from .pool import WorkerPool, WorkerState
+from .pool import PooledWorker, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Relay:
     """One assignment: connect, relay both ways, and a cleanup that always releases the worker —
     unless the worker refused the session before starting it (``refused``: the caller requeues)."""
 
-    def __init__(self, client: ClientSide, pool: WorkerPool, worker: WorkerState, opts: RelayOptions) -> None:
+    def __init__(self, client: ClientSide, pool: WorkerPool, worker: PooledWorker, opts: RelayOptions) -> None:
         self.client, self.pool, self.worker, self.opts = client, pool, worker, opts
         self.chat = opts.request_type == CHAT.request_type
         self.duplex = opts.request_type in DUPLEX_TYPES

@@ -52,7 +52,7 @@ class Ticket:
     position: int = 0
     estimated_wait_s: float = 0.0
     queue_length: int = 0
-    worker: Any = None              # the WorkerState once assigned
+    worker: Any = None              # the PooledWorker once assigned
     cancelled: Optional[str] = None  # reason, once removed without a worker
     update_seq: int = 0             # bumped by every broadcast that touched this ticket
     last_update: float = field(default_factory=time.monotonic)  # when its owner was last woken to send

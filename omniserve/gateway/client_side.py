@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # base64 of float32 PCM at 16 kHz: 64,000 bytes/s of audio become ~85,400 characters
 _B64_AUDIO_CHARS_PER_S = 85_400
 CLOSE_GRACE_S = 0.5
+AUDIO_CHUNK = "audio_chunk"
+
+Frame = tuple[str, Optional[str]]   # a frame's text and its ``type`` (``frames.frame_type``, scanned once)
 
 
 class BufferBudget:
@@ -49,12 +52,13 @@ class BufferBudget:
 
 
 class WaiterBuffer:
-    """What a client sent while queued, in order. Audio chunks keep only the newest
-    ``audio_keep_s`` seconds (older ones are dropped, not the client); other frames are capped in
-    bytes, and over the cap the client is refused."""
+    """What a client sent while queued, in order, each frame with its ``type`` (scanned once, on
+    arrival: the relay reads it from here). Audio chunks keep only the newest ``audio_keep_s``
+    seconds (older ones are dropped, not the client); other frames are capped in bytes, and over
+    the cap the client is refused."""
 
     def __init__(self, max_other_bytes: int, audio_keep_s: float, budget: BufferBudget) -> None:
-        self.frames: collections.deque[tuple[str, bool]] = collections.deque()   # (text, is_audio)
+        self.frames: collections.deque[Frame] = collections.deque()
         self.max_other = max_other_bytes
         self.audio_keep = max(1, int(audio_keep_s * _B64_AUDIO_CHARS_PER_S))
         self.budget = budget
@@ -71,10 +75,10 @@ class WaiterBuffer:
     def add(self, text: str) -> bool:
         """Keep one frame; False when the client sent more than a waiter may hold."""
         n = len(text)
-        is_audio = frame_type(text) == "audio_chunk"
-        if is_audio:
+        t = frame_type(text)
+        if t == AUDIO_CHUNK:
             self.audio_bytes += n
-            self.frames.append((text, True))
+            self.frames.append((text, t))
             self.budget.used += n
             self._trim_audio()
             if self.budget.used > self.budget.cap:   # everybody's buffers are full: keep the newest only
@@ -83,47 +87,46 @@ class WaiterBuffer:
         if self.other_bytes + n > self.max_other or not self.budget.take(n):
             return False
         self.other_bytes += n
-        self.frames.append((text, False))
+        self.frames.append((text, t))
         return True
 
     def _trim_audio(self, keep: Optional[int] = None) -> None:
         limit = self.audio_keep if keep is None else keep
         if self.audio_bytes <= limit:
             return
-        kept: collections.deque[tuple[str, bool]] = collections.deque()
+        kept: collections.deque[Frame] = collections.deque()
         excess = self.audio_bytes - limit
-        for text, is_audio in self.frames:
-            if is_audio and excess > 0:
+        for text, t in self.frames:
+            if t == AUDIO_CHUNK and excess > 0:
                 excess -= len(text)
                 self.audio_bytes -= len(text)
                 self.budget.give(len(text))
                 self.dropped_audio += 1
             else:
-                kept.append((text, is_audio))
+                kept.append((text, t))
         self.frames = kept
 
-    def pop(self) -> str:
-        text, is_audio = self.frames.popleft()
-        if is_audio:
+    def pop(self) -> Frame:
+        text, t = self.frames.popleft()
+        if t == AUDIO_CHUNK:
             self.audio_bytes -= len(text)
         else:
             self.other_bytes -= len(text)
         self.budget.give(len(text))
-        return text
+        return text, t
 
     def first(self) -> Optional[str]:
         return self.frames[0][0] if self.frames else None
 
-    def restore(self, texts: list[str]) -> None:
+    def restore(self, frames: list[Frame]) -> None:
         """Frames that went to a worker which then refused the session: they come first again."""
-        for text in reversed(texts):
-            is_audio = frame_type(text) == "audio_chunk"
-            if is_audio:
+        for text, t in reversed(frames):
+            if t == AUDIO_CHUNK:
                 self.audio_bytes += len(text)
             else:
                 self.other_bytes += len(text)
             self.budget.used += len(text)
-            self.frames.appendleft((text, is_audio))
+            self.frames.appendleft((text, t))
 
     def clear(self) -> None:
         while self.frames:

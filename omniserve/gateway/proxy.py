@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN, error
 from ..protocol.modes import CHAT, DUPLEX_TYPES
-from .client_side import ClientSide
+from .client_side import ClientSide, Frame
 from .frames import CLOSE_INTERNAL, frame_type, recording_id, sendable
 from .pool import PooledWorker, WorkerPool
 
@@ -68,7 +68,8 @@ class Relay:
         self.worker_failed = False
         self.diag_bytes = 0
         self.recording_id: Optional[str] = None
-        self.early: Optional[list[str]] = []    # frames sent before the worker's first reply
+        self.early: Optional[list[Frame]] = []  # frames sent before the worker's first reply
+        self.request_pending = self.chat        # chat: the next frame up is the request itself
         self.prepared = False
         self.unanswered_since: Optional[float] = None   # duplex: a unit went up, nothing came back yet
 
@@ -106,7 +107,7 @@ class Relay:
             if self.client.gone.is_set():
                 return  # left between assignment and now: release at once
             while self.client.buffer:  # flush what the client sent while queued, in order
-                if not await self._from_client(self.client.buffer.pop()):
+                if not await self._forward(*self.client.buffer.pop()):
                     return
             self.client.forward = self._from_client  # no await since the buffer was seen empty
             down = asyncio.create_task(self._pump_down())
@@ -152,9 +153,14 @@ class Relay:
 
     # ------------------------------------------------------------ client → worker
     async def _from_client(self, text: str) -> bool:
-        """Forward one client frame (or keep it). False ends the session."""
+        """A frame the client sent after assignment."""
+        return await self._forward(text, frame_type(text))
+
+    async def _forward(self, text: str, t: Optional[str]) -> bool:
+        """Forward one client frame of type ``t`` (or keep it). False ends the session."""
         assert self.upstream is not None
-        t = frame_type(text)
+        if self.request_pending:    # the chat request (read by ws._first_frame): whatever "type" a scan saw in it
+            self.request_pending, t = False, None
         if t == "client_diagnostic":
             await self._store_diagnostic(text)
             return True
@@ -166,7 +172,7 @@ class Relay:
         elif t == "audio_chunk" and self.prepared and self.unanswered_since is None:
             self.unanswered_since = time.monotonic()
         if self.early is not None:
-            self.early.append(text)
+            self.early.append((text, t))
             if len(self.early) > MAX_EARLY_FRAMES:
                 self.early = None  # the worker is clearly running this session: no replay any more
         try:

@@ -15,9 +15,8 @@ from typing import Optional
 
 from starlette.websockets import WebSocket
 
-from ..protocol.affinity import prefix_hashes
-from ..protocol.messages import (CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error,
-                                 load_json)
+from ..protocol.chat_request import read_chat_request_async
+from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error
 from ..protocol.modes import CHAT, Mode
 from .admission import session_id_ok
 from .client_side import ClientSide, WaiterBuffer
@@ -136,7 +135,9 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
 
 
 async def _first_frame(client: ClientSide) -> Optional[list[str]]:
-    """Chat: the request arrives first; its message history picks the worker (affinity)."""
+    """Chat: the request arrives first. It is read once here (decoded, validated, hashed: a bad one
+    is refused before it takes a queue place, with the text the worker would send); its message
+    history picks the worker (affinity). The frame itself is relayed as the client sent it."""
     arrived = asyncio.create_task(client.arrived.wait())
     gone = asyncio.create_task(client.gone.wait())
     await asyncio.wait({arrived, gone}, timeout=CHAT_FIRST_FRAME_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
@@ -147,21 +148,12 @@ async def _first_frame(client: ClientSide) -> Optional[list[str]]:
         if not client.gone.is_set():
             await client.refuse("No chat request received", CLOSE_POLICY)
         return None
-    try:  # bounded: depth and value count are checked on the text before anything is built
-        obj = load_json(raw) if len(raw) < 256 * 1024 else await asyncio.to_thread(load_json, raw)
+    try:
+        frame = await read_chat_request_async(raw)
     except ProtocolError as e:
         await client.refuse(str(e), CLOSE_POLICY)
         return None
-    msgs = obj.get("messages") if isinstance(obj, dict) else None
-    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
-        await client.refuse("Invalid 'chat' message: messages: a non-empty list of messages is required", CLOSE_POLICY)
-        return None
-    try:
-        if len(raw) < 256 * 1024:
-            return prefix_hashes(msgs)
-        return await asyncio.to_thread(prefix_hashes, msgs)
-    except Exception:
-        return []  # malformed content: no affinity; the worker reports the precise error
+    return frame.hashes
 
 
 async def _wait(client: ClientSide, ticket: Ticket, silent: bool = False) -> bool:

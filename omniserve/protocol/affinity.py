@@ -3,17 +3,22 @@
 ``prefix_hashes(messages)[k-1]`` identifies the first ``k`` messages. A worker reports the chain of
 the history its engine holds in cache (``cached_prefix_hashes`` in ``/health``); the gateway sends a
 chat request to the worker holding the longest prefix of the request's messages.
+
+The input is the wire's message dicts (``obj["messages"]`` of a decoded request, as in
+``chat_request.ChatFrame``), never parsed models: a model fills in defaults the client did not
+send, and its chain would not match the other side's. A ``Chain`` grows by ``extended`` (one more
+message is one more hash, not a new chain): a worker's chain after a reply is its request's chain
+extended by the reply.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Iterable
 
 
-def _canonical(message: Any) -> bytes:
-    if hasattr(message, "model_dump"):
-        message = message.model_dump(exclude_none=True)
+def _canonical(message: dict) -> bytes:
     role = message.get("role", "")
     content = message.get("content", "")
     if isinstance(content, list):  # items with empty data are dropped on the wire, so drop them here too
@@ -21,14 +26,30 @@ def _canonical(message: Any) -> bytes:
     return json.dumps([role, content], sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def prefix_hashes(messages: Iterable[Any]) -> list[str]:
+@dataclass(frozen=True)
+class Chain:
+    """A history's hash chain: ``hashes`` (what ``/health`` reports and the gateway compares) and
+    the whole digest of its last link, which the next link is computed from."""
+
+    hashes: tuple[str, ...] = ()
+    last: bytes = b""
+
+    def extended(self, messages: Iterable[dict]) -> "Chain":
+        """The chain of this history followed by ``messages``: only the new messages are hashed."""
+        hashes, h = list(self.hashes), self.last
+        for m in messages:
+            h = hashlib.sha256(h + _canonical(m)).digest()
+            hashes.append(h.hex()[:16])
+        return Chain(tuple(hashes), h)
+
+
+def chain(messages: Iterable[dict]) -> Chain:
+    return Chain().extended(messages)
+
+
+def prefix_hashes(messages: Iterable[dict]) -> list[str]:
     """Hash chain: element k-1 is the hash of messages[:k] (sha256, 16 hex chars)."""
-    out: list[str] = []
-    h = b""
-    for m in messages:
-        h = hashlib.sha256(h + _canonical(m)).digest()
-        out.append(h.hex()[:16])
-    return out
+    return list(chain(messages).hashes)
 
 
 def longest_cached_prefix(request_hashes: list[str], cached: Iterable[str]) -> int:

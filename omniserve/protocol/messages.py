@@ -307,8 +307,13 @@ def parse_chat_control(raw: Union[str, bytes, dict]) -> BaseModel:
 
 
 def parse_chat_request(raw: Union[str, bytes, dict]) -> ChatRequest:
-    """The one request of ``/ws/chat`` (text, bytes, or a dict from ``load_json``)."""
-    obj = load_json(raw)
+    """The one request of ``/ws/chat`` (text, bytes, or a dict from ``load_json``). To decode,
+    validate and hash it in one go, see ``chat_request.read_chat_request``."""
+    return validate_chat_request(load_json(raw))
+
+
+def validate_chat_request(obj: Any) -> ChatRequest:
+    """A decoded ``/ws/chat`` request (what ``load_json`` returned) as a ``ChatRequest``."""
     if not isinstance(obj, dict):
         raise ProtocolError("Message must be a JSON object")
     return _validate(ChatRequest, obj, "chat")

@@ -159,6 +159,33 @@ async def test_chat_affinity_routes_to_cached_prefix(tmp_path):
         b.stop()
 
 
+async def test_chat_request_is_read_once_at_the_gateway(tmp_path):
+    """The gateway validates the chat request it reads for affinity: a bad one is refused there
+    (the worker's text, close 1008) and never reaches a worker; a good one is relayed byte for byte
+    as the request, whatever a "type" inside it says."""
+    w = start_fake_worker(tmp_path, "--chat-delay", "0")
+    g = start_gateway(tmp_path, [w.url], 1)
+    try:
+        bad = websockets.connect(g.ws + "/ws/chat", max_size=None)
+        async with bad as ws:
+            await ws.send(json.dumps({"messages": [{"role": "robot", "content": "hi"}]}))
+            m = await recv(ws)
+            assert m["type"] == "error" and m["error"].startswith("Invalid 'chat' message: messages.0.role"), m
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd.code == 1008
+        # a top-level object whose first "type" is a control word: still the request, relayed as sent
+        text = '{"meta":{"type":"client_diagnostic"},"messages":[{"role":"user","content":"hi"}]}'
+        async with websockets.connect(g.ws + "/ws/chat", max_size=None) as ws:
+            await ws.send(text)
+            assert (await recv_type(ws, "done"))["text"] == "echo: hi"
+        got = httpx.get(w.url + "/debug/received", trust_env=False).json()
+        assert [d["sha256"] for d in got] == [hashlib.sha256(text.encode()).hexdigest()]   # the bad one never came
+    finally:
+        g.stop()
+        w.stop()
+
+
 async def test_disabled_app_rejects_new_sessions_only(tmp_path):
     w = start_fake_worker(tmp_path, "--echo")
     w2 = start_fake_worker(tmp_path, "--echo")

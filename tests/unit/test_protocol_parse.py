@@ -2,13 +2,18 @@
 never RecursionError, MemoryError, UnicodeError or anything else that would kill a reader task."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 
 from omniserve.protocol.messages import (MAX_JSON_DEPTH, MAX_JSON_VALUES, ChatRequest, Pause, ProtocolError, Stop,
                                          load_json, parse_chat_control, parse_chat_request, parse_duplex,
                                          parse_half_duplex)
+from omniserve.protocol import affinity as affinity_mod
+from omniserve.protocol.affinity import prefix_hashes
+from omniserve.protocol.chat_request import THREAD_ABOVE_CHARS, read_chat_request, read_chat_request_async
 from omniserve.protocol.safe_json import JSONLimitError, check_shape, loads_bounded
 
 PARSERS = [parse_half_duplex, parse_duplex, parse_chat_control, parse_chat_request]
@@ -123,3 +128,65 @@ def test_valid_messages_still_parse():
     assert isinstance(req, ChatRequest) and req.messages[0].content == "hi"
     obj = load_json('{"messages":[{"role":"user","content":"hi"}]}')
     assert parse_chat_request(obj).messages[0].role == "user"
+
+
+# ------------------------------------------------- a chat request: read, validated, hashed once
+
+CHAT = {"messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": [{"type": "text", "text": "what is it?"}, {"type": "image", "data": ""},
+                                                  {"type": "image", "data": "aW1n" * 1000}]}],
+        "generation": {"max_new_tokens": 8}}
+
+
+@pytest.mark.parametrize("raw", [json.dumps(CHAT), json.dumps(CHAT).encode()])
+async def test_a_chat_request_is_read_once(raw):
+    for frame in (read_chat_request(raw), await read_chat_request_async(raw)):
+        assert isinstance(frame.request, ChatRequest) and frame.request.generation.max_new_tokens == 8
+        assert frame.hashes == prefix_hashes(CHAT["messages"])
+        # the worker's chain after the reply: one more link, equal to hashing the whole history again
+        assert list(frame.chain_after("It is a cat.").hashes) == prefix_hashes(
+            CHAT["messages"] + [{"role": "assistant", "content": "It is a cat."}])
+        # the model shares the decoded strings: the media is not copied
+        assert frame.request.messages[1].content[2].data is frame.obj["messages"][1]["content"][2]["data"]
+
+
+def test_a_big_chat_request_is_read_off_the_event_loop():
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * THREAD_ABOVE_CHARS}]})
+
+    async def main() -> str:
+        frame = await read_chat_request_async(big)
+        return frame.hashes[0]
+
+    seen: list[str] = []
+    real = affinity_mod.Chain.extended
+
+    def spy(self, messages):
+        seen.append(threading.current_thread().name)
+        return real(self, messages)
+
+    affinity_mod.Chain.extended = spy
+    try:
+        asyncio.run(main())
+    finally:
+        affinity_mod.Chain.extended = real
+    assert seen and seen[0] != threading.main_thread().name
+
+
+@pytest.mark.parametrize("bad", [{"messages": []}, {"messages": [{"role": "robot", "content": "hi"}]},
+                                 {"messages": [{"role": "user", "content": [{"type": "sound", "data": "x"}]}]},
+                                 {"messages": "hi"}, [1, 2], {"nope": 1}])
+def test_a_bad_chat_request_is_refused_with_the_parser_text(bad):
+    with pytest.raises(ProtocolError) as got:
+        read_chat_request(json.dumps(bad))
+    with pytest.raises(ProtocolError) as want:
+        parse_chat_request(json.dumps(bad))
+    assert str(got.value) == str(want.value)
+
+
+def test_prefix_hashes_take_the_wire_dicts():
+    """Empty-data items are dropped as on the wire; a message's extra fields are not hashed."""
+    a = [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "audio", "data": ""}], "id": "m1"}]
+    b = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert prefix_hashes(a) == prefix_hashes(b)
+    assert prefix_hashes(b) != prefix_hashes([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
+    assert len(prefix_hashes(CHAT["messages"])) == 2 and all(len(h) == 16 for h in prefix_hashes(CHAT["messages"]))

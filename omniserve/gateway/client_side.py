@@ -64,7 +64,6 @@ class WaiterBuffer:
         self.budget = budget
         self.other_bytes = 0
         self.audio_bytes = 0
-        self.dropped_audio = 0
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -101,7 +100,6 @@ class WaiterBuffer:
                 excess -= len(text)
                 self.audio_bytes -= len(text)
                 self.budget.give(len(text))
-                self.dropped_audio += 1
             else:
                 kept.append((text, t))
         self.frames = kept

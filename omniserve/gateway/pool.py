@@ -48,9 +48,7 @@ class PooledWorker:
     index: int
     online: bool = False
     status: str = OFFLINE
-    model_loaded: bool = False
     cached_prefix_hashes: frozenset[str] = frozenset()
-    kv_cache_length: int = 0
     ticket: Optional[Ticket] = None  # the gateway's assignment
     busy_since: float = 0.0
     last_used: float = 0.0
@@ -92,7 +90,6 @@ class WorkerPool:
             self.add(u)
         self._http: Optional[httpx.AsyncClient] = None
         self._task: Optional[asyncio.Task] = None
-        self.affinity_hits = 0
         queue.layout = self._layout
         queue.estimate = eta.estimate
 
@@ -140,7 +137,6 @@ class WorkerPool:
                 if k > best_k:
                     best, best_k = w, k
             if best is not None:
-                self.affinity_hits += 1
                 return best
         empty = [w for w in free if not w.cached_prefix_hashes]
         return min(empty or free, key=lambda w: w.last_used)
@@ -225,8 +221,6 @@ class WorkerPool:
             r.raise_for_status()
             h = r.json()
             reported = str(h.get("worker_status") or h.get("status") or IDLE)
-            model_loaded = bool(h.get("model_loaded", True))
-            kv_cache_length = int(h.get("kv_cache_length") or 0)
             hashes = frozenset(str(x) for x in (h.get("cached_prefix_hashes") or ()))
         except Exception as e:
             w.failures += 1
@@ -236,7 +230,7 @@ class WorkerPool:
             return
         was_free, was_ready = w.free, w.ready
         w.online, w.failures, w.last_health = True, 0, time.monotonic()
-        w.model_loaded, w.kv_cache_length, w.cached_prefix_hashes = model_loaded, kv_cache_length, hashes
+        w.cached_prefix_hashes = hashes
         if w.ticket is None and sent < w.status_at:
             pass   # older than what the gateway learned itself: keep the status, take the rest
         elif w.status in (RELEASING, STUCK) and w.ticket is None:

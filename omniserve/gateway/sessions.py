@@ -144,16 +144,6 @@ class SessionStore:
             raise BadUpload(f"unexpected Content-Type {content_type[:80]!r}")
         return RecordingUpload(StreamedFile(d, self.budget, self.max_upload_bytes))
 
-    def save_upload(self, session_id: str, body: bytes, content_type: str) -> str:
-        """A whole recording at once (same checks as ``open_upload``)."""
-        up = self.open_upload(session_id, content_type)
-        try:
-            up.write(body)
-            return up.commit()
-        except BaseException:
-            up.abort()
-            raise
-
     def comments(self, session_id: str) -> list[dict]:
         p = self.dir(session_id) / "comments.json"
         return json.loads(p.read_text()) if p.is_file() else []

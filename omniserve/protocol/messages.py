@@ -100,8 +100,11 @@ class TTSConfig(_Client):
     ref_audio_data: Optional[str] = None
 
 
+MAX_SLICE_NUMS = 64   # ``max_slice_nums`` (chat ``image`` and duplex ``prepare``): 1..64, None = the model's own
+
+
 class ImageConfig(_Client):
-    max_slice_nums: Optional[int] = Field(None, ge=1, le=64)
+    max_slice_nums: Optional[int] = Field(None, ge=1, le=MAX_SLICE_NUMS)
 
 
 class ChatRequest(_Client):
@@ -188,7 +191,7 @@ class DuplexPrepare(_Client):
     system_prompt: Optional[str] = Field(None, validation_alias=AliasChoices("system_prompt", "prefix_system_prompt"))
     ref_audio_base64: Optional[str] = None
     tts_ref_audio_base64: Optional[str] = None
-    max_slice_nums: Optional[int] = Field(None, ge=1, le=64)
+    max_slice_nums: Optional[int] = Field(None, ge=1, le=MAX_SLICE_NUMS)
     config: DuplexConfig = Field(default_factory=DuplexConfig)
 
 
@@ -220,14 +223,18 @@ class ClientDiagnostic(_Client):
 
 HalfDuplexClientMessage = Union[HalfDuplexPrepare, AudioChunkHD, Stop]
 DuplexClientMessage = Union[DuplexPrepare, AudioChunkDuplex, VideoFrame, Pause, Resume, Stop, ClientDiagnostic]
-ChatClientMessage = Union[Stop]
+ChatClientMessage = Stop   # while a chat request runs
 
-_HD_TYPES = {"prepare": HalfDuplexPrepare, "audio_chunk": AudioChunkHD, "stop": Stop}
-_DUPLEX_TYPES = {
-    "prepare": DuplexPrepare, "audio_chunk": AudioChunkDuplex, "video_frame": VideoFrame,
-    "pause": Pause, "resume": Resume, "stop": Stop, "client_diagnostic": ClientDiagnostic,
-}
-_CHAT_CONTROL_TYPES = {"stop": Stop}
+
+def _by_type(messages: Any) -> dict[str, type[BaseModel]]:
+    """``type`` value -> model, for the models of one endpoint's union (each states its ``type`` once)."""
+    models = get_args(messages) or (messages,)
+    return {get_args(m.model_fields["type"].annotation)[0]: m for m in models}
+
+
+_HD_TYPES = _by_type(HalfDuplexClientMessage)
+_DUPLEX_TYPES = _by_type(DuplexClientMessage)
+_CHAT_CONTROL_TYPES = _by_type(ChatClientMessage)
 _M = TypeVar("_M", bound=BaseModel)
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class Recorder:
         if error:
             self.meta["error"] = error
         self._put(self._write_meta_now(dict(self.meta)))
-        self._put(None)
+        self._q.put(None)          # the writer thread ends after the jobs queued before it
         return self._done
 
 
@@ -198,7 +198,7 @@ class _DuplexTapes:
                "replay_user_start_s": u_start / REPLAY_RATE, "ai_offset": self.ai_n, "ai_samples": 0,
                "replay_ai_start": None, "replay_ai_start_s": None, "audio_recorded": True}
         self.user_n += len(user)
-        a_start = None
+        a_start = 0
         if ai is not None:
             a_start = max(int(round(t_sent * REPLAY_RATE)), self.ai_cur)
             self.ai_cur = a_start + len(ai)
@@ -219,9 +219,7 @@ class _DuplexTapes:
         return out
 
     def close(self) -> None:
-        if self._tapes is None:
-            self._open()  # a session with no recorded unit still leaves valid (empty) files
-        for t in self._tapes:
+        for t in self._open():  # a session with no recorded unit still leaves valid (empty) files
             t.close()
 
 
@@ -242,7 +240,8 @@ class NullRecorder:
     def write_blob(self, name: str, data: bytes) -> Optional[str]: return None
     def add_event(self, entry: dict) -> None: ...
     def flush_timeline(self) -> None: ...
-    def duplex_unit(self, *a: Any) -> dict: return {"audio_recorded": False}
+    def duplex_unit(self, user: np.ndarray, t_received: float, ai: Optional[np.ndarray],
+                    t_sent: float) -> dict: return {"audio_recorded": False}
 
     def finish(self, end_reason: str, error: Optional[str] = None, **meta: Any) -> threading.Event:
         done = threading.Event()
@@ -250,8 +249,11 @@ class NullRecorder:
         return done
 
 
+AnyRecorder = Union[Recorder, NullRecorder]
+
+
 def open_recorder(enabled: bool, data_dir: str, kind: str, label: Optional[str], *, worker_index: int,
-                  backend: str, max_bytes: int) -> "Recorder | NullRecorder":
+                  backend: str, max_bytes: int) -> AnyRecorder:
     """A recorder for a new session, or a no-op one when recording is off or the disk refuses."""
     if not enabled:
         return NullRecorder()

@@ -9,68 +9,69 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, WebSocket
 
 from ..config import Settings
+from ..engine.api import Processor
 from .auth import RequireToken, worker_token
-from .chat import ChatSession, new_chat_id
-from .duplex import DuplexSession
-from .half_duplex import HalfDuplexSession
+from .chat import ChatConnection, new_chat_id
+from .duplex import DuplexConnection
+from .half_duplex import HalfDuplexConnection
 from .register import register_forever
 from .session import WorkerContext
-from .state import WorkerState
+from .state import WorkerRuntime
 
 log = logging.getLogger("omniserve.worker")
 
 MAX_SESSION_ID = 128
 
 
-def default_loader(settings: Settings) -> Callable[[], Any]:
+def default_loader(settings: Settings) -> Callable[[], Processor]:
     """The real engine (imported lazily: the worker answers /health while it loads)."""
 
-    def load() -> Any:
-        from ..engine import load_processor  # type: ignore[attr-defined]
+    def load() -> Processor:
+        from ..engine import load_processor
 
         return load_processor(settings.engine)
 
     return load
 
 
-def create_app(settings: Settings, loader: Optional[Callable[[], Any]] = None) -> FastAPI:
-    state = WorkerState(settings.worker.index, settings.engine.backend)
-    ctx = WorkerContext(settings, state)
+def create_app(settings: Settings, loader: Optional[Callable[[], Processor]] = None) -> FastAPI:
+    runtime = WorkerRuntime(settings.worker.index, settings.engine.backend)
+    ctx = WorkerContext(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.start_loading(loader or default_loader(settings))
+        runtime.start_loading(loader or default_loader(settings))
         reg = asyncio.create_task(register_forever(settings.worker)) if settings.worker.gateway_url else None
         yield
         if reg is not None:
             reg.cancel()
-        state.shutdown()
+        runtime.shutdown()
 
     app = FastAPI(title="omniserve worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.worker = state
+    app.state.worker = runtime
     token = worker_token(settings.worker)
     if token:
         app.add_middleware(RequireToken, token=token)
 
     @app.get("/health")
     async def health() -> dict:
-        return state.health()
+        return runtime.health()
 
     @app.websocket("/ws/chat")
     async def ws_chat(ws: WebSocket) -> None:
-        await ChatSession(ws, ctx, new_chat_id()).serve()
+        await ChatConnection(ws, ctx, new_chat_id()).serve()
 
     @app.websocket("/ws/half_duplex/{session_id}")
     async def ws_half_duplex(ws: WebSocket, session_id: str) -> None:
-        await HalfDuplexSession(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
+        await HalfDuplexConnection(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
 
     @app.websocket("/ws/duplex/{session_id}")
     async def ws_duplex(ws: WebSocket, session_id: str) -> None:
-        await DuplexSession(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
+        await DuplexConnection(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
 
     return app

@@ -1,11 +1,12 @@
-"""What every WebSocket session shares: claiming the worker, framed I/O with size caps and send
-deadlines, the bridge from engine threads to the event loop, and the ONE cleanup path.
+"""What every WebSocket connection shares: claiming the worker, the session's lifecycle
+(``lifecycle.py``, which the worker's status follows), framed I/O with size caps and send
+deadlines, the engine (``bridge.py``) and its voice, and the ONE cleanup path.
 
-A session subclass implements ``main()`` and returns why it ended (``"stop"``, ``"timeout"``,
-``"done"`` …). Whatever way it ends — return, client stop, disconnect, a client that stops
-reading, a dead reader task, exception — ``serve()`` runs the same ``finally``: stop the engine
-work, wait for the engine thread to be free, finish the recording, return the worker to idle,
-close the socket.
+A subclass implements ``main()`` and returns why the session ended (``"stop"``, ``"done"`` …),
+or raises ``Ended``. Whatever way it ends — return, client stop, a deadline, disconnect, a client
+that stops reading, a dead reader task, exception — ``serve()`` runs the same ``finally``: stop
+the engine work, wait for the engine thread to be free, finish the recording, return the worker
+to idle, close the socket.
 """
 from __future__ import annotations
 
@@ -13,32 +14,35 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Coroutine, Iterator, Optional, Union
+from typing import Any, Callable, ClassVar, Coroutine, Mapping, Optional, TypeVar, Union
 
+import numpy as np
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..config import Settings
+from ..engine.api import Processor, Voice
 from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg
-from .limits import FrameTooBig
-from .recorder import NullRecorder, Recorder, open_recorder
-from .state import Busy, Status, WorkerState
 from ..ws_server import abort_function
+from .bridge import EngineBridge
+from .lifecycle import Lifecycle, Phase
+from .limits import FrameTooBig
+from .recorder import AnyRecorder, NullRecorder, open_recorder
+from .state import Busy, Status, WorkerRuntime
 
 log = logging.getLogger("omniserve.worker.session")
 
 # How long cleanup waits for the engine thread to come back after ``stop`` before giving up
 ENGINE_DRAIN_S = 60.0
 RECORDING_FINISH_S = 15.0
-# Items an engine stream may have produced ahead of the sender: a client that reads slowly holds
-# the engine thread back instead of piling generated audio up in memory.
-STREAM_AHEAD = 8
+
+V = TypeVar("V")
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    state: WorkerState
+    runtime: WorkerRuntime
 
 
 class Disconnected(Exception):
@@ -49,23 +53,38 @@ class ReaderFailed(Exception):
     """The session's reader task died: nothing more can be read, so the session ends."""
 
 
-class Session:
-    status: Status = Status.BUSY_CHAT
+class Ended(Exception):
+    """The session ends here; ``reason`` is the recording's ``end_reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Connection:
+    """One client's session on this worker, from the claim to the cleanup."""
+
     request_type: str = "chat"
+    statuses: ClassVar[Mapping[Phase, Status]] = {}   # the worker's /health status in each phase
+    session_limit: ClassVar[bool] = False             # whether ``max_session_s`` bounds the session
 
     def __init__(self, ws: WebSocket, ctx: WorkerContext, session_id: str) -> None:
         self.ws = ws
         self.ctx = ctx
         self.cfg = ctx.settings.worker
-        self.state = ctx.state
+        self.runtime = ctx.runtime
         self.session_id = session_id
         self.stop = threading.Event()          # handed to the engine: set = return at next chunk
+        self.engine = EngineBridge(self.runtime, self.stop)
+        self.life = Lifecycle(prepare_wait_s=self.cfg.prepare_wait_s,
+                              max_session_s=self.cfg.max_session_s if self.session_limit else None,
+                              on_phase=self._phase_changed)
         self.disconnected = False
         self.aborted = False                   # the connection was dropped (no polite close)
         self.reader_failed = False
-        self.rec: Union[Recorder, NullRecorder] = NullRecorder()
+        self.rec: AnyRecorder = NullRecorder()
         self._send_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self.close_code = CLOSE_NORMAL
         self.error_text: Optional[str] = None
 
@@ -77,14 +96,17 @@ class Session:
             self.abort()
             return
         try:
-            self.state.try_acquire(self, self.status, self.session_id, self.request_type)
+            self.runtime.try_acquire(self, self.statuses[Phase.AWAIT_PREPARE], self.session_id, self.request_type)
         except Busy as e:
             await self.send(ErrorMsg(error=str(e)))
             await self._close(CLOSE_TRY_AGAIN)
             return
+        self.life.begin()
         end_reason = "error"
         try:
             end_reason = await self.main()
+        except Ended as e:
+            end_reason = e.reason
         except (Disconnected, WebSocketDisconnect):
             end_reason = "disconnect"
         except FrameTooBig as e:
@@ -107,12 +129,13 @@ class Session:
         raise NotImplementedError
 
     async def _cleanup(self, end_reason: str) -> None:
+        self.life.end()
         self.stop.set()
         for t in self._tasks:
             t.cancel()
         try:
-            # the engine thread runs jobs in order: once this no-op runs, our work there is over
-            await asyncio.wait_for(self.state.run_engine(lambda: None), ENGINE_DRAIN_S)
+            # the engine thread runs jobs in order: once it is idle, our work there is over
+            await asyncio.wait_for(self.engine.idle(), ENGINE_DRAIN_S)
             await self.after_engine_idle()
         except asyncio.TimeoutError:
             log.error("session %s: engine did not return within %.0f s of stop", self.session_id, ENGINE_DRAIN_S)
@@ -123,18 +146,41 @@ class Session:
             await asyncio.wait_for(asyncio.to_thread(done.wait, RECORDING_FINISH_S), RECORDING_FINISH_S + 1)
         except Exception:
             log.exception("session %s: finishing the recording failed", self.session_id)
-        self.state.release(self)
+        self.runtime.release(self)
         await self._close(self.close_code)
         log.info("session %s (%s) ended: %s", self.session_id, self.request_type, end_reason)
 
     async def after_engine_idle(self) -> None:
         """Hook: reset engine state once no engine call is running (override per mode)."""
 
+    def _phase_changed(self, phase: Phase) -> None:
+        status = self.statuses.get(phase)
+        if status is not None:
+            self.runtime.set_status(self, status)
+
+    # --------------------------------------------------------------------- engine
+    @property
+    def processor(self) -> Processor:
+        proc = self.runtime.processor
+        if proc is None:  # a worker is idle, so claimable, only once its engine is loaded
+            raise RuntimeError("no engine loaded")
+        return proc
+
+    async def open_view(self, set_mode: Callable[[], V], reference: Optional[np.ndarray],
+                        speak: bool = True) -> tuple[V, Optional[Voice]]:
+        """Switch the engine to this session's view, and pick the voice it speaks with: matched to
+        the client's reference audio, else the default one; None when speech is off. (The prefix
+        cache the worker advertised was the previous session's.)"""
+        self.runtime.cached_prefix_hashes = []
+        voice = await self.engine.call(self.processor.voice, reference) if speak else None
+        view = await self.engine.call(set_mode)
+        return view, voice
+
     # ------------------------------------------------------------------------ I/O
     def open_recording(self, **meta: Any) -> None:
-        st = self.state
+        rt = self.runtime
         self.rec = open_recorder(self.cfg.record_sessions, self.ctx.settings.data_dir, self.request_type,
-                                 self.session_id, worker_index=st.index, backend=st.backend,
+                                 self.session_id, worker_index=rt.index, backend=rt.backend,
                                  max_bytes=self.cfg.max_recording_bytes)
         self.rec.update_meta(**meta)
 
@@ -185,7 +231,7 @@ class Session:
         if self.aborted:
             return
         self.aborted = True
-        fn = abort_function(self.ws.scope)
+        fn = abort_function(dict(self.ws.scope))
         if fn is not None:
             fn()
 
@@ -218,69 +264,21 @@ class Session:
         except Exception:
             pass
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.append(task)
         return task
 
-    def spawn_reader(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    def spawn_reader(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """The task that reads the client; if it dies the session ends at once (``ReaderFailed``)."""
         task = self.spawn(coro)
         task.add_done_callback(self._reader_done)
         return task
 
-    def _reader_done(self, task: asyncio.Task) -> None:
+    def _reader_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled() or task.exception() is None:
             return
         log.error("session %s: reader failed", self.session_id, exc_info=task.exception())
         self.reader_failed = True
         self.stop.set()
         self.wake()
-
-    # ---------------------------------------------------------------- engine bridge
-    async def engine(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            return await self.state.run_engine(lambda: fn(*args, **kwargs))
-        return await self.state.run_engine(fn, *args)
-
-    async def engine_stream(self, make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
-        """Iterate ``make()`` on the engine thread, yielding items on the event loop as they come.
-
-        At most ``STREAM_AHEAD`` items wait for the consumer; beyond that the engine thread waits
-        too. Once ``stop`` is set, items are dropped instead (the iterator ends at its next chunk)."""
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-        credits = threading.Semaphore(STREAM_AHEAD)
-
-        def post(kind: str, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(q.put_nowait, (kind, value))
-            except RuntimeError:  # loop closed: the server is shutting down
-                pass
-
-        def room() -> bool:
-            while not credits.acquire(timeout=0.1):
-                if self.stop.is_set():
-                    return False
-            return True
-
-        def pump() -> None:
-            try:
-                for item in make():
-                    if room():
-                        post("item", item)
-            except BaseException as e:  # re-raised on the loop side
-                post("exc", e)
-            else:
-                post("end", None)
-
-        self.state.submit_engine(pump)
-        while True:
-            kind, value = await q.get()
-            if kind == "item":
-                credits.release()
-                yield value
-            elif kind == "exc":
-                raise value
-            else:
-                return

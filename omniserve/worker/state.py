@@ -1,6 +1,6 @@
-"""The worker's state machine: what it is doing now, who holds it, and the engine thread.
+"""The worker's runtime: what it is doing now, who holds it, the loaded engine and its thread.
 
-One worker owns one engine and serves one session at a time. ``WorkerState`` is the single
+One worker owns one engine and serves one session at a time. ``WorkerRuntime`` is the single
 place that knows whether a new session may start (``try_acquire``) and that reports to
 ``/health``. All engine calls run on ONE dedicated thread (``run_engine``): the engine is not
 thread-safe, and keeping inference off the event loop is what lets ``/health``, ``stop``,
@@ -10,6 +10,9 @@ States::
 
     loading ──load ok──▶ idle ◀──release── busy_chat | busy_half_duplex | duplex_active ⇄ duplex_paused
        └────load failed──▶ error
+
+While a session holds the worker its status follows the session's phase (``lifecycle.py``;
+each connection maps phases to statuses: a paused duplex session is ``duplex_paused``).
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ import logging
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
+
+from ..engine.api import Processor
 
 log = logging.getLogger("omniserve.worker")
+
+T = TypeVar("T")
 
 
 class Status(str, enum.Enum):
@@ -42,7 +49,7 @@ class Busy(Exception):
     """The worker cannot take a session now; ``str(e)`` is the client-facing reason."""
 
 
-class WorkerState:
+class WorkerRuntime:
     """Status, the current session and the loaded engine (``processor``)."""
 
     def __init__(self, index: int, backend: str) -> None:
@@ -50,7 +57,7 @@ class WorkerState:
         self.backend = backend
         self.status = Status.LOADING
         self.error: Optional[str] = None
-        self.processor: Any = None
+        self.processor: Optional[Processor] = None
         self.session_id: Optional[str] = None
         self._holder: object = None
         self.session_type: Optional[str] = None
@@ -63,7 +70,7 @@ class WorkerState:
         self._engine = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
 
     # -------------------------------------------------------------------- loading
-    def start_loading(self, loader: Callable[[], Any]) -> None:
+    def start_loading(self, loader: Callable[[], Processor]) -> None:
         """Load the engine on the engine thread; the server is already listening."""
 
         def _load() -> None:
@@ -117,11 +124,11 @@ class WorkerState:
             self.session_started_at = None
 
     # -------------------------------------------------------------------- engine
-    async def run_engine(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._engine, fn, *args)
 
-    def submit_engine(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    def submit_engine(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         return self._engine.submit(fn, *args)
 
     # -------------------------------------------------------------------- health

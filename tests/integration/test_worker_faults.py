@@ -22,9 +22,9 @@ from websockets.exceptions import InvalidStatus
 
 from omniserve.config import Settings
 from omniserve.tokens import bearer
-from omniserve.worker.half_duplex import HalfDuplexSession
+from omniserve.worker.half_duplex import HalfDuplexConnection
 from omniserve.worker.session import WorkerContext
-from omniserve.worker.state import Status, WorkerState
+from omniserve.worker.state import Status, WorkerRuntime
 
 from .conftest import REPO, TEST_ENV, connect, recv, recv_until, start_worker, stop_worker, wait_idle
 
@@ -89,24 +89,24 @@ class ScriptedSocket:
         self.application_state = WebSocketState.DISCONNECTED
 
 
-class TakeFails(HalfDuplexSession):
+class TakeFails(HalfDuplexConnection):
     def take(self, msg: Any) -> None:
         if getattr(msg, "type", None) == "audio_chunk":
             raise KeyError("bug in take")
         super().take(msg)
 
 
-def _session(cls: type, frames: list[str]) -> tuple[Any, ScriptedSocket, WorkerState]:
+def _session(cls: type, frames: list[str]) -> tuple[Any, ScriptedSocket, WorkerRuntime]:
     settings = Settings()
     settings.worker.record_sessions = False
-    state = WorkerState(0, "embedded")
+    state = WorkerRuntime(0, "embedded")
     state.status = Status.IDLE
     ws = ScriptedSocket(frames)
     return cls(ws, WorkerContext(settings, state), "hd_reader"), ws, state
 
 
 async def test_a_dead_reader_ends_the_session_at_once():
-    session, ws, state = _session(HalfDuplexSession, [])
+    session, ws, state = _session(HalfDuplexConnection, [])
     t0 = time.monotonic()
     await asyncio.wait_for(session.serve(), 10)  # prepare_wait_s is 30 s: it must not be waited for
     assert time.monotonic() - t0 < 5

@@ -114,7 +114,10 @@ class HalfDuplexConnection(StreamingConnection):
 
     async def _end_turn(self, view: HalfDuplexView, reply: Reply) -> None:
         """The reply is over: both observers hear of it (the recording's entry; the last ``chunk``
-        and ``turn_done`` unless it was cut), and ``/health`` learns the context's length."""
+        and ``turn_done`` unless it was cut), and ``/health`` learns the context's length — from the
+        reply's tokens before ``turn_done`` goes out, then the engine's count (the engine thread is
+        still finishing the feed, so that call waits for it)."""
+        self.runtime.kv_cache_length = reply.input_tokens + reply.generated_tokens
         await self.observe(reply.close(self.stop.is_set()))
         self.runtime.kv_cache_length = await self.engine.call(view.kv_cache_length)
         self.turns += 1

@@ -64,7 +64,7 @@ class ChatConnection(Connection):
         if self.reader_failed:
             raise ReaderFailed()
         reply.close(self.stop.is_set())
-        self.runtime.cached_prefix_hashes = prefix_hashes(obj["messages"] + [{"role": "assistant", "content": reply.engine_text}])
+        self.runtime.cached_prefix_hashes = prefix_hashes(obj["messages"] + [{"role": "assistant", "content": reply.text}])
         self.runtime.kv_cache_length = reply.input_tokens + reply.generated_tokens
         await observe(reply)            # the recording's entry, then ``done``
         self.runtime.release(self)      # PROTOCOL.md: released as soon as done is sent

@@ -94,13 +94,8 @@ class Reply:
         return self.stopped or self.result is None
 
     @property
-    def engine_text(self) -> str:
-        """The engine's text of the reply; "" when it was cut before ``ReplyDone``."""
-        return self.result.text if self.result is not None else ""
-
-    @property
     def text(self) -> str:
-        """The engine's text of the reply, else what was streamed of it."""
+        """The engine's text of the reply, else (cut by a stop before ``ReplyDone``) what was streamed."""
         return self.result.text if self.result is not None and self.result.text else "".join(self.texts)
 
     @property

@@ -53,7 +53,7 @@ class ChatTimeline:
                                 "t_first_chunk_s": self._since_t0(self.t_first),
                                 "t_done_s": self._since_t0(time.monotonic()), "input_tokens": ev.input_tokens,
                                 "generated_tokens": ev.generated_tokens, "chunks": ev.chunks,
-                                "text": ev.engine_text, "ai_audio": ai_wav, "stopped": ev.cut})
+                                "text": ev.text, "ai_audio": ai_wav, "stopped": ev.cut})
 
     def _since_t0(self, t: Optional[float]) -> Optional[float]:
         return None if t is None else round(t - self.t0, 3)

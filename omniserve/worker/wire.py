@@ -37,7 +37,7 @@ class ChatWire:
                                              audio_data=None if ev.audio is None else encode_f32(ev.audio)))
         else:
             whole = None if self.streaming or ev.audio is None else encode_f32(ev.audio)
-            await self.send(ChatDoneMsg(text=ev.engine_text, generated_tokens=ev.generated_tokens,
+            await self.send(ChatDoneMsg(text=ev.text, generated_tokens=ev.generated_tokens,
                                         input_tokens=ev.input_tokens, audio_data=whole,
                                         recording_session_id=self.recording_id, stopped=True if ev.cut else None))
 

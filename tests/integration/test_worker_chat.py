@@ -83,13 +83,15 @@ async def test_chat_non_streaming(idle):
 async def test_chat_stop_within_a_chunk(idle):
     ws = await connect(idle.ws + "/ws/chat")
     await ws.send(json.dumps({"messages": LONG, "generation": {"max_new_tokens": 400}}))
-    await recv_until(ws, "chunk", 120)
+    before = await recv_until(ws, "chunk", 120)
     await ws.send(json.dumps({"type": "stop"}))
     after = await recv_until(ws, {"done", "error"}, 30)
     done = after[-1]
     assert done["type"] == "done" and done.get("stopped") is True, done
     assert len([m for m in after if m["type"] == "chunk"]) <= 3, "stop took more than a chunk or two"
     assert done["generated_tokens"] < 400
+    streamed = "".join(m.get("text_delta") or "" for m in before + after if m["type"] == "chunk")
+    assert streamed and done["text"] == streamed, (done["text"], streamed)   # done says what was sent
 
 
 async def test_chat_disconnect_mid_generation_frees_worker(idle):

@@ -8,6 +8,10 @@ Two threads, so the first sentence is being spoken while the LLM still writes th
 The view either iterates (chat, half-duplex: blocks until something arrives) or ``take``s what
 is ready without blocking (duplex: at most N tokens and one unit of audio per unit). ``cancel``
 stops both threads at their next token / sentence and drops what is buffered (barge-in, stop).
+
+``work`` (a ``WorkMeter``) holds the compute time of both threads by stage, ``"llm"`` (the token
+stream) and ``"tts"`` (each synthesis), the part still in flight included: a duplex unit reports
+from it the reply work done since the previous unit.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import collections
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -27,6 +32,46 @@ from .lm import TextLM, TokenStream
 
 Synthesize = Callable[[str], np.ndarray]
 FIRST_PIECE_WORDS = 5     # speak the first words this early even without a comma (first audio sooner)
+
+
+class WorkMeter:
+    """Busy time per stage in ms: the union of the stage's calls in flight, so calls of one stage
+    that queue on one lock (ASR, the LLM) are not counted twice. Thread-safe; ``totals`` includes
+    the elapsed part of calls still running."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._done: dict[str, float] = {}
+        self._active: dict[str, tuple[int, float]] = {}    # stage -> (calls in flight, since)
+
+    @contextmanager
+    def busy(self, stage: str) -> Iterator[None]:
+        with self._lock:
+            n, since = self._active.get(stage, (0, 0.0))
+            self._active[stage] = (n + 1, since if n else self._clock())
+        try:
+            yield
+        finally:
+            with self._lock:
+                n, since = self._active.pop(stage)
+                if n > 1:
+                    self._active[stage] = (n - 1, since)
+                else:
+                    self._done[stage] = self._done.get(stage, 0.0) + (self._clock() - since) * 1000
+
+    def active(self, stage: str) -> bool:
+        with self._lock:
+            return stage in self._active
+
+    def totals(self) -> dict[str, float]:
+        """Busy ms per stage since the meter was made."""
+        with self._lock:
+            now = self._clock()
+            out = dict(self._done)
+            for stage, (_, since) in self._active.items():
+                out[stage] = out.get(stage, 0.0) + (now - since) * 1000
+            return out
 
 
 def _early_first_piece(splitter: SentenceSplitter, buffered: str, first_words: int = FIRST_PIECE_WORDS) -> list[str]:
@@ -68,6 +113,7 @@ class SpokenReply:
         self.text = ""
         self.n_tokens = 0
         self.n_pieces = 0                  # sentences sent to TTS
+        self.n_voiced = 0                  # of which synthesized (or failed)
         self.finish_reason = ""
         self.started_at = time.monotonic()
         self.first_token_at: Optional[float] = None
@@ -76,6 +122,7 @@ class SpokenReply:
         self.tts_ms = 0.0
         self.before_ms = 0.0
         self.spoken = ""                   # text already handed to the listener (duplex: what was said)
+        self.work = WorkMeter()            # compute time by stage ("llm", "tts"), in flight included
         self._threads = [threading.Thread(target=self._run_llm, name="reply-llm", daemon=True)]
         if synthesize is not None:
             self._threads.append(threading.Thread(target=self._run_tts, name="reply-tts", daemon=True))
@@ -114,6 +161,10 @@ class SpokenReply:
                 self._cond.notify_all()
 
     def _generate(self, splitter: SentenceSplitter) -> None:
+        with self.work.busy("llm"):
+            self._generate_tokens(splitter)
+
+    def _generate_tokens(self, splitter: SentenceSplitter) -> None:
         t0 = time.monotonic()
         buffered = ""
         stream = self._stream = self._lm.stream(self._params, self._cancel)
@@ -144,13 +195,19 @@ class SpokenReply:
             self._sentences.put(sentence)
 
     def _run_tts(self) -> None:
+        synth = self._synth
+        assert synth is not None          # this thread exists only with a synthesizer
         try:
             while not self._cancel.is_set():
                 s = self._sentences.get()
                 if s is None or self._cancel.is_set():
                     break
                 t0 = time.monotonic()
-                audio = self._synth(s)
+                try:
+                    with self.work.busy("tts"):
+                        audio = synth(s)
+                finally:
+                    self.n_voiced += 1
                 self.tts_ms += (time.monotonic() - t0) * 1000
                 if audio is not None and audio.size:
                     with self._cond:
@@ -169,6 +226,11 @@ class SpokenReply:
     @property
     def producing(self) -> bool:
         return not (self._llm_done and self._tts_done)
+
+    @property
+    def tts_backlog(self) -> int:
+        """Sentences written by the LLM and not yet synthesized (0: the voice has caught up)."""
+        return self.n_pieces - self.n_voiced
 
     @property
     def done(self) -> bool:
@@ -245,6 +307,17 @@ class SpokenReply:
         for t in self._threads:
             if t.is_alive() and t is not threading.current_thread():
                 t.join(wait)
+
+    def wait_quiet(self, timeout: float, lm_waiting: Callable[[], bool] = lambda: False) -> bool:
+        """Test seam: wait until the reply has ended or — while ``lm_waiting()`` says the model
+        is waiting (a test's gated LM) — the LLM is in its token stream and every sentence
+        written so far is voiced. True when quiet within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.producing and not (self.work.active("llm") and lm_waiting() and self.tts_backlog == 0):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def wait(self, timeout: Optional[float] = None) -> None:
         for t in self._threads:

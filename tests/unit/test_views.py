@@ -263,7 +263,7 @@ def test_voice_matching_picks_by_pitch(proc):
 
 
 def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
-    from omniserve.engine.backends.embedded import duplex_policy
+    from omniserve.engine.backends.embedded.duplex import tuning as duplex_policy
 
     view = proc.set_duplex_mode()
     view.prepare("", config=duplex_settings(force_listen_count=0))

@@ -18,7 +18,7 @@ from omniserve.engine.api import (Capabilities, DuplexSettings, Event, Generatio
 
 from .cascade import Cascade, Parts, load_parts
 from .chat import chat_reply
-from .duplex_policy import EmbeddedDuplex
+from .duplex import EmbeddedDuplex
 from .voice_session import EmbeddedVoiceSession
 
 

@@ -1,0 +1,171 @@
+"""``EmbeddedDuplex``: one duplex session; every unit runs VAD, then makes at most one move of
+the state machine (state.py) — the only place where the pieces below are told what to do:
+
+    UtteranceTracker (utterance.py)   VAD windows → utterance open/close, voiced / silence ms
+    Captioner (captions.py)           live captions in the background + warming the LLM with them
+    CameraNotes (camera.py)           frame descriptions at most every FRAME_EVERY_S
+    ReplyTurn (turn.py)               the reply: start, confirm, discard, drain per unit, cut
+    UnitCosts (costs.py)              timings: the call plus the background work since the last unit
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from omniserve.engine.api import DuplexSettings, EngineInputError, UnitResult, Voice
+from omniserve.engine.checks import check_audio
+
+from ..cascade import Cascade
+from ..conversation import Conversation
+from ..media import check_image
+from ..reply import SpokenReply
+from .background import Background
+from .camera import CameraNotes
+from .captions import Captioner
+from .costs import UnitCosts
+from .state import Machine, Phase
+from .tuning import DISCARD_MS, END_SILENCE_MS, MIN_UTTERANCE_MS, SPECULATE_MS
+from .turn import ReplyTurn
+from .utterance import UtteranceTracker
+
+CAMERA_NOTE = "\nYou also see through the user's camera: what it shows is given as (Camera: ...)."
+
+
+class EmbeddedDuplex:
+    """``backends.base.DuplexSession`` for the cascade."""
+
+    def __init__(self, backend: Cascade, system_prompt: str, voice: Voice, cfg: DuplexSettings) -> None:
+        self.b = backend
+        self.cfg = cfg
+        self.voice = voice
+        system = backend.system_prompt(system_prompt, spoken=cfg.generate_audio)
+        if cfg.omni:
+            system += CAMERA_NOTE
+        self.machine = Machine()
+        self.end_silence_ms = END_SILENCE_MS * min(max(float(cfg.listen_prob_scale), 0.25), 4.0)
+        self.background = Background()
+        self.utterance = UtteranceTracker(backend.vad_stream())
+        self.camera = CameraNotes(backend, self.background, int(cfg.chunk_ms))
+        closed = self._is_closed
+        self.captions = Captioner(backend, self.background, lambda words: self.turn.context(words),
+                                  model_free=lambda: self.turn.reply is None, closed=closed)
+        self.turn = ReplyTurn(backend, cfg, voice, Conversation(system), self.background, self.captions,
+                              self.camera, closed)
+        self.costs = UnitCosts(self.background.meter)
+        self._units = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> int:
+        return self.b.prefill(self.conv.messages()).input_tokens
+
+    def close(self) -> None:
+        self.machine.to(Phase.CLOSED, "closed")
+        self.turn.interrupt()
+        self.background.shutdown()
+        self.utterance.clear()
+
+    def kv_cache_length(self) -> int:
+        return self.b.cache_length()
+
+    def _is_closed(self) -> bool:
+        return self.machine.phase is Phase.CLOSED
+
+    @property
+    def phase(self) -> Phase:
+        return self.machine.phase
+
+    @property
+    def conv(self) -> Conversation:
+        return self.turn.conv
+
+    @property
+    def _utt(self) -> list[np.ndarray]:           # the open utterance's windows (a memory bound test reads it)
+        return self.utterance.windows
+
+    @property
+    def _preroll(self):                           # likewise
+        return self.utterance.preroll
+
+    # ------------------------------------------------------------------ one unit
+    def unit(self, audio: np.ndarray, frames: Optional[list[bytes]], force_listen: bool) -> UnitResult:
+        t0 = time.perf_counter()
+        if self._is_closed():
+            raise EngineInputError("this duplex session is closed; prepare a new one")
+        pcm = check_audio(audio, self.cfg.sample_rate, what="audio chunk", max_seconds=10.0)
+        frame = check_image(frames[-1], what="camera frame") if frames else None
+        index, self._units = self._units, self._units + 1
+        forced = bool(force_listen) or index < int(self.cfg.force_listen_count)
+        if frame is not None and self.cfg.omni:
+            self.camera.offer(frame, index)
+
+        tv = time.perf_counter()
+        opened = self.utterance.scan(pcm)
+        vad_ms = (time.perf_counter() - tv) * 1000
+
+        res = UnitResult(is_listen=True)
+        reply = self.turn.reply
+        self._step(res, opened, forced)
+        if self.phase is Phase.LISTENING and self.utterance.open:
+            self.captions.maybe_start(self.utterance)
+        res.user_text = self.captions.new_text()
+        res.kv_cache_length = self.b.cache_length()
+        res.timings = self.costs.take(reply, vad_ms, t0)
+        return res
+
+    def _step(self, res: UnitResult, opened: bool, forced: bool) -> None:
+        """The state machine: at most one move per unit."""
+        m, turn, utt = self.machine, self.turn, self.utterance
+        assert (m.phase is Phase.LISTENING) == (turn.reply is None), (m.phase, turn.reply)
+        if turn.reply is not None and (opened or turn.reply.cancelled):
+            res.end_of_turn = turn.interrupt()          # the reply is cut: tell the client to stop playing
+            m.to(Phase.LISTENING, "barge-in")
+        elif m.phase is Phase.SPECULATING:
+            if utt.voiced_ms > turn.spec_voiced + DISCARD_MS:      # the user went on speaking
+                turn.discard()
+                m.to(Phase.LISTENING, "discard")
+            elif not forced and utt.silence_ms >= self.end_silence_ms:
+                utt.close()
+                m.to(Phase.SPEAKING, "confirm")
+                self._speak(res)
+        elif m.phase is Phase.SPEAKING:
+            if not forced:
+                self._speak(res)
+        elif utt.open:
+            self._end_of_turn(forced)
+
+    def _end_of_turn(self, forced: bool) -> None:
+        """Listening with an utterance open: start the reply, confirmed after the end-of-turn
+        silence (or at the monologue cap), speculatively after a shorter pause — or while
+        listening is forced: it is prepared then, and handed out once the force ends."""
+        utt = self.utterance
+        voiced = utt.voiced_ms
+        heard = self.captions.words_of(utt.serial, voiced)
+        if not forced and (utt.silence_ms >= self.end_silence_ms or utt.at_cap):
+            audio = utt.close()
+            if voiced >= MIN_UTTERANCE_MS:
+                self._start(self.turn.start(audio, heard))
+                self.machine.to(Phase.SPEAKING, "end of turn")
+        elif utt.silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
+            self._start(self.turn.start(utt.audio(), heard, spec_voiced=voiced))
+            self.machine.to(Phase.SPECULATING, "pause")
+
+    def _start(self, reply: SpokenReply) -> None:
+        self.costs.watch(reply)
+
+    def _speak(self, res: UnitResult) -> None:
+        if self.turn.drain(res):
+            self.machine.to(Phase.LISTENING, "reply handed out")
+            self.turn.finish()
+
+    # ------------------------------------------------------------------ test seam
+    def wait_idle(self, timeout: float = 5.0, *, lm_waiting: Callable[[], bool] = lambda: False) -> bool:
+        """Block until the session's background work has stopped: the caption / camera thread is
+        idle and every reply it started has ended — or, while ``lm_waiting()`` says the language
+        model is waiting (a test's gated LM), has voiced everything written so far. For tests:
+        between units, this makes a run deterministic. True when idle within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        if not self.background.wait_idle(timeout):
+            return False
+        return all(r.wait_quiet(deadline - time.monotonic(), lm_waiting) for r in self.costs.replies())

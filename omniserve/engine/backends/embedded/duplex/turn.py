@@ -161,10 +161,13 @@ class ReplyTurn:
         return self.emitted
 
     def discard(self) -> None:
-        """Drop a speculative reply unheard; its user turn goes with it."""
+        """Drop a speculative reply unheard; its user turn goes with it (and its assistant turn,
+        when it had finished writing before the user spoke on)."""
         attempt = self._attempt
         with self.lock:
             attempt.discarded = True
+            if attempt.answered:
+                self._forget(attempt)
         self._cancel()
 
     def _forget(self, attempt: _Attempt) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import collections
 import copy
 import threading
-from typing import Iterator, Optional
+import time
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class EmbeddedVoiceSession:
         self.segmenter = c.segmenter(vad)
         self.speculation_hits = 0
         self._spec: Optional[_Speculation] = None
+        self._dropped: list[SpokenReply] = []  # cancelled speculations, until their threads end
         self._rec: list[np.ndarray] = []      # audio of the current speech (plus pre-roll)
         self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=PREROLL_CHUNKS)
 
@@ -127,7 +129,24 @@ class EmbeddedVoiceSession:
     def _drop_speculation(self) -> None:
         if self._spec is not None:
             self._spec.cancel()
+            self._forget(self._spec)
             self._spec = None
+
+    def _forget(self, spec: _Speculation) -> None:
+        self._dropped = [r for r in self._dropped if r.producing] + [spec.reply]
+
+    @property
+    def speculation(self) -> Optional[SpokenReply]:
+        """The reply started before the endpoint, while it may still be adopted."""
+        return self._spec.reply if self._spec is not None else None
+
+    def wait_idle(self, timeout: float = 5.0, *, lm_waiting: Callable[[], bool] = lambda: False) -> bool:
+        """Test seam: block until no speculation works in the background — each has ended or,
+        while ``lm_waiting()`` says the language model is waiting (a test's gated LM), has voiced
+        everything written so far. True when idle within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        replies = self._dropped + ([self._spec.reply] if self._spec is not None else [])
+        return all(r.wait_quiet(deadline - time.monotonic(), lm_waiting) for r in replies)
 
     # ------------------------------------------------------------------ answering
     def _turn(self, segment: np.ndarray, stop: threading.Event) -> Iterator[Event]:
@@ -139,6 +158,7 @@ class EmbeddedVoiceSession:
                 self.speculation_hits += 1
             else:
                 spec.cancel()
+                self._forget(spec)
         if reply is None:
             heard = self.c.transcribe(segment, fast=TURN_ASR_FAST).strip()
             if not heard:
@@ -162,5 +182,6 @@ class EmbeddedVoiceSession:
 
     def close(self) -> None:
         self._drop_speculation()
+        self._dropped = []
         self._rec = []
         self._preroll.clear()

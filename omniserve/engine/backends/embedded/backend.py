@@ -1,7 +1,7 @@
 """The embedded backend: the CPU cascade as a ``backends.base.Backend``.
 
 Each mode is one module of this package: ``chat.py`` (a reply to a chat history),
-``voice_session.py`` (half-duplex turns with speculation), ``duplex_policy.py`` (listen or speak
+``voice_session.py`` (half-duplex turns with speculation), ``duplex/`` (listen or speak
 per unit). ``cascade.py`` holds what they share; the LLM stage is in process or any
 OpenAI-compatible server (``lm.py``, ``engine.llm.kind``).
 """

@@ -1,14 +1,17 @@
-.PHONY: setup test test-all bench up
+.PHONY: setup test test-all typecheck bench up
 export HF_HUB_OFFLINE=1
 export PYTHONUNBUFFERED=1
 
 setup:
 	./setup.sh
 
-test:
+typecheck:
+	.venv/bin/python -m mypy
+
+test: typecheck
 	.venv/bin/python -m pytest -q
 
-test-all:
+test-all: typecheck
 	.venv/bin/python -m pytest -q -m "not gpu"
 
 bench:

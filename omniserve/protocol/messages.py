@@ -78,7 +78,7 @@ class ChatMessage(_Client):
 def _knob(k: Knob) -> Any:
     """A wire field whose default and range are the knob's (``omniserve.knobs``: the engine's
     dataclasses and checks read the same figures)."""
-    return Field(k.default, **k.bounds())
+    return Field(k.default, ge=k.ge, gt=k.gt, le=k.le, lt=k.lt)   # None: no bound
 
 
 def _matches(model: type[BaseModel], group: knobs.Group) -> None:

@@ -110,19 +110,9 @@ TEST_ENV = {
 }
 
 
-def engine_available() -> bool:
-    try:
-        from omniserve.engine import load_processor  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def real_worker(tmp_path_factory: pytest.TempPathFactory):
     """One worker process with the real engine for the whole test session."""
-    if not engine_available():
-        pytest.skip("omniserve.engine.load_processor is not available yet")
     h = start_worker(tmp_path_factory.mktemp("worker"), TEST_ENV)
     h.seen_states = []
     try:

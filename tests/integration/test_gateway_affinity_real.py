@@ -11,10 +11,9 @@ import pytest
 
 from tests.support.gateway_procs import start_gateway
 
-from .conftest import TEST_ENV, connect, engine_available, recv_until, start_worker, stop_worker, wait_health
+from .conftest import TEST_ENV, connect, recv_until, start_worker, stop_worker, wait_health
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not engine_available(), reason="the engine is not available")]
+pytestmark = [pytest.mark.slow]
 
 SYSTEM = ("You are a meticulous assistant for a small bakery. " * 40).strip()
 

@@ -121,10 +121,6 @@ def test_recording_off_writes_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def short_worker(tmp_path_factory):
     """A second real worker whose sessions may last only 3 s (engine load is a few seconds)."""
-    from .conftest import engine_available
-
-    if not engine_available():
-        pytest.skip("omniserve.engine.load_processor is not available yet")
     h = start_worker(tmp_path_factory.mktemp("short"), dict(TEST_ENV, OMNISERVE_WORKER__MAX_SESSION_S="3",
                                                                         OMNISERVE_WORKER__PREPARE_WAIT_S="1.5"))
     try:

@@ -107,9 +107,10 @@ class Cascade:
     def count_tokens(self, messages: Sequence[dict]) -> int:
         return self.lm.count_tokens(messages)
 
-    def prefill(self, messages: Sequence[dict]) -> PrefillStats:
+    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None) -> PrefillStats:
+        """``stop`` set midway: returns early (in process: at a 256-token batch boundary)."""
         with self.lm.lock:
-            return self.lm.prefill(messages)
+            return self.lm.prefill(messages, stop)
 
     def reply(self, params: GenerationParams, *, voice: Optional[Voice],
               before: Optional[Callable[[], bool]] = None,

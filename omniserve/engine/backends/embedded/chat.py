@@ -32,7 +32,9 @@ def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams
     if c.count_tokens(convo) > c.n_ctx - int(params.max_new_tokens) - 8:
         raise EngineInputError(f"the conversation is too long for the model's context ({c.n_ctx} tokens "
                                f"including {params.max_new_tokens} new tokens); shorten the history")
-    stats = c.prefill(convo)
+    stats = c.prefill(convo, stop)
+    if stop.is_set():
+        return
     heard = " ".join(e.heard for e in encoded if e.heard and e.role == "user")
     yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
     yield from stream_reply(c.reply(params, voice=voice), stop, stats.input_tokens, heard)

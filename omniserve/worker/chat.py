@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from ..engine import api
 from ..engine.api import Delta, EngineBackendError, EngineInputError, Prefilled, ReplyDone
-from ..protocol.affinity import prefix_hashes
-from ..protocol.messages import ChatRequest, ProtocolError, Stop, load_json, parse_chat_control, parse_chat_request
+from ..protocol import modes
+from ..protocol.chat_request import read_chat_request_async
+from ..protocol.messages import ChatRequest, ProtocolError, Stop, parse_chat_control
 from . import convert, limits
 from .events import ChatEvent, Observers, Reply
 from .lifecycle import Phase
@@ -26,11 +27,8 @@ from .state import Status
 from .timeline import ChatTimeline, record_request
 from .wire import ChatWire
 
-DECODE_ON_THREAD_CHARS = 256 * 1024
-
-
 class ChatConnection(Connection):
-    request_type = "chat"
+    request_type = modes.CHAT.request_type
     statuses = {Phase.AWAIT_PREPARE: Status.BUSY_CHAT, Phase.ACTIVE: Status.BUSY_CHAT}
 
     async def main(self) -> str:
@@ -40,8 +38,8 @@ class ChatConnection(Connection):
             await self.send_error(self.error_text)
             return "timeout_request"
         try:
-            obj = await self._decode(raw)
-            req = parse_chat_request(obj)
+            frame = await read_chat_request_async(raw)     # decoded, validated and hashed once
+            obj, req = frame.obj, frame.request
             msgs = convert.chat_messages(req)
             ref = convert.reference_pcm(req.tts.ref_audio_data, "tts.ref_audio_data") if req.tts.enabled else None
         except (ProtocolError, limits.InputError) as e:
@@ -64,7 +62,7 @@ class ChatConnection(Connection):
         if self.reader_failed:
             raise ReaderFailed()
         reply.close(self.stop.is_set())
-        self.runtime.cached_prefix_hashes = prefix_hashes(obj["messages"] + [{"role": "assistant", "content": reply.text}])
+        self.runtime.cached_prefix_hashes = list(frame.chain_after(reply.text).hashes)   # one more link
         self.runtime.kv_cache_length = reply.input_tokens + reply.generated_tokens
         await observe(reply)            # the recording's entry, then ``done``
         self.runtime.release(self)      # PROTOCOL.md: released as soon as done is sent
@@ -91,14 +89,6 @@ class ChatConnection(Connection):
                                           None if d is None else d.remaining())
         except asyncio.TimeoutError:
             return None
-
-    @staticmethod
-    async def _decode(raw: Union[str, bytes]) -> Any:
-        """The request's JSON (bounded, ``ProtocolError`` only); a big frame is decoded on a
-        thread so the event loop keeps answering ``/health`` and pings meanwhile."""
-        if len(raw) < DECODE_ON_THREAD_CHARS:
-            return load_json(raw)
-        return await asyncio.to_thread(load_json, raw)
 
     async def _read_controls(self) -> None:
         """While generating: ``stop`` sets the engine's stop event; anything else gets an error."""

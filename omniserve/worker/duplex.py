@@ -16,8 +16,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..engine.api import DuplexSettings, DuplexView, EngineBackendError, EngineInputError
+from ..protocol import modes
 from ..protocol.messages import (AudioChunkDuplex, ClientDiagnostic, DuplexPrepare, DuplexPreparedMsg, Pause, Resume,
-                                 Stop, VideoFrame, duplex_variant, parse_duplex)
+                                 Stop, VideoFrame, parse_duplex)
 from . import convert, limits
 from .events import DuplexEvent, Observers, Paused, Resumed, UnitAnswered
 from .lifecycle import Phase
@@ -50,8 +51,9 @@ class DuplexConnection(StreamingConnection):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.request_type = duplex_variant(self.session_id)
-        self.omni = self.request_type == "omni_duplex"
+        mode = modes.duplex_mode(self.session_id)
+        self.request_type = mode.request_type
+        self.omni = mode is modes.OMNI_DUPLEX
         self.view: Optional[DuplexView] = None
         self.chunk_ms: Optional[int] = None
         self.pending_pauses = 0

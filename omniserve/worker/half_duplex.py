@@ -16,6 +16,7 @@ import numpy as np
 
 from ..engine.api import (Delta, EngineBackendError, EngineInputError, HalfDuplexView, SpeechEnded, SpeechStarted,
                           VadSettings)
+from ..protocol import modes
 from ..protocol.messages import AudioChunkHD, HalfDuplexPrepare, HDPreparedMsg, Stop, parse_half_duplex
 from . import convert, limits
 from .events import Observers, Reply, VoiceEvent
@@ -29,7 +30,7 @@ MAX_CHUNK_S = 5.0   # one audio_chunk is ~0.5 s; more than this is a client bug
 
 
 class HalfDuplexConnection(StreamingConnection):
-    request_type = "half_duplex_audio"
+    request_type = modes.HALF_DUPLEX.request_type
     statuses = {Phase.AWAIT_PREPARE: Status.BUSY_HALF_DUPLEX, Phase.ACTIVE: Status.BUSY_HALF_DUPLEX}
     stream_kind = "half_duplex"
     prepare_type = HalfDuplexPrepare

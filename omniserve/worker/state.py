@@ -26,6 +26,7 @@ import traceback
 from typing import Any, Callable, Optional, TypeVar
 
 from ..engine.api import Processor
+from ..protocol import modes
 
 log = logging.getLogger("omniserve.worker")
 
@@ -33,13 +34,14 @@ T = TypeVar("T")
 
 
 class Status(str, enum.Enum):
-    LOADING = "loading"
-    IDLE = "idle"
-    BUSY_CHAT = "busy_chat"
-    BUSY_HALF_DUPLEX = "busy_half_duplex"
-    DUPLEX_ACTIVE = "duplex_active"
-    DUPLEX_PAUSED = "duplex_paused"
-    ERROR = "error"
+    """``/health`` ``worker_status``; the names are the mode table's (``protocol/modes.py``)."""
+    LOADING = modes.LOADING
+    IDLE = modes.IDLE
+    BUSY_CHAT = modes.CHAT.worker_status
+    BUSY_HALF_DUPLEX = modes.HALF_DUPLEX.worker_status
+    DUPLEX_ACTIVE = modes.OMNI_DUPLEX.worker_status
+    DUPLEX_PAUSED = modes.DUPLEX_PAUSED
+    ERROR = modes.ERROR
 
 
 BUSY = {Status.BUSY_CHAT, Status.BUSY_HALF_DUPLEX, Status.DUPLEX_ACTIVE, Status.DUPLEX_PAUSED}

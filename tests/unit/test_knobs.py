@@ -198,9 +198,6 @@ def test_presets_carry_prompts_and_voices_only():
             assert set(p) <= {"id", "name", "system_prompt", "ref_audio"}, (f.name, p)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/backends/embedded/components/vad.py (outside this change) still "
-                                        "defaults VadSegmenter's threshold to 0.5; the cascade always passes the "
-                                        "session's value, so only direct callers see it")
 def test_the_segmenter_default_is_the_knob():
     import inspect
 

@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from omniserve.engine.api import EngineInputError, SpeechEnded, SpeechStarted
+from omniserve.knobs import VAD as _VAD          # the one statement of the VAD defaults
 
 from .base import VoiceActivityModel
 
@@ -86,8 +87,10 @@ class VadSegmenter:
     ``max_speech_s`` are cut there (a speech_end followed by a new start).
     """
 
-    def __init__(self, model: VoiceActivityModel, threshold: float = 0.5, min_speech_duration_ms: int = 128,
-                 min_silence_duration_ms: int = 800, speech_pad_ms: int = 30, max_speech_s: float = 60.0) -> None:
+    def __init__(self, model: VoiceActivityModel, threshold: float = _VAD.threshold.default,
+                 min_speech_duration_ms: int = _VAD.min_speech_duration_ms.default,
+                 min_silence_duration_ms: int = _VAD.min_silence_duration_ms.default,
+                 speech_pad_ms: int = _VAD.speech_pad_ms.default, max_speech_s: float = 60.0) -> None:
         if not 0.0 < threshold < 1.0:
             raise EngineInputError(f"VAD threshold must be between 0 and 1, got {threshold}")
         self.model = model

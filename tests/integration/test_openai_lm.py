@@ -20,7 +20,7 @@ import pytest
 from omniserve.config import LLMSettings
 from omniserve.engine.api import EngineBackendError, EngineInputError
 from omniserve.engine.backends.embedded.components.base import SamplingParams
-from omniserve.engine.backends.embedded.lm import make_lm
+from omniserve.engine.backends.embedded.cascade import make_lm
 from omniserve.engine.backends.embedded.openai_lm import OpenAITextLM
 from tests.support.llm_server import LLMServer, free_port, llm_server, start_llm_server  # noqa: F401
 

@@ -18,13 +18,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from omniserve.config import EngineSettings
+from omniserve.config import EngineSettings, LLMSettings
 from omniserve.engine.api import GenerationParams, VadSettings, Voice
 from omniserve.engine.checks import DEFAULT_SYSTEM, check_audio
 
 from .components.base import ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
 from .components.vad import VadSegmenter
-from .lm import PrefillStats, TextLM, make_lm
+from .lm import PrefillStats, TextLM
 from .media import check_image
 from .reply import SpokenReply
 from .voices import Speaker
@@ -63,6 +63,18 @@ def load_parts(settings: EngineSettings) -> Parts:
     speaker = VoiceBank({"piper": PiperTTS(cache_dir=cache), "kokoro": kokoro}, default)
     lm = make_lm(settings.llm, threads=threads, cache_dir=cache)
     return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber())
+
+
+def make_lm(settings: LLMSettings, *, threads: int, cache_dir: Optional[str]) -> TextLM:
+    """The language model named by ``engine.llm``: in process, or an OpenAI-compatible server."""
+    if settings.kind == "openai":
+        from .openai_lm import OpenAITextLM
+
+        return OpenAITextLM(settings)
+    from .components.llm import LlamaLM, gguf_path
+    from .lm import LlamaTextLM
+
+    return LlamaTextLM(LlamaLM(gguf_path(settings.model, cache_dir), n_ctx=settings.n_ctx, threads=threads))
 
 
 def sampling(params: GenerationParams) -> SamplingParams:

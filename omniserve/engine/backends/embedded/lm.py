@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Sequence
 
-from omniserve.config import LLMSettings
 from omniserve.engine.api import EngineInputError
 
 from .components.base import SamplingParams
@@ -54,17 +53,6 @@ class TextLM(Protocol):
     # idle time: evaluate what every next user turn starts with; returns tokens evaluated (0 = nothing to do)
     def cache_length(self) -> int: ...
     def reset(self) -> None: ...
-
-
-def make_lm(settings: LLMSettings, *, threads: int, cache_dir: Optional[str]) -> TextLM:
-    """The language model named by ``engine.llm``."""
-    if settings.kind == "openai":
-        from .openai_lm import OpenAITextLM
-
-        return OpenAITextLM(settings)
-    from .components.llm import LlamaLM, gguf_path
-
-    return LlamaTextLM(LlamaLM(gguf_path(settings.model, cache_dir), n_ctx=settings.n_ctx, threads=threads))
 
 
 class _LlamaStream:

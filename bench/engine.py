@@ -4,9 +4,11 @@
 
 Measures, on the real embedded models: view switch time, ASR real-time factor (Whisper base and
 tiny.en), LLM time to first token and tokens/s, TTS real-time factor and time to first audio
-(Piper, Kokoro), half-duplex end of speech (after the VAD endpoint) → first audio, duplex unit
-compute as a fraction of chunk_ms (fed at real time), and peak RSS. Targets (2 cores):
-duplex unit p95 ≤ 0.3 × chunk_ms, end of speech → first audio p50 ≤ 600 ms, RSS ≤ 2 GB.
+(Piper, Kokoro), half-duplex end of speech (after the VAD endpoint) → first audio, duplex: the
+unit call and the unit's real work (``cost_all_ms``: the call plus the background ASR, LLM, TTS
+and vision time since the previous unit) as fractions of chunk_ms (fed at real time), and peak
+RSS. Targets (2 cores): duplex unit call p95 ≤ 0.3 × chunk_ms, end of speech → first audio
+p50 ≤ 600 ms, RSS ≤ 2 GB.
 
 ``--openai`` repeats the LLM, half-duplex and duplex figures with ``engine.llm.kind = openai``
 against llama-cpp-python's own OpenAI-compatible server (``python -m llama_cpp.server``) on
@@ -164,7 +166,8 @@ def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000, tag
         speech_ends.append(pos + 2 * n + q.size)
         pos += 2 * n + q.size + 6 * n + (-q.size) % n
     stream = np.concatenate(parts)[: seconds * 16000]
-    costs: list[float] = []
+    costs: list[float] = []              # the unit call itself
+    work: list[float] = []               # the unit's real work: the call plus background ASR/LLM/TTS/vision
     first_audio_unit: dict[int, int] = {}
     nxt = time.monotonic()
     for u, i in enumerate(range(0, stream.size - n + 1, n)):
@@ -173,7 +176,8 @@ def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000, tag
             time.sleep(nxt - now)
         nxt += chunk_ms / 1000
         r = view.unit(stream[i:i + n])
-        costs.append(r.timings["cost_all_ms"])
+        costs.append(r.timings.get("cost_unit_ms", r.timings["cost_all_ms"]))
+        work.append(r.timings["cost_all_ms"])
         if r.audio is not None:
             k = max((j for j, e in enumerate(speech_ends) if e <= i + n), default=None)
             if k is not None and k not in first_audio_unit:
@@ -181,8 +185,10 @@ def bench_duplex(proc: UnifiedProcessor, seconds: int, chunk_ms: int = 1000, tag
     view.reset()
     # audio of unit u reaches the client when unit u is answered, i.e. at (u + 1) * chunk_ms of stream time
     lat = [((u + 1) * n - speech_ends[k]) / 16 for k, u in first_audio_unit.items()]
-    row(f"duplex unit compute p50 / chunk_ms ({len(costs)} units of {chunk_ms} ms){tag}", f"{pct(costs, 50) / chunk_ms:.3f}")
-    row(f"duplex unit compute p95 / chunk_ms{tag}", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
+    row(f"duplex unit call p50 / chunk_ms ({len(costs)} units of {chunk_ms} ms){tag}", f"{pct(costs, 50) / chunk_ms:.3f}")
+    row(f"duplex unit call p95 / chunk_ms{tag}", f"{pct(costs, 95) / chunk_ms:.3f}", "≤ 0.30")
+    row(f"duplex unit work (cost_all_ms) p50 / p95 / max ÷ chunk_ms{tag}",
+        f"{pct(work, 50) / chunk_ms:.2f} / {pct(work, 95) / chunk_ms:.2f} / {max(work) / chunk_ms:.2f}")
     row(f"duplex end of speech → first audio unit p50 ({len(lat)} turns){tag}", f"{pct(lat, 50):.0f} ms")
 
 
@@ -228,9 +234,9 @@ def main() -> int:
     for name, fn in steps:
         if name not in skip:
             fn()
-    if args.openai:
-        bench_openai(args, skip)
     row("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", "≤ 2048 MB")
+    if args.openai:                      # a second processor (its LLM in another process): after the RSS row
+        bench_openai(args, skip)
     print("\n| measure | value | target |\n| --- | --- | --- |")
     for name, value, target in ROWS:
         print(f"| {name.strip()} | {value} | {target} |")

@@ -1,7 +1,8 @@
 """The engine's public contract: what the worker (and tests, benchmarks) may call.
 
-The worker imports only this module and ``omniserve.engine.UnifiedProcessor``. Nothing here
-knows about WebSockets. Audio in is mono float32 at 16 kHz; audio out is mono float32 at 24 kHz.
+The worker imports only this module and ``omniserve.engine.load_processor`` (which builds a
+``UnifiedProcessor``). Nothing here knows about WebSockets. Audio in is mono float32 at 16 kHz;
+audio out is mono float32 at 24 kHz.
 
 Cancellation: every long call takes a ``threading.Event`` (``stop``); when it is set the call
 returns at its next chunk / token boundary.

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .. import knobs
 from ..knobs import Knob
-from .modes import duplex_variant  # noqa: F401  (re-exported: the worker imports it from here)
+from .modes import duplex_variant  # noqa: F401  (re-exported: ``omniserve.protocol`` takes it from here)
 from .safe_json import JSONLimitError, loads_bounded
 
 

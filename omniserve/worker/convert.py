@@ -4,7 +4,8 @@ Kept apart from the session loops so the mapping is readable in one place: which
 which engine item, and which payloads are decoded how. Errors are ``InputError`` (user-facing).
 Media headers are checked here already (image format and pixel count, video container), so a
 bomb or a file of the wrong kind is refused before the engine spends anything on it; the engine
-checks again (``engine.media``), as it also serves callers other than this worker.
+checks again (``engine.checks``, and the backend when it decodes), as it also serves callers
+other than this worker.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Check and decode the media a conversation carries: PCM audio, images, video containers.
+"""Check and decode the media a conversation carries: images and video containers (PCM audio is
+checked in ``omniserve.engine.checks``).
 
-The views validate here, before any model runs, so bad input fails fast with a message a user
+The cascade checks here, before any model runs, so bad input fails fast with a message a user
 can act on (``EngineInputError``). Headers come first (``omniserve.mediaprobe``): an image's
 format and pixel count, a video's container, its frame size and length are checked before
 anything is decoded. Video is split by ffmpeg in a box (``omniserve.ffbox``: a private copy, one

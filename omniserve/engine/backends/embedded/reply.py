@@ -2,10 +2,10 @@
 
 Two threads, so the first sentence is being spoken while the LLM still writes the second:
 
-    LLM thread ──text pieces──▶ buffer (read by the view)
+    LLM thread ──text pieces──▶ buffer (read by the session)
         └──sentences (first clause early)──▶ TTS thread ──audio──▶ buffer
 
-The view either iterates (chat, half-duplex: blocks until something arrives) or ``take``s what
+The session either iterates (chat, half-duplex: blocks until something arrives) or ``take``s what
 is ready without blocking (duplex: at most N tokens and one unit of audio per unit). ``cancel``
 stops both threads at their next token / sentence and drops what is buffered (barge-in, stop).
 

@@ -1,6 +1,6 @@
 """The language model: a GGUF run by llama-cpp-python, driven token by token.
 
-We do not use ``Llama.create_chat_completion``: the views need to own the KV cache (reuse the
+We do not use ``Llama.create_chat_completion``: the cascade's sessions need to own the KV cache (reuse the
 longest common prefix across turns, roll back, keep a sliding window, interleave listening and
 speaking in full duplex). So this class keeps a logical token sequence and evaluates only what
 the cache does not hold yet.
@@ -25,7 +25,7 @@ LLM_MODELS = ("qwen2.5-0.5b", "smollm2-135m")
 
 
 def gguf_path(name: str, cache_dir: Optional[str] = None) -> Path:
-    """GGUF file for a model name from the settings (``engine.llm_model``)."""
+    """GGUF file for a model name from the settings (``engine.llm.model``)."""
     from .. import models
 
     if name == "qwen2.5-0.5b":

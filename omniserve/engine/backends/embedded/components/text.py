@@ -1,7 +1,8 @@
 """Text for the ear: turn LLM output (often markdown) into speakable text, and cut a streaming
 reply into pieces a TTS can start on early.
 
-Used by both TTS engines and by the views that stream speech while the LLM still writes.
+Used by both TTS engines and by ``reply.SpokenReply``, which streams speech while the LLM still
+writes.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Voice activity: the Silero VAD ONNX model run with onnxruntime (no torch), and a streaming
-segmenter that turns a microphone stream of any chunk size into speech_start / speech_end events.
+segmenter that turns a microphone stream of any chunk size into ``SpeechStarted`` /
+``SpeechEnded`` events.
 
 The model is recurrent: each 512-sample window (32 ms at 16 kHz) is scored together with the
 last 64 samples of the previous window (its "context") and a (2, 1, 128) state carried across
@@ -83,8 +84,8 @@ class VadSegmenter:
     Speech starts when a window's probability reaches ``threshold`` and has lasted
     ``min_speech_duration_ms`` (shorter blips are dropped); it ends after
     ``min_silence_duration_ms`` of windows below ``threshold - 0.15``. The segment handed out
-    with ``speech_end`` is padded by ``speech_pad_ms`` on both sides. Segments longer than
-    ``max_speech_s`` are cut there (a speech_end followed by a new start).
+    with ``SpeechEnded`` is padded by ``speech_pad_ms`` on both sides. Segments longer than
+    ``max_speech_s`` are cut there (a ``SpeechEnded`` followed by a new ``SpeechStarted``).
     """
 
     def __init__(self, model: VoiceActivityModel, threshold: float = _VAD.threshold.default,
@@ -111,7 +112,7 @@ class VadSegmenter:
         self._start: Optional[int] = None          # first sample of the current (candidate) speech
         self._temp_end: Optional[int] = None       # where the current silence began
         self._last_speech_end = 0
-        self.speaking = False                      # speech_start emitted, speech_end not yet
+        self.speaking = False                      # SpeechStarted emitted, SpeechEnded not yet
         self.last_prob = 0.0
         self.last_segment_ms: Optional[tuple[float, float]] = None   # (start, end) of the last padded segment in the stream
 

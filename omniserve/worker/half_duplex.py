@@ -106,21 +106,24 @@ class HalfDuplexConnection(StreamingConnection):
                     if heard is not None:
                         await self.observe(heard)
                     if reply.complete:
-                        await self._end_turn(view, reply)
+                        await self._end_turn(reply)
                         reply = None
         except (EngineInputError, EngineBackendError) as e:
             await self.send_error(str(e))
+            if reply is not None and reply.pre is None:
+                reply = None             # nothing was answered ("no words were recognized"): no turn
         if reply is not None:            # a turn cut by a stop or an error: record what there is
-            await self._end_turn(view, reply)
+            await self._end_turn(reply)
+        # the engine's own count, once the feed is over (an engine call made inside the stream
+        # would wait for the feed while nobody reads the stream)
+        self.runtime.kv_cache_length = await self.engine.call(view.kv_cache_length)
 
-    async def _end_turn(self, view: HalfDuplexView, reply: Reply) -> None:
+    async def _end_turn(self, reply: Reply) -> None:
         """The reply is over: both observers hear of it (the recording's entry; the last ``chunk``
-        and ``turn_done`` unless it was cut), and ``/health`` learns the context's length — from the
-        reply's tokens before ``turn_done`` goes out, then the engine's count (the engine thread is
-        still finishing the feed, so that call waits for it)."""
+        and ``turn_done`` unless it was cut); ``/health`` learns the context's length from the
+        reply's tokens before ``turn_done`` goes out."""
         self.runtime.kv_cache_length = reply.input_tokens + reply.generated_tokens
         await self.observe(reply.close(self.stop.is_set()))
-        self.runtime.kv_cache_length = await self.engine.call(view.kv_cache_length)
         self.turns += 1
 
     async def after_engine_idle(self) -> None:

@@ -265,6 +265,23 @@ def test_barge_in_cuts_the_reply_and_the_interruption_is_the_next_turn(runs):
     assert run.d.conv.messages()[-1]["content"] == "Sure, go ahead."
 
 
+def test_barge_in_after_the_reply_was_written_keeps_only_what_was_handed_out(runs):
+    long = " ".join(f"word{i}" for i in range(40)) + "."
+    lm = ScriptedLM([long, "Sure."])
+    run = runs(Scripted(lm=lm), max_new_speak_tokens_per_chunk=1)
+    run.feed(turn_audio(30))
+    run.s.settle(run.d)                                           # the whole reply is written already
+    reply = run.d.turn.reply
+    assert reply is not None and not reply.producing
+    assert run.d.conv.messages()[-1]["content"] == long         # written whole into the history
+    run.feed(quiet(WPU))                                          # one unit of it is handed out
+    cut = run.feed(say("wait stop" + " " * 6)[: UNIT * 3])
+    assert any(r.end_of_turn for r in cut)
+    said = "".join(r.text for r in run.results).strip()
+    assert said and len(said.split()) < 40
+    assert run.d.conv.messages()[2] == {"role": "assistant", "content": said}     # …cut to what was heard
+
+
 def test_speech_during_the_speculation_is_not_a_barge_in(runs):
     run = runs(Scripted(lm=ScriptedLM("Fine.", gated=True)))
     run.feed(np.concatenate([quiet(LEAD), say(WORDS), quiet(windows_for(T.SPECULATE_MS))]))

@@ -165,17 +165,20 @@ class EmbeddedVoiceSession:
                 raise EngineInputError("no words were recognized in this speech segment")
             self.conv.add("user", heard)
             self.conv.fit(self.c.count_tokens, self.budget)
-            stats = self.c.prefill(self.conv.messages())
+            stats = self.c.prefill(self.conv.messages(), stop)
+            if stop.is_set():             # stopped while the turn was read: no reply
+                return
             reply = self.c.reply(self.params, voice=self.voice)
         assert stats is not None
-        yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
         said: list[str] = []
         try:
+            yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
             for ev in stream_reply(reply, stop, stats.input_tokens, heard):
                 if isinstance(ev, Delta):
                     said.append(ev.text)
                 yield ev
         finally:
+            reply.cancel(wait=0)          # however the consumer ends, the reply's threads stop
             self.conv.add("assistant", "".join(said).strip() or "…")
             if self._spec is None:
                 self.c.warm_next_turn(self.conv.messages())

@@ -156,8 +156,15 @@ class ReplyTurn:
 
     # ------------------------------------------------------------------ stop
     def interrupt(self) -> bool:
-        """Barge-in: cut the reply now (buffers dropped); True when some of it had been handed out."""
-        self._cancel()
+        """Barge-in: cut the reply now (buffers dropped); True when some of it had been handed out.
+        The history keeps what was handed out, also when the reply had finished writing."""
+        reply, attempt = self.reply, self._attempt
+        self._cancel()           # from here on ``after`` writes only what was handed out
+        if reply is not None and attempt is not None:
+            with self.lock:
+                turns = self.conv.turns
+                if attempt.answered and turns and turns[-1].role == "assistant":
+                    turns[-1].text = reply.spoken.strip() or "…"
         return self.emitted
 
     def discard(self) -> None:

@@ -121,7 +121,7 @@ class Vad(Group):
 
 
 @dataclass(frozen=True)
-class HalfDuplexSession(Group):
+class HalfDuplexTimeouts(Group):
     """Half-duplex ``prepare.config.session`` (the worker caps it: ``half_duplex_timeout_cap_s``)."""
     timeout_s: Knob = Knob(180, gt=0)
 
@@ -145,5 +145,5 @@ class Duplex(Group):
 GENERATION = Generation()
 HALF_DUPLEX_GENERATION = HalfDuplexGeneration()
 VAD = Vad()
-HALF_DUPLEX_SESSION = HalfDuplexSession()
+HALF_DUPLEX_SESSION = HalfDuplexTimeouts()
 DUPLEX = Duplex()

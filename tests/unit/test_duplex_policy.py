@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from omniserve.engine.api import DuplexSettings, EngineBackendError, EngineInputError, UnitResult
-from omniserve.engine.backends.embedded.duplex import Phase
+from omniserve.engine.backends.embedded.duplex import DuplexPhase
 from omniserve.engine.backends.embedded.duplex import tuning as T
 from omniserve.engine.backends.embedded.duplex.state import MOVES, Machine
 from omniserve.engine.backends.embedded.reply import WorkMeter
@@ -24,7 +24,7 @@ from tests.support.scripted import (Scripted, ScriptedASR, ScriptedLM, ScriptedS
 CHUNK_MS = 160
 WPU = 5                                   # VAD windows per unit
 UNIT = WPU * T.WINDOW
-L, SP, SK = Phase.LISTENING, Phase.SPECULATING, Phase.SPEAKING
+L, SP, SK = DuplexPhase.LISTENING, DuplexPhase.SPECULATING, DuplexPhase.SPEAKING
 
 
 def say(text: str) -> np.ndarray:
@@ -54,7 +54,7 @@ class Run:
         self.d = self.s.backend.duplex("Be brief.", self.s.backend.voice(None), self.cfg)
         assert self.d.prepare() > 0
         self.results: list[UnitResult] = []
-        self.phases: list[Phase] = []
+        self.phases: list[DuplexPhase] = []
         self._pending = np.zeros(0, np.float32)
 
     def feed(self, audio: np.ndarray, force: bool = False, frames=None) -> list[UnitResult]:
@@ -81,7 +81,7 @@ class Run:
         self.d.close()
 
 
-def first(phases: list[Phase], phase: Phase, start: int = 0) -> int:
+def first(phases: list[DuplexPhase], phase: DuplexPhase, start: int = 0) -> int:
     return next(i for i in range(start, len(phases)) if phases[i] is phase)
 
 
@@ -114,15 +114,15 @@ def turn_audio(tail_windows: int = 60) -> np.ndarray:
 def test_only_declared_moves_are_made():
     m = Machine()
     with pytest.raises(RuntimeError, match="no move"):
-        m.to(Phase.LISTENING, "nothing happened")
+        m.to(DuplexPhase.LISTENING, "nothing happened")
     for (a, b) in [(L, SP), (SP, SK), (SK, L), (L, SK), (SK, L), (L, SP), (SP, L), (L, SK)]:
         m.to(b, "test")
         assert m.phase is b and m.last == (a, b, "test")
     with pytest.raises(RuntimeError):
-        m.to(Phase.SPECULATING, "a confirmed reply never goes back to speculation")
+        m.to(DuplexPhase.SPECULATING, "a confirmed reply never goes back to speculation")
     assert (SK, SP) not in MOVES                               # a confirmed reply never goes back to speculation
-    m.to(Phase.CLOSED, "closed")
-    assert m.phase is Phase.CLOSED
+    m.to(DuplexPhase.CLOSED, "closed")
+    assert m.phase is DuplexPhase.CLOSED
 
 
 def test_the_policy_keeps_its_documented_timings():
@@ -208,6 +208,7 @@ def test_speech_resuming_before_confirmation_discards_the_speculation(runs, held
     resumed = windows_for(T.DISCARD_MS) + 1          # a little more voiced time than DISCARD_MS
     run.feed(np.concatenate([say(" " * resumed), quiet(WPU - resumed)]))
     assert run.d.phase is L and run.d.utterance.open            # the utterance goes on
+    run.s.settle(run.d)                                         # the cancelled reply's thread tidies up
     assert run.user_turns() == [] and run.roles() == ["system"]
     lm.gated = False
     lm.release(100)
@@ -450,6 +451,6 @@ def test_a_closed_session_refuses_units(runs):
     run.feed(turn_audio(30))
     reply = run.d.turn.reply
     run.d.close()
-    assert run.d.phase is Phase.CLOSED and reply.cancelled
+    assert run.d.phase is DuplexPhase.CLOSED and reply.cancelled
     with pytest.raises(EngineInputError, match="closed"):
         run.d.unit(quiet(WPU), None, False)

@@ -263,7 +263,7 @@ def test_voice_matching_picks_by_pitch(proc):
 
 
 def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
-    from omniserve.engine.backends.embedded.duplex import tuning as duplex_policy
+    from omniserve.engine.backends.embedded.duplex import tuning
 
     view = proc.set_duplex_mode()
     view.prepare("", config=duplex_settings(force_listen_count=0))
@@ -272,6 +272,6 @@ def test_duplex_buffers_stay_bounded_in_a_long_monologue(proc):
     for chunk in units(talk):                 # 40 s of speech, every unit forced to listen
         assert view.unit(chunk, force_listen=True).is_listen
     session = view.session
-    assert len(session._utt) <= duplex_policy._MAX_UTT_WINDOWS
+    assert len(session._utt) <= tuning._MAX_UTT_WINDOWS
     assert len(session._preroll) <= session._preroll.maxlen
     view.reset()

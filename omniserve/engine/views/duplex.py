@@ -21,14 +21,12 @@ class DuplexSessionView:
     def __init__(self, backend: Backend) -> None:
         self._b = backend
         self.session: Optional[DuplexSession] = None
-        self.config: Optional[DuplexSettings] = None
 
     def prepare(self, system_prompt: str, voice: Optional[Voice] = None, config: DuplexSettings = DuplexSettings()) -> int:
         """Start a session (a previous one is closed); returns the prompt length in tokens."""
         check_duplex(config)
         self.reset()
         self.session = self._b.duplex(system_prompt, voice, config)
-        self.config = config
         return self.session.prepare()
 
     def unit(self, audio_chunk: np.ndarray, frames: Optional[list[bytes]] = None, force_listen: bool = False) -> UnitResult:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..api import EngineInputError, Event, GenerationParams, VadSettings, Voice
 from ..backends.base import Backend, VoiceSession
-from ..checks import DEFAULT_SYSTEM, check_audio, check_generation, check_vad
+from ..checks import check_audio, check_generation, check_vad
 
 MAX_CHUNK_S = 30.0
 
@@ -30,8 +30,7 @@ class HalfDuplexSessionView:
         check_generation(generation)
         check_vad(vad)
         self.reset()
-        prompt = (system_prompt or "").strip() or DEFAULT_SYSTEM
-        self.session = self._b.voice_session(prompt, vad, generation, voice)
+        self.session = self._b.voice_session(system_prompt or "", vad, generation, voice)
         return self.session.prepare()
 
     def feed(self, pcm16k: np.ndarray, stop: Optional[threading.Event] = None) -> Iterator[Event]:

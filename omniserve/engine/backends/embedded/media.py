@@ -19,7 +19,7 @@ import numpy as np
 
 from omniserve import ffbox, mediaprobe
 from omniserve.engine.api import EngineInputError
-from omniserve.engine.checks import MAX_AUDIO_S, SAMPLE_RATE, check_audio
+from omniserve.engine.checks import MAX_AUDIO_S, SAMPLE_RATE
 
 from .components.vision import MAX_PIXELS, header_checked, imdecode   # also sets the decoders' limits
 
@@ -28,8 +28,6 @@ _FFMPEG_TIMEOUT_S = 60.0       # for all ffprobe/ffmpeg runs of one video togeth
 _PROBE_OUTPUT = 64 * 1024
 _FRAME_WIDTH = 640             # extracted frames are scaled down to this width
 _VIDEO_HINT = "send an MP4, WebM or Ogg file"
-
-
 
 
 def check_image(data: object, *, what: str = "image") -> bytes:

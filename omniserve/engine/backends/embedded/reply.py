@@ -115,11 +115,8 @@ class SpokenReply:
         self.n_pieces = 0                  # sentences sent to TTS
         self.n_voiced = 0                  # of which synthesized (or failed)
         self.finish_reason = ""
-        self.started_at = time.monotonic()
         self.first_token_at: Optional[float] = None
-        self.first_audio_at: Optional[float] = None
         self.llm_ms = 0.0                  # compute time spent in the background so far
-        self.tts_ms = 0.0
         self.before_ms = 0.0
         self.spoken = ""                   # text already handed to the listener (duplex: what was said)
         self.work = WorkMeter()            # compute time by stage ("llm", "tts"), in flight included
@@ -202,17 +199,13 @@ class SpokenReply:
                 s = self._sentences.get()
                 if s is None or self._cancel.is_set():
                     break
-                t0 = time.monotonic()
                 try:
                     with self.work.busy("tts"):
                         audio = synth(s)
                 finally:
                     self.n_voiced += 1
-                self.tts_ms += (time.monotonic() - t0) * 1000
                 if audio is not None and audio.size:
                     with self._cond:
-                        if self.first_audio_at is None:
-                            self.first_audio_at = time.monotonic()
                         self._audio.append(np.asarray(audio, np.float32))
                         self._cond.notify_all()
         except BaseException as e:
@@ -240,9 +233,6 @@ class SpokenReply:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
-
-    def __iter__(self) -> Iterator[Delta]:
-        return self.iterate()
 
     def iterate(self, stop: Optional[threading.Event] = None) -> Iterator[Delta]:
         """Deltas in order of production until the reply ends; a set ``stop`` cancels within ~50 ms."""

@@ -11,13 +11,10 @@ from typing import Optional
 
 import numpy as np
 
-from omniserve.engine.api import EngineInputError
 from omniserve.engine.checks import check_pcm
 
 SAMPLE_RATE = 16000
 ASR_MODELS = ("base", "tiny.en")
-
-
 
 
 class WhisperASR:

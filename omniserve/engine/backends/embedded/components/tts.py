@@ -258,5 +258,3 @@ def measure_voices(cache_dir: Optional[str] = None) -> int:
         KokoroTTS(cache_dir=cache_dir).voices()
     return len(missing)
 
-
-TTS_ENGINES = ("piper", "kokoro")

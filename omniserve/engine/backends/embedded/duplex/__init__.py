@@ -24,6 +24,6 @@ Memory stays bounded for hour-long sessions: the utterance is capped, the conver
 sliding window, buffers are per reply.
 """
 from .session import EmbeddedDuplex
-from .state import Phase
+from .state import DuplexPhase
 
-__all__ = ["EmbeddedDuplex", "Phase"]
+__all__ = ["EmbeddedDuplex", "DuplexPhase"]

@@ -25,7 +25,7 @@ from .background import Background
 from .camera import CameraNotes
 from .captions import Captioner
 from .costs import UnitCosts
-from .state import Machine, Phase
+from .state import Machine, DuplexPhase
 from .tuning import DISCARD_MS, END_SILENCE_MS, MIN_UTTERANCE_MS, SPECULATE_MS
 from .turn import ReplyTurn
 from .utterance import UtteranceTracker
@@ -61,19 +61,16 @@ class EmbeddedDuplex:
         return self.b.prefill(self.conv.messages()).input_tokens
 
     def close(self) -> None:
-        self.machine.to(Phase.CLOSED, "closed")
+        self.machine.to(DuplexPhase.CLOSED, "closed")
         self.turn.interrupt()
         self.background.shutdown()
         self.utterance.clear()
 
-    def kv_cache_length(self) -> int:
-        return self.b.cache_length()
-
     def _is_closed(self) -> bool:
-        return self.machine.phase is Phase.CLOSED
+        return self.machine.phase is DuplexPhase.CLOSED
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> DuplexPhase:
         return self.machine.phase
 
     @property
@@ -107,7 +104,7 @@ class EmbeddedDuplex:
         res = UnitResult(is_listen=True)
         reply = self.turn.reply
         self._step(res, opened, forced)
-        if self.phase is Phase.LISTENING and self.utterance.open:
+        if self.phase is DuplexPhase.LISTENING and self.utterance.open:
             self.captions.maybe_start(self.utterance)
         res.user_text = self.captions.new_text()
         res.kv_cache_length = self.b.cache_length()
@@ -117,19 +114,19 @@ class EmbeddedDuplex:
     def _step(self, res: UnitResult, opened: bool, forced: bool) -> None:
         """The state machine: at most one move per unit."""
         m, turn, utt = self.machine, self.turn, self.utterance
-        assert (m.phase is Phase.LISTENING) == (turn.reply is None), (m.phase, turn.reply)
+        assert (m.phase is DuplexPhase.LISTENING) == (turn.reply is None), (m.phase, turn.reply)
         if turn.reply is not None and (opened or turn.reply.cancelled):
             res.end_of_turn = turn.interrupt()          # the reply is cut: tell the client to stop playing
-            m.to(Phase.LISTENING, "barge-in")
-        elif m.phase is Phase.SPECULATING:
+            m.to(DuplexPhase.LISTENING, "barge-in")
+        elif m.phase is DuplexPhase.SPECULATING:
             if utt.voiced_ms > turn.spec_voiced + DISCARD_MS:      # the user went on speaking
                 turn.discard()
-                m.to(Phase.LISTENING, "discard")
+                m.to(DuplexPhase.LISTENING, "discard")
             elif not forced and utt.silence_ms >= self.end_silence_ms:
                 utt.close()
-                m.to(Phase.SPEAKING, "confirm")
+                m.to(DuplexPhase.SPEAKING, "confirm")
                 self._speak(res)
-        elif m.phase is Phase.SPEAKING:
+        elif m.phase is DuplexPhase.SPEAKING:
             if not forced:
                 self._speak(res)
         elif utt.open:
@@ -146,17 +143,17 @@ class EmbeddedDuplex:
             audio = utt.close()
             if voiced >= MIN_UTTERANCE_MS:
                 self._start(self.turn.start(audio, heard))
-                self.machine.to(Phase.SPEAKING, "end of turn")
+                self.machine.to(DuplexPhase.SPEAKING, "end of turn")
         elif utt.silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
             self._start(self.turn.start(utt.audio(), heard, spec_voiced=voiced))
-            self.machine.to(Phase.SPECULATING, "pause")
+            self.machine.to(DuplexPhase.SPECULATING, "pause")
 
     def _start(self, reply: SpokenReply) -> None:
         self.costs.watch(reply)
 
     def _speak(self, res: UnitResult) -> None:
         if self.turn.drain(res):
-            self.machine.to(Phase.LISTENING, "reply handed out")
+            self.machine.to(DuplexPhase.LISTENING, "reply handed out")
             self.turn.finish()
 
     # ------------------------------------------------------------------ test seam

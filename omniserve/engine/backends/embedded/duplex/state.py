@@ -23,16 +23,16 @@ from enum import Enum
 from typing import Optional
 
 
-class Phase(Enum):
+class DuplexPhase(Enum):
     LISTENING = "listening"
     SPECULATING = "speculating"
     SPEAKING = "speaking"
     CLOSED = "closed"
 
 
-L, SP, SK = Phase.LISTENING, Phase.SPECULATING, Phase.SPEAKING
+L, SP, SK = DuplexPhase.LISTENING, DuplexPhase.SPECULATING, DuplexPhase.SPEAKING
 
-MOVES: dict[tuple[Phase, Phase], str] = {
+MOVES: dict[tuple[DuplexPhase, DuplexPhase], str] = {
     (L, SP): "a pause of SPECULATE_MS after MIN_UTTERANCE_MS of voiced speech: start the reply unheard",
     (L, SK): "end of turn (END_SILENCE_MS of silence) or the monologue cap: start the reply, confirmed",
     (SP, SK): "the pause reached END_SILENCE_MS: confirm the speculative reply",
@@ -43,12 +43,12 @@ MOVES: dict[tuple[Phase, Phase], str] = {
 
 class Machine:
     def __init__(self) -> None:
-        self.phase = Phase.LISTENING
-        self.last: Optional[tuple[Phase, Phase, str]] = None    # the latest move and why (diagnostics)
+        self.phase = DuplexPhase.LISTENING
+        self.last: Optional[tuple[DuplexPhase, DuplexPhase, str]] = None    # the latest move and why (diagnostics)
 
-    def to(self, new: Phase, why: str) -> None:
+    def to(self, new: DuplexPhase, why: str) -> None:
         old = self.phase
-        if new is not Phase.CLOSED and (old, new) not in MOVES:
+        if new is not DuplexPhase.CLOSED and (old, new) not in MOVES:
             raise RuntimeError(f"duplex: no move from {old.name} to {new.name} ({why})")
         self.phase = new
         self.last = (old, new, why)

@@ -178,3 +178,24 @@ async def test_half_duplex_disconnect_mid_reply_frees_worker(idle):
     assert hl["worker_status"] == "idle"
     meta = json.loads((idle.data_dir / "sessions" / p["recording_session_id"] / "meta.json").read_text())
     assert meta["end_reason"] == "disconnect" and meta["status"] == "complete"
+
+
+async def test_two_turns_in_one_chunk_are_both_answered(idle):
+    """One (long) audio_chunk holding two questions: both turns are answered in order, each with
+    its chunks and turn_done, and the session goes on (the engine's two replies are one feed)."""
+    ws = await connect(idle.ws + "/ws/half_duplex/hd_two")
+    await prepare(ws, vad={"min_silence_duration_ms": 300}, generation={"max_new_tokens": 30, "temperature": 0.0})
+    a, b = piper_speech("Hello there."), piper_speech("Tell me a joke.")
+    both = np.concatenate([silence(0.2), a, silence(0.5), b, silence(0.5)])
+    assert len(b64(both)) < 256 * 1024             # within the test worker's frame cap
+    await ws.send(json.dumps({"type": "audio_chunk", "audio_base64": b64(both)}))
+    first = await recv_until(ws, {"turn_done", "error"}, 180)
+    second = await recv_until(ws, {"turn_done", "error"}, 180)
+    assert first[-1]["type"] == second[-1]["type"] == "turn_done", (first[-1], second[-1])
+    assert [first[-1]["turn_index"], second[-1]["turn_index"]] == [0, 1]
+    assert sum(m["type"] == "chunk" for m in second) > 1
+    hl = await health(idle)
+    assert hl["worker_status"] == "busy_half_duplex" and hl["kv_cache_length"] > 0
+    await ws.send(json.dumps({"type": "stop"}))
+    await recv_until(ws, "stopped", 20)
+    await ws.close()

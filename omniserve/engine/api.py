@@ -54,9 +54,30 @@ Item = Union[Text, Image, Audio, Video]
 
 
 @dataclass
+class ToolCall:
+    """A function call the model asked for (OpenAI shape): ``arguments`` is a JSON object's text."""
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass
+class Tool:
+    """A function the model may call: OpenAI's ``{"type": "function", "function": {...}}``."""
+    name: str
+    description: str = ""
+    parameters: dict = field(default_factory=dict)    # a JSON schema (an object's)
+
+
+ToolChoice = str   # "auto" | "none" | "required" | the name of one tool (call that one)
+
+
+@dataclass
 class Message:
-    role: str                # "system" | "user" | "assistant"
+    role: str                # "system" | "user" | "assistant" | "tool"
     items: list[Item]
+    tool_calls: list[ToolCall] = field(default_factory=list)   # assistant: the calls it made
+    tool_call_id: str = ""   # tool: the call this message answers
 
 
 @dataclass
@@ -117,7 +138,8 @@ class ReplyDone:
     input_tokens: int
     heard: str = ""
     stopped: bool = False
-    finish_reason: str = ""                # "eos" | "length" | "cancelled" | …
+    finish_reason: str = ""                # "eos" | "length" | "cancelled" | "tool_calls" | …
+    tool_calls: list[ToolCall] = field(default_factory=list)   # the model's calls (finish_reason "tool_calls")
 
 
 Event = Union[SpeechStarted, SpeechEnded, Prefilled, Delta, ReplyDone]
@@ -175,8 +197,10 @@ class DuplexSettings:
 # ---------------------------------------------------------------------------- views
 class ChatView(Protocol):
     def reply(self, messages: Sequence[Message], *, generation: GenerationParams = GenerationParams(),
-              voice: Optional[Voice] = None, stop: Optional[threading.Event] = None) -> Iterator[Event]: ...
-    # ``Prefilled``, then ``Delta``…, then ``ReplyDone``; speech only when ``voice`` is given
+              voice: Optional[Voice] = None, stop: Optional[threading.Event] = None,
+              tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]: ...
+    # ``Prefilled``, then ``Delta``…, then ``ReplyDone``; speech only when ``voice`` is given;
+    # with ``tools`` the reply may end in ``ReplyDone.tool_calls`` (that text is neither streamed nor spoken)
     def reset(self) -> None: ...
 
 
@@ -196,6 +220,31 @@ class DuplexView(Protocol):
     def kv_cache_length(self) -> int: ...
 
 
+class Listener(Protocol):
+    """Voice activity in a microphone stream, nothing more: where the user's turns start and end."""
+    speaking: bool                          # inside a turn (``SpeechStarted`` came, ``SpeechEnded`` not yet)
+
+    def feed(self, pcm16k: np.ndarray) -> list[Union[SpeechStarted, SpeechEnded]]: ...
+    @property
+    def silence_ms(self) -> float: ...     # trailing silence so far (inside a turn: since the last speech)
+    @property
+    def speech_ms(self) -> float: ...      # the current turn's speech so far (0 outside one)
+
+
+class RealtimeView(Protocol):
+    """A conversation the client edits item by item (OpenAI Realtime): the worker keeps the items,
+    finds turns with ``listener``, reads them with ``transcribe`` and answers with ``reply``."""
+    def listener(self, vad: VadSettings) -> Listener: ...
+    def transcribe(self, pcm16k: np.ndarray) -> str: ...    # a user turn's words ("" = none)
+    def reply(self, messages: Sequence[Message], *, generation: GenerationParams = GenerationParams(),
+              voice: Optional[Voice] = None, stop: Optional[threading.Event] = None,
+              tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]: ...
+    # as ``ChatView.reply``; thread-safe beside ``listener``/``transcribe`` (the worker runs a reply
+    # on its own thread so that turns are still heard while it speaks: barge-in)
+    def reset(self) -> None: ...
+    def kv_cache_length(self) -> int: ...
+
+
 class Processor(Protocol):
     """``omniserve.engine.UnifiedProcessor`` — loads every model once; views share them."""
 
@@ -204,4 +253,5 @@ class Processor(Protocol):
     def set_chat_mode(self) -> ChatView: ...
     def set_half_duplex_mode(self) -> HalfDuplexView: ...
     def set_duplex_mode(self) -> DuplexView: ...
+    def set_realtime_mode(self) -> RealtimeView: ...
     def voice(self, reference_pcm: Optional[np.ndarray] = None) -> Voice: ...   # None = the default voice

@@ -1,17 +1,23 @@
 """Validation the views do before any backend runs: settings and PCM audio (clear errors early)."""
 from __future__ import annotations
 
-from typing import Optional
+import json
+import re
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..knobs import DUPLEX, GENERATION, VAD, Group
-from .api import DuplexSettings, EngineInputError, GenerationParams, VadSettings
+from .api import DuplexSettings, EngineInputError, GenerationParams, Tool, ToolChoice, VadSettings
 
 SAMPLE_RATE = 16000
 MAX_AUDIO_S = 600.0
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
+
+MAX_TOOLS = 32
+MAX_TOOL_SPEC_CHARS = 8000        # one tool's name + description + JSON schema, as JSON
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")   # OpenAI's rule for function names
 
 
 def _check(group: Group, values: object, what: str = "") -> None:
@@ -68,3 +74,22 @@ def check_audio(pcm: object, sample_rate: int = SAMPLE_RATE, *, what: str = "aud
     if pcm.dtype.kind == "f":
         pcm = pcm.astype(np.float32, copy=False)   # float64 from numpy/soundfile is fine
     return check_pcm(pcm, what=what, max_seconds=max_seconds)
+
+
+def check_tools(tools: Sequence[Tool], tool_choice: ToolChoice) -> None:
+    """Tools a reply may call: a bounded number of named functions with object schemas."""
+    if len(tools) > MAX_TOOLS:
+        raise EngineInputError(f"at most {MAX_TOOLS} tools, got {len(tools)}")
+    names = set()
+    for t in tools:
+        if not TOOL_NAME.match(t.name or ""):
+            raise EngineInputError(f"tool name {t.name[:80]!r} must be 1-64 letters, digits, _ or -")
+        if t.name in names:
+            raise EngineInputError(f"tool {t.name!r} is declared twice")
+        names.add(t.name)
+        if not isinstance(t.parameters, dict):
+            raise EngineInputError(f"tool {t.name!r}: parameters must be a JSON schema object")
+        if len(json.dumps([t.description, t.parameters])) > MAX_TOOL_SPEC_CHARS:
+            raise EngineInputError(f"tool {t.name!r}: its description and schema exceed {MAX_TOOL_SPEC_CHARS} characters")
+    if tool_choice not in ("auto", "none", "required") and tool_choice not in names:
+        raise EngineInputError(f"tool_choice {tool_choice[:80]!r} is not auto, none, required or a declared tool")

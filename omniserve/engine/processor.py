@@ -1,4 +1,4 @@
-"""``UnifiedProcessor``: load the models once, hand out one of three views over them.
+"""``UnifiedProcessor``: load the models once, hand out one of four views over them.
 
 The views are built once, at load time, and hold only a reference to the backend; switching
 mode closes the previous view's session and returns another object — no model is loaded,
@@ -15,9 +15,9 @@ import numpy as np
 from ..config import ENGINE_BACKENDS, EngineSettings
 from .api import Capabilities, Voice
 from .backends.base import Backend
-from .views import ChatSessionView, DuplexSessionView, HalfDuplexSessionView
+from .views import ChatSessionView, DuplexSessionView, HalfDuplexSessionView, RealtimeSessionView
 
-View = Union[ChatSessionView, HalfDuplexSessionView, DuplexSessionView]
+View = Union[ChatSessionView, HalfDuplexSessionView, DuplexSessionView, RealtimeSessionView]
 
 
 def make_backend(settings: EngineSettings) -> Backend:
@@ -41,12 +41,14 @@ class UnifiedProcessor:
         self._chat = ChatSessionView(self.backend)
         self._half = HalfDuplexSessionView(self.backend)
         self._duplex = DuplexSessionView(self.backend)
+        self._realtime = RealtimeSessionView(self.backend)
         self._active: Optional[View] = None
         self._lock = threading.Lock()
 
     @property
     def mode(self) -> str:
-        return {id(self._chat): "chat", id(self._half): "half_duplex", id(self._duplex): "duplex"}.get(id(self._active), "")
+        return {id(self._chat): "chat", id(self._half): "half_duplex", id(self._duplex): "duplex",
+                id(self._realtime): "realtime"}.get(id(self._active), "")
 
     def _switch(self, view: View) -> None:
         with self._lock:
@@ -65,6 +67,10 @@ class UnifiedProcessor:
     def set_duplex_mode(self) -> DuplexSessionView:
         self._switch(self._duplex)
         return self._duplex
+
+    def set_realtime_mode(self) -> RealtimeSessionView:
+        self._switch(self._realtime)
+        return self._realtime
 
     def voice(self, reference_pcm: Optional[np.ndarray] = None) -> Voice:
         """The voice to speak with: matched to (or, by a cloning backend, made from) a reference."""

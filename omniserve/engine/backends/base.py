@@ -1,10 +1,12 @@
 """The backend seam: a backend is a factory of sessions, one per mode.
 
     view (validation + lifecycle)            backend (whatever does the inference)
-    ChatView.reply(messages, …)        ──▶   chat(messages, params, voice, stop)   → Iterator[Event]
+    ChatView.reply(messages, …)        ──▶   chat(messages, params, voice, stop[, tools, tool_choice]) → Iterator[Event]
     HalfDuplexView.prepare / feed      ──▶   voice_session(prompt, vad, params, voice) → VoiceSession
     DuplexView.prepare / unit          ──▶   duplex(prompt, voice, config)         → DuplexSession
     Processor.voice(reference)         ──▶   voice(reference_pcm)                  → Voice
+    RealtimeView.listener / transcribe ──▶   listener(vad) → Listener;  transcribe(pcm) → str
+    RealtimeView.reply(messages, …)    ──▶   chat(…) as above (the worker keeps the items)
 
 Inputs are typed multimodal messages (``api.Message``: text / image / audio / video items);
 outputs are the typed events of ``api`` (``Prefilled``, ``Delta``, ``ReplyDone``, ``SpeechStarted``,
@@ -21,7 +23,8 @@ from typing import Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 
-from ..api import Capabilities, DuplexSettings, Event, GenerationParams, Message, UnitResult, VadSettings, Voice
+from ..api import (Capabilities, DuplexSettings, Event, GenerationParams, Listener, Message, Tool, ToolChoice,
+                   UnitResult, VadSettings, Voice)
 
 
 class VoiceSession(Protocol):
@@ -46,11 +49,14 @@ class Backend(Protocol):
     capabilities: Capabilities
 
     def chat(self, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
-             stop: threading.Event) -> Iterator[Event]: ...
+             stop: threading.Event, tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]: ...
     # ``Prefilled``, ``Delta``…, ``ReplyDone``; speech only when ``voice`` is given; closing the
-    # iterator early (or setting ``stop``) cancels the reply
+    # iterator early (or setting ``stop``) cancels the reply; ``tools`` (the view passes them only
+    # when there are some): the reply may end in ``ReplyDone.tool_calls``, finish_reason "tool_calls"
     def voice_session(self, prompt: str, vad: VadSettings, params: GenerationParams,
                       voice: Optional[Voice]) -> VoiceSession: ...
     def duplex(self, prompt: str, voice: Optional[Voice], config: DuplexSettings) -> DuplexSession: ...
     def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice: ...
+    def listener(self, vad: VadSettings) -> Listener: ...          # voice activity only (realtime turns)
+    def transcribe(self, pcm16k: np.ndarray) -> str: ...           # one user turn's words
     def cache_length(self) -> int: ...               # tokens the model's context holds now (health, results)

@@ -1,6 +1,7 @@
-"""The three views over one backend: chat, half-duplex and full-duplex (contracts in ``api.py``)."""
+"""The views over one backend: chat, half-duplex, full-duplex and realtime (contracts in ``api.py``)."""
 from .chat import ChatSessionView
 from .duplex import DuplexSessionView
 from .half_duplex import HalfDuplexSessionView
+from .realtime import RealtimeSessionView
 
-__all__ = ["ChatSessionView", "HalfDuplexSessionView", "DuplexSessionView"]
+__all__ = ["ChatSessionView", "HalfDuplexSessionView", "DuplexSessionView", "RealtimeSessionView"]

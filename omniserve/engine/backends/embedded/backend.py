@@ -2,7 +2,8 @@
 
 Each mode is one module of this package: ``chat.py`` (a reply to a chat history),
 ``voice_session.py`` (half-duplex turns with speculation), ``duplex/`` (listen or speak
-per unit). ``cascade.py`` holds what they share; the LLM stage is in process or any
+per unit); realtime sessions use ``chat`` with ``listener`` (the VAD segmenter) and
+``transcribe`` (the fast ASR that voice turns use). ``cascade.py`` holds what they share; the LLM stage is in process or any
 OpenAI-compatible server (``lm.py``, ``engine.llm.kind``).
 """
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from omniserve.config import EngineSettings
-from omniserve.engine.api import (Capabilities, DuplexSettings, Event, GenerationParams, Message, VadSettings,
-                                  Voice)
+from omniserve.engine.api import (Capabilities, DuplexSettings, Event, GenerationParams, Message, Tool, ToolChoice,
+                                  VadSettings, Voice)
 
 from .cascade import Cascade, Parts, load_parts
 from .chat import chat_reply
+from .components.vad import VadSegmenter
 from .duplex import EmbeddedDuplex
-from .voice_session import EmbeddedVoiceSession
+from .voice_session import TURN_ASR_FAST, EmbeddedVoiceSession
 
 
 class EmbeddedBackend:
@@ -32,8 +34,8 @@ class EmbeddedBackend:
         self.cascade = Cascade(parts if parts is not None else load_parts(self.settings))
 
     def chat(self, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
-             stop: threading.Event) -> Iterator[Event]:
-        return chat_reply(self.cascade, messages, params, voice, stop)
+             stop: threading.Event, tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]:
+        return chat_reply(self.cascade, messages, params, voice, stop, tools, tool_choice)
 
     def voice_session(self, prompt: str, vad: VadSettings, params: GenerationParams,
                       voice: Optional[Voice]) -> EmbeddedVoiceSession:
@@ -47,3 +49,9 @@ class EmbeddedBackend:
 
     def cache_length(self) -> int:
         return self.cascade.cache_length()
+
+    def listener(self, vad: VadSettings) -> VadSegmenter:
+        return self.cascade.segmenter(vad)
+
+    def transcribe(self, pcm16k: np.ndarray) -> str:
+        return self.cascade.transcribe(pcm16k, fast=TURN_ASR_FAST).strip()

@@ -27,6 +27,7 @@ from .components.vad import VadSegmenter
 from .lm import PrefillStats, TextLM
 from .media import check_image
 from .reply import SpokenReply
+from .tools import ToolCallParser
 from .voices import Speaker
 
 SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three short, plain spoken "
@@ -116,23 +117,33 @@ class Cascade:
             out += "\n" + SPOKEN_STYLE
         return out
 
-    def count_tokens(self, messages: Sequence[dict]) -> int:
+    def count_tokens(self, messages: Sequence[dict], tools: Sequence[dict] = ()) -> int:
+        if tools:       # only then: a ``TextLM`` without tool support keeps its two-argument calls
+            return self.lm.count_tokens(messages, tools)
         return self.lm.count_tokens(messages)
 
-    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None) -> PrefillStats:
-        """``stop`` set midway: returns early (in process: at a 256-token batch boundary)."""
+    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None,
+                tools: Sequence[dict] = ()) -> PrefillStats:
+        """``stop`` set midway: returns early (in process: at a 256-token batch boundary).
+        ``tools``: OpenAI function-tool dicts for the chat template (``tools.template_tools``)."""
         with self.lm.lock:
+            if tools:
+                return self.lm.prefill(messages, stop, tools)
             return self.lm.prefill(messages, stop)
 
     def reply(self, params: GenerationParams, *, voice: Optional[Voice],
               before: Optional[Callable[[], bool]] = None,
               after: Optional[Callable[[SpokenReply], None]] = None,
-              first_words: Optional[int] = None) -> SpokenReply:
+              first_words: Optional[int] = None,
+              tool_parser: Optional[ToolCallParser] = None) -> SpokenReply:
         """Start generating from the prefilled context, spoken with ``voice`` (None = text only).
-        ``before`` runs first in the reply's thread (False = no reply); ``after`` runs last."""
+        ``before`` runs first in the reply's thread (False = no reply); ``after`` runs last.
+        ``tool_parser``: tool-call blocks are taken out of the text before it is streamed or spoken."""
         speaker = self.parts.speaker
         synth = None if voice is None else (lambda s, v=voice: speaker.synthesize(s, v))
-        extra = {} if first_words is None else {"first_words": first_words}
+        extra: dict = {} if first_words is None else {"first_words": first_words}
+        if tool_parser is not None:
+            extra["tool_parser"] = tool_parser
         return SpokenReply(self.lm, sampling(params), synthesize=synth, before=before, after=after, **extra).start()
 
     def warm_next_turn(self, messages: Sequence[dict]) -> int:

@@ -8,40 +8,68 @@ from __future__ import annotations
 import threading
 from typing import Iterator, Optional, Sequence
 
-from omniserve.engine.api import (EngineInputError, Event, GenerationParams, Image, Message, Prefilled,
-                                  ReplyDone, Video, Voice)
+from omniserve.engine.api import (Delta, EngineInputError, Event, GenerationParams, Image, Message, Prefilled,
+                                  ReplyDone, Tool, ToolChoice, Video, Voice)
 from omniserve.engine.checks import DEFAULT_SYSTEM
 
 from .cascade import Cascade
 from .encode import encode
 from .reply import SpokenReply
+from .tools import ToolCallParser, template_calls, template_tools
 
 
 def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
-               stop: threading.Event) -> Iterator[Event]:
+               stop: threading.Event, tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]:
     encoded = [encode(c, m, stop) for m in messages]
     if stop.is_set():
         return
-    convo = [{"role": e.role, "content": e.text} for e in encoded]
+    convo: list[dict] = []
+    for m, e in zip(messages, encoded):
+        d: dict = {"role": e.role, "content": e.text}
+        if m.tool_calls:
+            d["tool_calls"] = template_calls(m.tool_calls)
+        if m.role == "tool":
+            d["tool_call_id"] = m.tool_call_id
+        convo.append(d)
     media = any(isinstance(i, (Image, Video)) for m in messages for i in m.items)
     spoken = voice is not None
+    offered = [] if tool_choice == "none" else [t for t in tools if tool_choice in ("auto", "required", t.name)]
+    system = DEFAULT_SYSTEM
     if convo[0]["role"] == "system":
-        convo[0] = {"role": "system", "content": c.system_prompt(convo[0]["content"], spoken=spoken, media=media)}
-    else:
-        convo.insert(0, {"role": "system", "content": c.system_prompt(DEFAULT_SYSTEM, spoken=spoken, media=media)})
-    if c.count_tokens(convo) > c.n_ctx - int(params.max_new_tokens) - 8:
+        system = convo.pop(0)["content"]
+    convo.insert(0, {"role": "system", "content": c.system_prompt(system, spoken=spoken, media=media)
+                     + tool_note(offered, tool_choice)})
+    spec = template_tools(offered)
+    if c.count_tokens(convo, spec) > c.n_ctx - int(params.max_new_tokens) - 8:
         raise EngineInputError(f"the conversation is too long for the model's context ({c.n_ctx} tokens "
                                f"including {params.max_new_tokens} new tokens); shorten the history")
-    stats = c.prefill(convo, stop)
+    stats = c.prefill(convo, stop, spec)
     if stop.is_set():
         return
     heard = " ".join(e.heard for e in encoded if e.heard and e.role == "user")
     yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
-    yield from stream_reply(c.reply(params, voice=voice), stop, stats.input_tokens, heard)
+    parser = ToolCallParser([t.name for t in offered]) if offered else None
+    yield from stream_reply(c.reply(params, voice=voice, tool_parser=parser), stop, stats.input_tokens, heard,
+                            parser)
 
 
-def stream_reply(reply: SpokenReply, stop: threading.Event, input_tokens: int, heard: str = "") -> Iterator[Event]:
-    """A reply's deltas as events, then ``ReplyDone``; the reply is cancelled however this ends."""
+def tool_note(offered: Sequence[Tool], tool_choice: ToolChoice) -> str:
+    """``tool_choice`` "required" or a name: a line of the system prompt (the cascade cannot force it)."""
+    if not offered or tool_choice == "auto":
+        return ""
+    if tool_choice == "required":
+        return "\nAnswer this turn with a function call."
+    return f"\nAnswer this turn by calling the function {tool_choice}."
+
+
+INVALID_CALL = "(The assistant tried to call a tool but wrote an invalid call, so no tool was called.)"
+
+
+def stream_reply(reply: SpokenReply, stop: threading.Event, input_tokens: int, heard: str = "",
+                 tools: Optional[ToolCallParser] = None) -> Iterator[Event]:
+    """A reply's deltas as events, then ``ReplyDone``; the reply is cancelled however this ends.
+    ``tools``: the reply's tool-call parser; its calls end the reply with finish_reason "tool_calls",
+    and an invalid call (no valid one beside it) is reported as a text, never passed on."""
     said: list[str] = []
     try:
         for d in reply.iterate(stop):
@@ -49,5 +77,13 @@ def stream_reply(reply: SpokenReply, stop: threading.Event, input_tokens: int, h
             yield d
     finally:
         reply.cancel()       # a consumer that stops early must not leave threads running
+    finish = "cancelled" if stop.is_set() else reply.finish_reason
+    calls = list(tools.calls) if tools is not None and not stop.is_set() else []
+    if calls:
+        finish = "tool_calls"
+    elif tools is not None and tools.invalid and not stop.is_set():
+        note = (" " if "".join(said).strip() else "") + INVALID_CALL
+        said.append(note)
+        yield Delta(text=note)
     yield ReplyDone("".join(said), reply.n_tokens, input_tokens, heard, stopped=stop.is_set(),
-                    finish_reason="cancelled" if stop.is_set() else reply.finish_reason)
+                    finish_reason=finish, tool_calls=calls)

@@ -8,7 +8,9 @@
 The cascade's sessions (chat, voice, duplex) call only what ``TextLM`` declares, so the kind is a
 configuration (``engine.llm.kind``), not a branch in any session.
 
-Messages are ``[{"role": "system" | "user" | "assistant", "content": str}]``.
+Messages are ``[{"role": "system" | "user" | "assistant", "content": str}]``; with ``tools``
+(OpenAI function-tool dicts, passed only when there are some) also ``{"role": "tool", "content",
+"tool_call_id"}`` and assistants with ``tool_calls`` (OpenAI shape, ``arguments`` an object).
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ class TextLM(Protocol):
     n_ctx: int
     lock: threading.RLock            # held by whoever drives the model (a reply, a prefill)
 
-    def count_tokens(self, messages: Sequence[dict]) -> int: ...
-    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None) -> PrefillStats: ...
+    def count_tokens(self, messages: Sequence[dict], tools: Sequence[dict] = ()) -> int: ...
+    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None,
+                tools: Sequence[dict] = ()) -> PrefillStats: ...
     # make the context hold ``messages`` up to the assistant's turn; call with ``lock`` held
     def stream(self, params: SamplingParams, stop: threading.Event) -> TokenStream: ...
     # continue from the prefilled context; call with ``lock`` held; ``stop`` set = end at the next piece
@@ -79,14 +82,15 @@ class LlamaTextLM:
         self.n_ctx = llm.n_ctx
         self.lock = threading.RLock()
 
-    def render(self, messages: Sequence[dict]) -> str:
-        return self.llm.render_chat(list(messages), add_generation_prompt=True)
+    def render(self, messages: Sequence[dict], tools: Sequence[dict] = ()) -> str:
+        return self.llm.render_chat(list(messages), add_generation_prompt=True, tools=tools)
 
-    def count_tokens(self, messages: Sequence[dict]) -> int:
-        return len(self.llm.tokenize(self.render(messages)))
+    def count_tokens(self, messages: Sequence[dict], tools: Sequence[dict] = ()) -> int:
+        return len(self.llm.tokenize(self.render(messages, tools)))
 
-    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None) -> PrefillStats:
-        prompt = self.render(messages)
+    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None,
+                tools: Sequence[dict] = ()) -> PrefillStats:
+        prompt = self.render(messages, tools)
         tokens = self.llm.tokenize(prompt)
         with self.lock:
             evaluated = self.llm.prefill(tokens, stop)

@@ -196,10 +196,13 @@ class OpenAITextLM:
                                     max_retries=0, timeout=timeout, http_client=http)
 
     # ---------------------------------------------------------------- TextLM
-    def count_tokens(self, messages: Sequence[dict]) -> int:
+    def count_tokens(self, messages: Sequence[dict], tools: Sequence[dict] = ()) -> int:
+        _no_tools(tools)
         return estimate_tokens(messages)
 
-    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None) -> PrefillStats:
+    def prefill(self, messages: Sequence[dict], stop: Optional[threading.Event] = None,
+                tools: Sequence[dict] = ()) -> PrefillStats:
+        _no_tools(tools)
         msgs = []
         for m in messages:
             if m.get("role") not in _ROLES:
@@ -279,3 +282,9 @@ class OpenAITextLM:
         with self._guard:
             net = self._net if self._active is s else None
         _shutdown(net)
+
+
+def _no_tools(tools: Sequence[dict]) -> None:
+    if tools:
+        raise EngineInputError("tools are not supported with engine.llm.kind = openai yet "
+                               "(use the in-process llama_cpp LLM, or send the request without tools)")

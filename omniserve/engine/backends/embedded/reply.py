@@ -29,6 +29,7 @@ from omniserve.engine.api import Delta
 from .components.base import SamplingParams
 from .components.text import SentenceSplitter, normalize_for_speech
 from .lm import TextLM, TokenStream
+from .tools import ToolCallParser
 
 Synthesize = Callable[[str], np.ndarray]
 FIRST_PIECE_WORDS = 5     # speak the first words this early even without a comma (first audio sooner)
@@ -94,11 +95,12 @@ class SpokenReply:
     def __init__(self, lm: TextLM, params: SamplingParams, *, synthesize: Optional[Synthesize],
                  before: Optional[Callable[[], bool]] = None,
                  after: Optional[Callable[["SpokenReply"], None]] = None,
-                 first_words: int = FIRST_PIECE_WORDS) -> None:
+                 first_words: int = FIRST_PIECE_WORDS, tool_parser: Optional[ToolCallParser] = None) -> None:
         self._lm = lm
         self._stream: Optional[TokenStream] = None
         self._first_words = max(1, int(first_words))   # duplex speaks a shorter first piece (sooner audio)
         self._params = params
+        self._tools = tool_parser          # takes tool-call blocks out of the text (neither streamed nor spoken)
         self._synth = synthesize
         self._before = before              # work to do first in the LLM thread (ASR + prefill); False = no reply
         self._after = after                # bookkeeping at the end, still holding the LLM lock
@@ -167,7 +169,8 @@ class SpokenReply:
         stream = self._stream = self._lm.stream(self._params, self._cancel)
         if self._cancel.is_set():
             stream.abort()
-        for n, piece in stream:
+        for n, raw in stream:
+            piece = raw if self._tools is None else self._tools.push(raw)
             with self._cond:
                 if self.first_token_at is None:
                     self.first_token_at = time.monotonic()
@@ -183,6 +186,16 @@ class SpokenReply:
                     pieces = _early_first_piece(splitter, buffered, self._first_words)
                 for s in pieces:
                     self._speak(s)
+        if self._tools is not None and not self._cancel.is_set():
+            rest = self._tools.flush()
+            if rest:
+                with self._cond:
+                    self._text.append(rest)
+                    self.text += rest
+                    self._cond.notify_all()
+                if self._synth is not None:
+                    for s in splitter.push(rest):
+                        self._speak(s)
         self.finish_reason = stream.finish_reason
         self.llm_ms = (time.monotonic() - t0) * 1000
 

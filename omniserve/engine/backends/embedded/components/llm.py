@@ -81,7 +81,8 @@ class LlamaLM:
 
         return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, tok))
 
-    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                    tools: Sequence[dict] = ()) -> str:
         """Prompt text from the GGUF's own chat template (both shipped models use ChatML).
 
         Deterministic: the same messages always render the same text, and a conversation's
@@ -89,17 +90,35 @@ class LlamaLM:
         across turns relies on. Control-token look-alikes in the contents ("<|im_start|>") are
         defused, so user text cannot forge a system turn when the prompt is tokenized with
         special tokens parsed.
+
+        ``tools`` (OpenAI function-tool dicts) reach the template as its own ``tools`` variable;
+        messages may then be ``tool`` results (``content``) and assistants may carry ``tool_calls``
+        (OpenAI shape, ``arguments`` an object). A template that ignores ``tools`` is refused.
         """
         if self._template is None:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             self._template = env.from_string(self._template_src)
+        roles = ("system", "user", "assistant", "tool")
         for m in messages:
-            if m.get("role") not in ("system", "user", "assistant"):
+            if m.get("role") not in roles:
                 raise EngineInputError(f"unknown chat role {m.get('role')!r}")
-        msgs = [{"role": m["role"], "content": _defuse(str(m.get("content", "")))} for m in messages]
-        return self._template.render(messages=msgs, add_generation_prompt=add_generation_prompt,
+        if not tools:
+            msgs = [{"role": m["role"], "content": _defuse(str(m.get("content", "")))} for m in messages]
+            return self._template.render(messages=msgs, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self._bos, eos_token=self._eos)
+        if "tools" not in self._template_src:
+            raise EngineInputError(f"the model's chat template ({self.model_path.name}) does not support tools")
+        msgs = []
+        for m in messages:
+            d: dict = {"role": m["role"], "content": _defuse(str(m.get("content", "")))}
+            if m.get("tool_calls"):
+                d["tool_calls"] = m["tool_calls"]
+            if m.get("tool_call_id"):
+                d["tool_call_id"] = m["tool_call_id"]
+            msgs.append(d)
+        return self._template.render(messages=msgs, tools=list(tools), add_generation_prompt=add_generation_prompt,
                                      bos_token=self._bos, eos_token=self._eos)
 
     # ------------------------------------------------------------------ KV cache

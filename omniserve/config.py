@@ -58,6 +58,9 @@ class WorkerSettings(BaseModel):
     prepare_wait_s: float = 30.0                       # a session must send prepare within this
     duplex_max_backlog_units: int = 8                  # units waiting for the engine; older ones dropped
     half_duplex_max_queued_audio_s: float = 30.0       # audio held while a reply is generated
+    max_realtime_frame_bytes: int = 2 * 1024 * 1024    # one /v1/realtime client event (~15 s of pcm16 24 kHz)
+    realtime_idle_timeout_s: float = 300.0             # a realtime session with no client event ends
+    realtime_context_chars: int = 8000                 # conversation text the model reads (newest items first)
     gateway_url: Optional[str] = None          # register with this gateway (other hosts)
     token: Optional[str] = None                # the worker token: required on every endpoint when set; a
                                                # worker bound beyond loopback refuses to start without one
@@ -124,6 +127,10 @@ class GatewaySettings(BaseModel):
     tls_key_file: Optional[str] = None
     uvicorn_ws: str = "websockets-sansio"      # uvicorn WebSocket implementation (the lightest per connection)
     ws_ping_interval_s: Optional[float] = 20.0  # keepalive pings to clients (None/0 = off)
+    require_keys: bool = False                 # WebSockets need an API key or ephemeral token (docs/security.md)
+    max_api_keys: int = 100                    # admin-created API keys in all
+    ephemeral_token_ttl_s: float = 60.0        # lifetime of /v1/realtime/client_secrets tokens (at most 600)
+    client_secrets_per_ip_per_minute: int = 60  # token minting per client address (the admin token is not limited)
 
 
 class Settings(BaseSettings):

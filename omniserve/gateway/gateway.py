@@ -18,6 +18,7 @@ from .apps import AppRegistry
 from .auth import AdminAuth, HostPolicy, load_admin_token
 from .client_side import BufferBudget
 from .eta import EtaEstimator
+from .keys import ApiKeyStore, EphemeralTokens, KeyAuth
 from .pool import WorkerPool
 from .presets import Presets
 from .queue import WaitQueue
@@ -53,6 +54,9 @@ class Gateway:
         token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
         self.admin_token = token
         self.auth = AdminAuth(token, self.worker_token)
+        self.keys = ApiKeyStore(self.data_dir / "api_keys.json", s.max_api_keys)
+        self.tokens = EphemeralTokens(self.keys, s.ephemeral_token_ttl_s)
+        self.key_auth = KeyAuth(self.keys, self.tokens, self.auth.ok)
         self._tasks: list[asyncio.Task] = []
 
     async def store_diagnostic(self, key: str, text: str) -> None:

@@ -5,7 +5,7 @@ unknown fields so that a typo is an error (422), not a silently ignored setting.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
@@ -75,6 +75,7 @@ class EtaConfig(BaseModel):
     eta_half_duplex_s: float = Field(modes.HALF_DUPLEX.eta_default_s, ge=0)
     eta_audio_duplex_s: float = Field(modes.AUDIO_DUPLEX.eta_default_s, ge=0)
     eta_omni_duplex_s: float = Field(modes.OMNI_DUPLEX.eta_default_s, ge=0)
+    eta_realtime_s: float = Field(modes.REALTIME.eta_default_s, ge=0)
     eta_ema_alpha: float = Field(0.3, gt=0, le=1)
     eta_ema_min_samples: int = Field(3, ge=1)
 
@@ -82,7 +83,7 @@ class EtaConfig(BaseModel):
         return getattr(self, modes.BY_REQUEST_TYPE[request_type].eta_field)
 
 
-if {m.eta_field for m in modes.MODES} != {n for n in EtaConfig.model_fields if n.endswith("_s")}:
+if {m.eta_field for m in modes.ALL_MODES} != {n for n in EtaConfig.model_fields if n.endswith("_s")}:
     raise AssertionError("EtaConfig's per-type fields must be the mode table's eta_field names")
 
 
@@ -114,6 +115,49 @@ class AppOut(BaseModel):
 
 class AppUpdate(_Body):
     enabled: bool
+
+
+# -------------------------------------------------------- API keys / client secrets
+
+class ApiKeyCreate(_Body):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    created_at: float
+    last_used_at: Optional[float] = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str                                    # the secret: shown in this answer only
+
+
+class ExpiresAfter(BaseModel):
+    """A token's lifetime from its creation; it may only shorten ``gateway.ephemeral_token_ttl_s``."""
+    anchor: Literal["created_at"] = "created_at"
+    seconds: Optional[float] = Field(default=None, gt=0)
+
+
+class ClientSecretRequest(BaseModel):
+    """``POST /v1/realtime/client_secrets`` (OpenAI's GA shape; unknown fields are ignored). The
+    ``session`` config is not bound to the token: a client sends it with ``session.update``."""
+    model_config = ConfigDict(extra="ignore")
+    expires_after: Optional[ExpiresAfter] = None
+    session: Optional[dict[str, Any]] = None
+
+
+class BetaClientSecret(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    expires_after: Optional[ExpiresAfter] = None
+
+
+class BetaSessionRequest(BaseModel):
+    """``POST /v1/realtime/sessions`` (OpenAI's beta shape: the session config at top level)."""
+    model_config = ConfigDict(extra="allow")
+    model: Optional[str] = None
+    client_secret: Optional[BetaClientSecret] = None
 
 
 # ------------------------------------------------------------------- ref audio

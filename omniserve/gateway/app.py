@@ -27,6 +27,7 @@ from . import ws as ws_endpoints
 from .edge import install as install_edge
 from .gateway import Gateway
 from .pages import mount_pages
+from .routes_keys import add_key_routes
 from .routes_media import add_media_routes
 from .routes_sessions import add_session_routes
 
@@ -78,7 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
         sid = ws.path_params["session_id"]
         await ws_endpoints.serve(gw, ws, modes.duplex_mode(sid), sid)
 
+    async def ws_realtime(ws: WebSocket) -> None:
+        await ws_endpoints.serve_realtime(gw, ws)
+
     app.router.routes.extend([WebSocketRoute(modes.CHAT.endpoint, ws_chat),
+                              WebSocketRoute(modes.REALTIME_PATH, ws_realtime),
                               WebSocketRoute(modes.HALF_DUPLEX.endpoint + "/{session_id}", ws_half_duplex),
                               WebSocketRoute(modes.OMNI_DUPLEX.endpoint + "/{session_id}", ws_duplex)])
 
@@ -166,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
         except KeyError:
             raise HTTPException(404, f"unknown app {app_id!r}") from None
 
+    add_key_routes(app, gw)
     add_media_routes(app, gw)
     add_session_routes(app, gw)
 

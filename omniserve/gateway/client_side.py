@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _B64_AUDIO_CHARS_PER_S = 85_400
 CLOSE_GRACE_S = 0.5
 AUDIO_CHUNK = "audio_chunk"
+AUDIO_TYPES = frozenset({AUDIO_CHUNK, "input_audio_buffer.append"})   # ours, and OpenAI Realtime's
 
 Frame = tuple[str, Optional[str]]   # a frame's text and its ``type`` (``frames.frame_type``, scanned once)
 
@@ -75,7 +76,7 @@ class WaiterBuffer:
         """Keep one frame; False when the client sent more than a waiter may hold."""
         n = len(text)
         t = frame_type(text)
-        if t == AUDIO_CHUNK:
+        if t in AUDIO_TYPES:
             self.audio_bytes += n
             self.frames.append((text, t))
             self.budget.used += n
@@ -96,7 +97,7 @@ class WaiterBuffer:
         kept: collections.deque[Frame] = collections.deque()
         excess = self.audio_bytes - limit
         for text, t in self.frames:
-            if t == AUDIO_CHUNK and excess > 0:
+            if t in AUDIO_TYPES and excess > 0:
                 excess -= len(text)
                 self.audio_bytes -= len(text)
                 self.budget.give(len(text))
@@ -106,7 +107,7 @@ class WaiterBuffer:
 
     def pop(self) -> Frame:
         text, t = self.frames.popleft()
-        if t == AUDIO_CHUNK:
+        if t in AUDIO_TYPES:
             self.audio_bytes -= len(text)
         else:
             self.other_bytes -= len(text)
@@ -119,7 +120,7 @@ class WaiterBuffer:
     def restore(self, frames: list[Frame]) -> None:
         """Frames that went to a worker which then refused the session: they come first again."""
         for text, t in reversed(frames):
-            if t == AUDIO_CHUNK:
+            if t in AUDIO_TYPES:
                 self.audio_bytes += len(text)
             else:
                 self.other_bytes += len(text)
@@ -149,6 +150,7 @@ class ClientSide:
         self.buffer = buffer
         self.send_timeout_s = send_timeout_s
         self.forward: Optional[Callable[[str], Awaitable[bool]]] = None
+        self.error_frame: Callable[[str], str] = error   # an ``error`` in the client's protocol
         self.gone = asyncio.Event()
         self.arrived = asyncio.Event()   # set when a frame is buffered
         self.close_code: Optional[int] = None
@@ -180,7 +182,7 @@ class ClientSide:
                     return
                 text = msg.get("text")
                 if text is None:
-                    await self.send(error("Binary frames are not supported: send JSON text frames"))
+                    await self.send(self.error_frame("Binary frames are not supported: send JSON text frames"))
                     continue
                 if len(text) > self.max_frame_bytes:
                     await self.refuse(f"Frame too large ({len(text)} bytes, max {self.max_frame_bytes})", CLOSE_TOO_BIG)
@@ -214,7 +216,7 @@ class ClientSide:
 
     async def refuse(self, text: str, code: int) -> None:
         """``error`` then close ``code``; the client counts as gone."""
-        await self.send(error(text))
+        await self.send(self.error_frame(text))
         await self.close(code)
         self._left(code)
 

@@ -24,7 +24,7 @@ from typing import Awaitable, Callable, Optional
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN, error
+from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from ..protocol.modes import CHAT, DUPLEX_TYPES
 from .client_side import ClientSide, Frame
 from .frames import CLOSE_INTERNAL, frame_type, recording_id, sendable
@@ -148,7 +148,7 @@ class Relay:
         itself is gone (else only its engine is stuck, and the pool's idle check decides)."""
         self.worker_failed = self.worker_failed or offline
         self.ended_normally = False
-        await self.client.send(error(text))
+        await self.client.send(self.client.error_frame(text))
         await self.client.close(CLOSE_INTERNAL)
 
     # ------------------------------------------------------------ client → worker

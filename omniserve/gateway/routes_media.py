@@ -122,7 +122,8 @@ def add_media_routes(app: FastAPI, gw: Gateway) -> None:
                      for m in MODES}
         return out | {"apps": {a.app_id: a.enabled for a in gw.apps.all()},
                       "default_ref_audio": "/api/default_ref_audio",
-                      "audio": {"input_sample_rate": IN_RATE, "output_sample_rate": OUT_RATE}}
+                      "audio": {"input_sample_rate": IN_RATE, "output_sample_rate": OUT_RATE},
+                      "require_keys": gw.settings.gateway.require_keys}   # pages then mint tokens (docs/security.md)
 
 
 def _wire_defaults(mode: Mode) -> dict:

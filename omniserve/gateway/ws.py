@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Optional
+import secrets
+from dataclasses import dataclass
+from typing import Callable, Optional
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
+from ..protocol import realtime
 from ..protocol.chat_request import read_chat_request_async
 from ..protocol.messages import CLOSE_POLICY, CLOSE_TRY_AGAIN, ProtocolError, QueueDoneMsg, QueuedMsg, error
-from ..protocol.modes import CHAT, Mode
+from ..protocol.modes import CHAT, REALTIME, Mode
 from .admission import session_id_ok
 from .client_side import ClientSide, WaiterBuffer
 from .clients import client_ip
@@ -31,13 +35,56 @@ CHAT_FIRST_FRAME_TIMEOUT_S = 60.0
 _QUEUE_UPDATE = '{"type":"queue_update","position":%d,"estimated_wait_s":%r,"queue_length":%d}'
 
 
-async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str] = None) -> None:
+@dataclass(frozen=True)
+class Dialect:
+    """What the gateway itself says to a client, in that client's protocol."""
+    queued: Callable[[Ticket], str]
+    update: Callable[[Ticket], str]
+    assigned: Callable[[], str]
+    error: Callable[[str], str]
+
+
+NATIVE = Dialect(
+    queued=lambda t: QueuedMsg(position=t.position, estimated_wait_s=round(t.estimated_wait_s, 1),
+                               ticket_id=t.ticket_id, queue_length=t.queue_length).dump(),
+    # the hottest message at scale: formatted directly (same JSON as QueueUpdateMsg.dump())
+    update=lambda t: _QUEUE_UPDATE % (t.position, float(t.estimated_wait_s), t.queue_length),
+    assigned=lambda: QueueDoneMsg().dump(),
+    error=error)
+
+OPENAI_REALTIME = Dialect(      # omniserve.* extension events (docs/realtime.md)
+    queued=lambda t: realtime.queue_event(t.position, t.estimated_wait_s, t.queue_length, t.ticket_id),
+    update=lambda t: realtime.queue_event(t.position, t.estimated_wait_s, t.queue_length, t.ticket_id),
+    assigned=realtime.assigned_event,
+    error=lambda text: realtime.error_event(text, kind="server_error"))
+
+
+async def serve_realtime(gw: Gateway, ws: WebSocket) -> None:
+    """``/v1/realtime``: a realtime session id of ours; a beta client (``OpenAI-Beta: realtime=v1``)
+    is told to the worker as ``?beta=1``. API keys are required as soon as one exists."""
+    beta = "realtime=v1" in (ws.headers.get("openai-beta") or "")
+    sid = "rt_" + secrets.token_urlsafe(16)
+    await serve(gw, ws, REALTIME, sid, dialect=OPENAI_REALTIME, worker_query="?beta=1" if beta else "",
+                need_key=gw.settings.gateway.require_keys or gw.keys.any())
+
+
+async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str] = None, *,
+                dialect: Dialect = NATIVE, worker_query: str = "", need_key: Optional[bool] = None) -> None:
     """One client socket of ``mode`` (``session_id``: from the path, except for chat)."""
     edge = gw.settings.gateway.edge
-    # ---- admission: a refused handshake is an HTTP 403
+    # ---- admission: a refused handshake is an HTTP 403 (401 for a missing or bad key)
     if not gw.hosts.origin_allowed(ws.headers.get("origin")) \
             or not gw.apps.enabled(mode.app_id) or not session_id_ok(session_id):
         await ws.close(CLOSE_POLICY)
+        return
+    if need_key is None:
+        need_key = gw.settings.gateway.require_keys
+    if need_key and not gw.key_auth.handshake_ok(
+            ws.headers.get("authorization"), ws.query_params.get("token")):
+        # a refused handshake is an HTTP 401 (403 where the server cannot send a denial response)
+        await ws.send_denial_response(PlainTextResponse(
+            "API key or ephemeral token required (Authorization: Bearer <key>, or ?token=<ephemeral token>)",
+            status_code=401, headers={"WWW-Authenticate": "Bearer"}))
         return
     ip = client_ip(ws.scope, edge.trusted_proxies)
     if not gw.ip_sockets.acquire(ip):
@@ -45,20 +92,22 @@ async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str
         return
     try:
         await ws.accept()
-        await _serve_accepted(gw, ws, mode, session_id, ip)
+        await _serve_accepted(gw, ws, mode, session_id, ip, dialect, worker_query)
     finally:
         gw.ip_sockets.release(ip)
 
 
-async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str], ip: str) -> None:
+async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str], ip: str,
+                          dialect: Dialect, worker_query: str) -> None:
     s = gw.settings.gateway
     edge = s.edge
     request_type = mode.request_type
-    worker_path = mode.endpoint if session_id is None else f"{mode.endpoint}/{session_id}"
+    worker_path = (mode.endpoint if session_id is None else f"{mode.endpoint}/{session_id}") + worker_query
     chat = mode is CHAT
     max_frame = s.max_chat_frame_bytes if chat else s.max_frame_bytes
     buffer = WaiterBuffer(max(edge.max_waiter_buffer_bytes, max_frame), edge.queued_audio_keep_s, gw.waiter_budget)
     client = ClientSide(ws, max_frame, buffer, send_timeout_s=edge.client_send_timeout_s)
+    client.error_frame = dialect.error
     client.start()
     ticket: Optional[Ticket] = None
     queued_here = False
@@ -96,10 +145,8 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
             if ticket.worker is None:
                 if not told_done and not told_queued:
                     told_queued = True
-                    await client.send(QueuedMsg(position=ticket.position,
-                                                estimated_wait_s=round(ticket.estimated_wait_s, 1),
-                                                ticket_id=ticket.ticket_id, queue_length=ticket.queue_length).dump())
-                if not await _wait(client, ticket, silent=told_done):
+                    await client.send(dialect.queued(ticket))
+                if not await _wait(client, ticket, dialect, silent=told_done):
                     return
             worker = ticket.worker
             relay = Relay(client, gw.pool, worker, opts)
@@ -107,7 +154,7 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
                 connected = await relay.connect(worker.ws_base + worker_path)
                 if connected and not told_done:
                     told_done = True
-                    await client.send(QueueDoneMsg().dump())
+                    await client.send(dialect.assigned())
             except BaseException:   # cancelled (shutdown) before the relay's own cleanup could run
                 if relay.upstream is not None:
                     relay.upstream.transport.abort()
@@ -156,7 +203,7 @@ async def _first_frame(client: ClientSide) -> Optional[list[str]]:
     return frame.hashes
 
 
-async def _wait(client: ClientSide, ticket: Ticket, silent: bool = False) -> bool:
+async def _wait(client: ClientSide, ticket: Ticket, dialect: Dialect, silent: bool = False) -> bool:
     """Sleep until assigned (True) or gone/cancelled (False), sending queue_update on changes
     (``silent``: after ``queue_done`` was sent, a requeued client just waits)."""
     seen = ticket.update_seq
@@ -168,14 +215,12 @@ async def _wait(client: ClientSide, ticket: Ticket, silent: bool = False) -> boo
         if client.gone.is_set():
             return False
         if ticket.cancelled is not None:
-            await client.send(error(f"Removed from the queue ({ticket.cancelled})"))
+            await client.send(dialect.error(f"Removed from the queue ({ticket.cancelled})"))
             await client.close(1000)
             return False
         if ticket.update_seq != seen:
             seen = ticket.update_seq
             if silent:
                 continue
-            # the hottest message at scale: formatted directly (same JSON as QueueUpdateMsg.dump())
-            if not await client.send(_QUEUE_UPDATE % (ticket.position, float(ticket.estimated_wait_s),
-                                                      ticket.queue_length)):
+            if not await client.send(dialect.update(ticket)):
                 return False

@@ -35,9 +35,17 @@ OMNI_DUPLEX = Mode("omni_duplex", "omni", "Omni full-duplex", "/omni", "duplex.h
 AUDIO_DUPLEX = Mode("audio_duplex", "audio_duplex", "Audio full-duplex", "/audio_duplex", "duplex.html", "/ws/duplex",
                     "audio_duplex", "audio_duplex", "eta_audio_duplex_s", 120.0, "duplex_active")
 
-MODES: tuple[Mode, ...] = (CHAT, HALF_DUPLEX, OMNI_DUPLEX, AUDIO_DUPLEX)   # the order of /api/apps
-BY_REQUEST_TYPE: dict[str, Mode] = {m.request_type: m for m in MODES}
-BY_APP_ID: dict[str, Mode] = {m.app_id: m for m in MODES}
+# OpenAI Realtime (``/v1/realtime`` on the gateway, ``/ws/realtime/{session_id}`` on a worker): an
+# app and a queue type like the others, with no page of ours and no presets (its clients are the
+# ``openai`` SDK, LiveKit, Pipecat …; docs/realtime.md).
+REALTIME = Mode("realtime", "realtime", "OpenAI Realtime API", "", "", "/ws/realtime",
+                "", "realtime", "eta_realtime_s", 180.0, "busy_realtime")
+REALTIME_PATH = "/v1/realtime"      # the gateway's public path for it
+
+MODES: tuple[Mode, ...] = (CHAT, HALF_DUPLEX, OMNI_DUPLEX, AUDIO_DUPLEX)   # the modes with a page
+ALL_MODES: tuple[Mode, ...] = MODES + (REALTIME,)                        # the order of /api/apps
+BY_REQUEST_TYPE: dict[str, Mode] = {m.request_type: m for m in ALL_MODES}
+BY_APP_ID: dict[str, Mode] = {m.app_id: m for m in ALL_MODES}
 REQUEST_TYPES: tuple[str, ...] = tuple(BY_REQUEST_TYPE)
 DUPLEX_TYPES = frozenset({OMNI_DUPLEX.request_type, AUDIO_DUPLEX.request_type})
 
@@ -59,4 +67,4 @@ def duplex_variant(session_id: str) -> str:
 LOADING, IDLE, ERROR = "loading", "idle", "error"
 DUPLEX_PAUSED = "duplex_paused"
 WORKER_STATUSES: tuple[str, ...] = (LOADING, IDLE, CHAT.worker_status, HALF_DUPLEX.worker_status,
-                                    OMNI_DUPLEX.worker_status, DUPLEX_PAUSED, ERROR)
+                                    OMNI_DUPLEX.worker_status, DUPLEX_PAUSED, REALTIME.worker_status, ERROR)

@@ -1,4 +1,5 @@
-"""The worker's FastAPI app: ``/health`` and the three WebSocket endpoints of PROTOCOL.md.
+"""The worker's FastAPI app: ``/health``, the three WebSocket endpoints of PROTOCOL.md and the
+realtime one (``/ws/realtime/{session_id}``, behind the gateway's ``/v1/realtime``).
 
 The engine is loaded on the engine thread after the server starts listening (lifespan), so
 ``/health`` answers ``loading`` at once and ``error`` (with the reason) if loading fails.
@@ -19,6 +20,7 @@ from .auth import RequireToken, worker_token
 from .chat import ChatConnection, new_chat_id
 from .duplex import DuplexConnection
 from .half_duplex import HalfDuplexConnection
+from .realtime import RealtimeConnection, beta_requested
 from .register import register_forever
 from .session import WorkerContext
 from .state import WorkerRuntime
@@ -73,5 +75,10 @@ def create_app(settings: Settings, loader: Optional[Callable[[], Processor]] = N
     @app.websocket("/ws/duplex/{session_id}")
     async def ws_duplex(ws: WebSocket, session_id: str) -> None:
         await DuplexConnection(ws, ctx, session_id[:MAX_SESSION_ID]).serve()
+
+    @app.websocket("/ws/realtime/{session_id}")
+    async def ws_realtime(ws: WebSocket, session_id: str) -> None:
+        beta = beta_requested(ws.headers.get("openai-beta"), ws.query_params.get("beta"))
+        await RealtimeConnection(ws, ctx, session_id[:MAX_SESSION_ID], beta=beta).serve()
 
     return app

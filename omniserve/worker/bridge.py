@@ -38,39 +38,52 @@ class EngineBridge:
 
         At most ``STREAM_AHEAD`` items wait for the consumer; beyond that the engine thread waits
         too. Once ``stop`` is set, items are dropped instead (the iterator ends at its next chunk)."""
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        credits = threading.Semaphore(STREAM_AHEAD)
+        async for item in stream_on(self.runtime.submit_engine, make, self.stop):
+            yield item
 
-        def post(kind: str, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(q.put_nowait, (kind, value))
-            except RuntimeError:  # loop closed: the server is shutting down
-                pass
 
-        def room() -> bool:
-            while not credits.acquire(timeout=0.1):
-                if self.stop.is_set():
-                    return False
-            return True
+def own_thread(job: Callable[[], None]) -> None:
+    """Run ``job`` on a thread of its own (work that must not hold the engine thread)."""
+    threading.Thread(target=job, name="omniserve-reply", daemon=True).start()
 
-        def pump() -> None:
-            try:
-                for item in make():
-                    if room():
-                        post("item", item)
-            except BaseException as e:  # re-raised on the loop side
-                post("exc", e)
-            else:
-                post("end", None)
 
-        self.runtime.submit_engine(pump)
-        while True:
-            kind, value = await q.get()
-            if kind == "item":
-                credits.release()
-                yield value
-            elif kind == "exc":
-                raise value
-            else:
-                return
+async def stream_on(submit: Callable[[Callable[[], None]], Any], make: Callable[[], Iterator[T]],
+                    stop: threading.Event) -> AsyncIterator[T]:
+    """Iterate ``make()`` on the thread ``submit`` runs jobs on, yielding its items on the event loop
+    with back-pressure (``STREAM_AHEAD``); once ``stop`` is set, items are dropped instead."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    credits = threading.Semaphore(STREAM_AHEAD)
+
+    def post(kind: str, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(q.put_nowait, (kind, value))
+        except RuntimeError:  # loop closed: the server is shutting down
+            pass
+
+    def room() -> bool:
+        while not credits.acquire(timeout=0.1):
+            if stop.is_set():
+                return False
+        return True
+
+    def pump() -> None:
+        try:
+            for item in make():
+                if room():
+                    post("item", item)
+        except BaseException as e:  # re-raised on the loop side
+            post("exc", e)
+        else:
+            post("end", None)
+
+    submit(pump)
+    while True:
+        kind, value = await q.get()
+        if kind == "item":
+            credits.release()
+            yield value
+        elif kind == "exc":
+            raise value
+        else:
+            return

@@ -4,7 +4,8 @@ Flow: request → ``prefill_done`` → ``chunk``… → ``done`` (or ``error``),
 released and the socket closed. The session's state machine is the degenerate one (await request →
 active → ending). A reader task runs beside generation so a ``stop`` (or a disconnect) sets the
 engine's stop event while the engine thread is busy. The engine's events go to the wire writer and
-the recorder (``ChatWire``, ``ChatTimeline``).
+the recorder (``ChatWire``, ``ChatTimeline``). A request with ``tools`` (an addition to PROTOCOL.md)
+may be answered by function calls: ``done`` then carries ``tool_calls``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .lifecycle import Phase
 from .session import Connection, Disconnected, ReaderFailed
 from .state import Status
 from .timeline import ChatTimeline, record_request
-from .wire import ChatWire
+from .wire import ChatWire, tool_calls
 
 class ChatConnection(Connection):
     request_type = modes.CHAT.request_type
@@ -62,7 +63,8 @@ class ChatConnection(Connection):
         if self.reader_failed:
             raise ReaderFailed()
         reply.close(self.stop.is_set())
-        self.runtime.cached_prefix_hashes = list(frame.chain_after(reply.text).hashes)   # one more link
+        calls = [c.model_dump() for c in tool_calls(reply.tool_calls)]
+        self.runtime.cached_prefix_hashes = list(frame.chain_after(reply.text, calls).hashes)   # one more link
         self.runtime.kv_cache_length = reply.input_tokens + reply.generated_tokens
         await observe(reply)            # the recording's entry, then ``done``
         self.runtime.release(self)      # PROTOCOL.md: released as soon as done is sent
@@ -73,8 +75,10 @@ class ChatConnection(Connection):
         """The reply, its events routed to both observers as they come."""
         view, voice = await self.open_view(self.processor.set_chat_mode, ref, speak=req.tts.enabled)
         generation = convert.generation(req.generation)
+        tools, tool_choice = convert.chat_tools(req)
         reply = Reply()
-        async for ev in self.engine.stream(lambda: view.reply(msgs, generation=generation, voice=voice, stop=self.stop)):
+        async for ev in self.engine.stream(lambda: view.reply(msgs, generation=generation, voice=voice, stop=self.stop,
+                                                              tools=tools, tool_choice=tool_choice)):
             if isinstance(ev, (Prefilled, Delta, ReplyDone)):    # a chat reply has no speech events
                 heard = reply.take(ev)
                 if heard is not None:

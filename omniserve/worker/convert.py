@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import mediaprobe
 from ..engine import api
-from ..protocol.messages import (AudioItem, ChatRequest, ContentItem, GenerationConfig, HDGenerationConfig, ImageItem,
-                                 TextItem, VideoItem)
+from ..protocol.messages import (AudioItem, ChatRequest, ChatToolCall, ContentItem, GenerationConfig, HDGenerationConfig,
+                                 ImageItem, TextItem, VideoItem)
 from . import limits
 
 MAX_CHAT_AUDIO_S = 600.0
@@ -59,10 +59,22 @@ def video(b64: str, what: str) -> bytes:
 
 
 def chat_messages(req: ChatRequest) -> list[api.Message]:
-    msgs = [api.Message(m.role, content_items(m.items(), f"messages[{i}]")) for i, m in enumerate(req.messages)]
+    msgs = [api.Message(m.role, content_items(m.items(), f"messages[{i}]"),
+                        tool_calls=[tool_call(c) for c in m.tool_calls or ()], tool_call_id=m.tool_call_id or "")
+            for i, m in enumerate(req.messages)]
     if not any(m.items for m in msgs if m.role == "user"):
         raise limits.InputError("messages: no user content")
     return msgs
+
+
+def tool_call(c: ChatToolCall) -> api.ToolCall:
+    return api.ToolCall(c.id, c.function.name, c.function.arguments)
+
+
+def chat_tools(req: ChatRequest) -> tuple[list[api.Tool], api.ToolChoice]:
+    """The request's tools and ``tool_choice`` ("auto", "none", "required" or a tool's name)."""
+    tools = [api.Tool(t.function.name, t.function.description, t.function.parameters) for t in req.tools or ()]
+    return tools, req.tool_choice_name
 
 
 def generation(g: Union[GenerationConfig, HDGenerationConfig]) -> api.GenerationParams:

@@ -17,7 +17,7 @@ from typing import Generic, Optional, Protocol, TypeVar, Union
 
 import numpy as np
 
-from ..engine.api import Delta, Prefilled, ReplyDone, SpeechEnded, SpeechStarted, UnitResult
+from ..engine.api import Delta, Prefilled, ReplyDone, SpeechEnded, SpeechStarted, ToolCall, UnitResult
 
 E = TypeVar("E")
 E_contra = TypeVar("E_contra", contravariant=True)
@@ -111,6 +111,11 @@ class Reply:
     @property
     def heard(self) -> str:
         return self.pre.heard if self.pre is not None else ""
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The functions the reply calls (chat with tools; none when it was stopped)."""
+        return self.result.tool_calls if self.result is not None and not self.stopped else []
 
 
 @dataclass(frozen=True)

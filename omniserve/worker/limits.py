@@ -38,11 +38,13 @@ def biggest_frame(ws: WorkerSettings) -> int:
     """The transport limit handed to uvicorn: above every per-message cap, so that a frame between
     a cap and this limit gets a readable ``error`` instead of a bare close."""
     return max(ws.max_chat_frame_bytes, ws.max_prepare_frame_bytes, ws.max_duplex_frame_bytes,
-               ws.max_audio_frame_bytes) + 1024 * 1024
+               ws.max_audio_frame_bytes, ws.max_realtime_frame_bytes) + 1024 * 1024
 
 
 def stream_cap(ws: WorkerSettings, mode: str) -> int:
     """Cap of a non-prepare frame on a voice endpoint."""
+    if mode == "realtime":
+        return ws.max_realtime_frame_bytes
     return ws.max_audio_frame_bytes if mode == "half_duplex" else ws.max_duplex_frame_bytes
 
 

@@ -41,10 +41,11 @@ class Status(str, enum.Enum):
     BUSY_HALF_DUPLEX = modes.HALF_DUPLEX.worker_status
     DUPLEX_ACTIVE = modes.OMNI_DUPLEX.worker_status
     DUPLEX_PAUSED = modes.DUPLEX_PAUSED
+    BUSY_REALTIME = modes.REALTIME.worker_status
     ERROR = modes.ERROR
 
 
-BUSY = {Status.BUSY_CHAT, Status.BUSY_HALF_DUPLEX, Status.DUPLEX_ACTIVE, Status.DUPLEX_PAUSED}
+BUSY = {Status.BUSY_CHAT, Status.BUSY_HALF_DUPLEX, Status.DUPLEX_ACTIVE, Status.DUPLEX_PAUSED, Status.BUSY_REALTIME}
 
 
 class Busy(Exception):

@@ -51,7 +51,7 @@ class StreamingConnection(Connection):
         raise NotImplementedError
 
     @staticmethod
-    def timeout_message(d: Deadline) -> TimeoutMsg:  # pragma: no cover - abstract (the wire writer's)
+    def timeout_message(d: Deadline) -> Union[TimeoutMsg, str]:  # pragma: no cover - abstract (the wire writer's)
         raise NotImplementedError
 
     def take(self, msg: Any) -> None:  # pragma: no cover - abstract

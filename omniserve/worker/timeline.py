@@ -29,8 +29,17 @@ def record_request(rec: AnyRecorder, msgs: list[api.Message]) -> None:
             elif isinstance(it, api.Video):
                 ext = "webm" if it.data[:4] == b"\x1a\x45\xdf\xa3" else "mp4"
                 items.append({"type": "video", "file": rec.write_blob(f"{name}.{ext}", it.data)})
-        messages.append({"role": m.role, "items": items})
+        entry: dict = {"role": m.role, "items": items}
+        if m.tool_calls:
+            entry["tool_calls"] = [_call(c) for c in m.tool_calls]
+        if m.tool_call_id:
+            entry["tool_call_id"] = m.tool_call_id
+        messages.append(entry)
     rec.add_event({"messages": messages})
+
+
+def _call(c: api.ToolCall) -> dict:
+    return {"id": c.id, "name": c.name, "arguments": c.arguments}
 
 
 class ChatTimeline:
@@ -49,11 +58,14 @@ class ChatTimeline:
             self.t_first = self.t_first or time.monotonic()
         else:
             ai_wav = self.rec.write_wav("ai.wav", ev.audio, OUT_RATE)
-            self.rec.add_event({"t_prefill_done_s": self._since_t0(self.t_prefill),
-                                "t_first_chunk_s": self._since_t0(self.t_first),
-                                "t_done_s": self._since_t0(time.monotonic()), "input_tokens": ev.input_tokens,
-                                "generated_tokens": ev.generated_tokens, "chunks": ev.chunks,
-                                "text": ev.text, "ai_audio": ai_wav, "stopped": ev.cut})
+            entry: dict = {"t_prefill_done_s": self._since_t0(self.t_prefill),
+                           "t_first_chunk_s": self._since_t0(self.t_first),
+                           "t_done_s": self._since_t0(time.monotonic()), "input_tokens": ev.input_tokens,
+                           "generated_tokens": ev.generated_tokens, "chunks": ev.chunks,
+                           "text": ev.text, "ai_audio": ai_wav, "stopped": ev.cut}
+            if ev.tool_calls:
+                entry["tool_calls"] = [_call(c) for c in ev.tool_calls]
+            self.rec.add_event(entry)
 
     def _since_t0(self, t: Optional[float]) -> Optional[float]:
         return None if t is None else round(t - self.t0, 3)

@@ -11,9 +11,10 @@ from typing import Awaitable, Callable, Optional
 from pydantic import BaseModel
 
 from ..audio import OUT_RATE, encode_f32
-from ..engine.api import Prefilled, SpeechEnded, SpeechStarted
-from ..protocol.messages import (ChatChunkMsg, ChatDoneMsg, GeneratingMsg, HDChunkMsg, PausedMsg, PrefillDoneMsg,
-                                 ResultMsg, ResumedMsg, TimeoutMsg, TurnDoneMsg, VadStateMsg)
+from ..engine.api import Prefilled, SpeechEnded, SpeechStarted, ToolCall
+from ..protocol.messages import (ChatChunkMsg, ChatDoneMsg, ChatToolCall, GeneratingMsg, HDChunkMsg, PausedMsg,
+                                 PrefillDoneMsg, ResultMsg, ResumedMsg, TimeoutMsg, ToolCallFunction, TurnDoneMsg,
+                                 VadStateMsg)
 from .events import ChatEvent, Chunk, DuplexEvent, Paused, Reply, UnitAnswered, VoiceEvent
 from .lifecycle import Deadline
 
@@ -39,7 +40,14 @@ class ChatWire:
             whole = None if self.streaming or ev.audio is None else encode_f32(ev.audio)
             await self.send(ChatDoneMsg(text=ev.text, generated_tokens=ev.generated_tokens,
                                         input_tokens=ev.input_tokens, audio_data=whole,
-                                        recording_session_id=self.recording_id, stopped=True if ev.cut else None))
+                                        recording_session_id=self.recording_id, stopped=True if ev.cut else None,
+                                        tool_calls=tool_calls(ev.tool_calls) or None))
+
+
+def tool_calls(calls: list[ToolCall]) -> list[ChatToolCall]:
+    """A reply's function calls as ``done`` carries them (OpenAI shape; the client sends them back
+    in the assistant message of its next request)."""
+    return [ChatToolCall(id=c.id, function=ToolCallFunction(name=c.name, arguments=c.arguments)) for c in calls]
 
 
 class HalfDuplexWire:

@@ -39,7 +39,7 @@ def test_duplex_variant_from_the_session_id_prefix():
 
 def test_eta_models_follow_the_table():
     cfg = EtaConfig()
-    for m in modes.MODES:
+    for m in modes.ALL_MODES:
         assert cfg.base_for(m.request_type) == m.eta_default_s
         assert m.eta_field in EtaConfigUpdate.model_fields
     assert set(EtaConfigUpdate.model_fields) == set(EtaConfig.model_fields)
@@ -47,7 +47,8 @@ def test_eta_models_follow_the_table():
 
 def test_gateway_registries_follow_the_table(tmp_path):
     apps = AppRegistry(tmp_path / "apps.json").all()
-    assert [(a.app_id, a.name, a.path) for a in apps] == [(m.app_id, m.name, m.page) for m in modes.MODES]
+    assert [(a.app_id, a.name, a.path) for a in apps] == [(m.app_id, m.name, m.page) for m in modes.ALL_MODES]
+    assert modes.REALTIME.page == "" and modes.REALTIME not in modes.MODES    # no page of ours
     for m in modes.MODES:
         assert PAGES[m.page] == (m.page_file, m.app_id)
         assert (ROOT / "web" / m.page_file).is_file()

@@ -1,0 +1,208 @@
+"""One model response of a realtime session: from ``response.created`` to ``response.done``.
+
+The reply runs on a thread of its own (``bridge.stream_on`` + ``own_thread``), not on the engine
+thread, so the session keeps feeding the VAD while it speaks: speech from the user can cancel it
+(barge-in). A cancel sets the response's stop event; from that moment no delta is written, and
+``response.done`` (status ``cancelled``) closes it once the reply's threads have let go.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from ...engine.api import (Delta, EngineBackendError, EngineInputError, GenerationParams, Prefilled, RealtimeView,
+                           ReplyDone, Tool, Voice)
+from ...protocol.realtime import SessionConfig, new_id
+from ..bridge import own_thread, stream_on
+from ..recorder import AnyRecorder
+from ...telephony_audio import encode_output
+from .items import Conversation, Item
+from .wire import RealtimeWire
+
+DELTA_SAMPLES = 12_000          # speech goes out in pieces of at most 0.5 s (24 kHz)
+OUT_RATE = 24_000
+
+
+@dataclass
+class Response:
+    id: str
+    cfg: SessionConfig                   # the session's settings with this response's overrides
+    stop: threading.Event = field(default_factory=threading.Event)
+    status: str = "in_progress"
+    reason: Optional[str] = None         # status_details.reason
+    error: Optional[dict] = None
+    output: list[Item] = field(default_factory=list)
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    first_audio_at: Optional[float] = None
+    task: Optional[asyncio.Task] = None
+
+    def cancel(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+
+def tools_of(cfg: SessionConfig) -> list[Tool]:
+    return [Tool(t.name, t.description, t.parameters) for t in cfg.tools]
+
+
+class Responder:
+    """Runs responses for one session; at most one at a time (``active``)."""
+
+    def __init__(self, view: RealtimeView, conv: Conversation, wire: RealtimeWire, voice: Optional[Voice],
+                 rec: AnyRecorder) -> None:
+        self.view, self.conv, self.wire, self.voice, self.rec = view, conv, wire, voice, rec
+        self.active: Optional[Response] = None
+        self.count = 0
+
+    def start(self, cfg: SessionConfig) -> Response:
+        r = Response(new_id("resp"), cfg)
+        self.active = r
+        r.task = asyncio.create_task(self._run(r))
+        return r
+
+    async def wait(self) -> None:
+        r = self.active
+        if r is not None and r.task is not None:
+            await asyncio.shield(r.task)
+
+    def obj(self, r: Response) -> dict:
+        """The ``response`` object of ``response.created`` / ``response.done``."""
+        total = r.input_tokens + r.output_tokens
+        usage = {"total_tokens": total, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                 "input_token_details": {"text_tokens": r.input_tokens, "audio_tokens": 0,
+                                         "cached_tokens": r.cached_tokens},
+                 "output_token_details": {"text_tokens": r.output_tokens, "audio_tokens": 0}}
+        details: Optional[dict] = None
+        if r.status in ("cancelled", "incomplete"):
+            details = {"type": r.status, "reason": r.reason}
+        elif r.status == "failed":
+            details = {"type": "failed", "error": r.error}
+        out: dict[str, Any] = {"id": r.id, "object": "realtime.response", "status": r.status, "status_details": details,
+               "output": [self.wire.item(it) for it in r.output],
+               "usage": usage if r.status != "in_progress" else None}
+        modalities = list(r.cfg.output_modalities) if not self.wire.beta else (
+            ["text", "audio"] if r.cfg.audio_out else ["text"])
+        out["modalities" if self.wire.beta else "output_modalities"] = modalities
+        return out
+
+    # ------------------------------------------------------------------ one response
+    async def _run(self, r: Response) -> None:
+        await self.wire.emit("response.created", response=self.obj(r))
+        msg: Optional[Item] = None
+        done: Optional[ReplyDone] = None
+        try:
+            cfg = r.cfg
+            messages = self.conv.messages(cfg.instructions)
+            gen = GenerationParams(temperature=cfg.temperature)
+            if cfg.max_output_tokens is not None:
+                gen.max_new_tokens = cfg.max_output_tokens
+            voice = self.voice if cfg.audio_out else None
+            tools = tools_of(cfg) if cfg.tool_choice != "none" else []
+            view = self.view
+
+            def make():
+                return view.reply(messages, generation=gen, voice=voice, stop=r.stop, tools=tools,
+                                  tool_choice=cfg.tool_choice if tools else "auto")
+
+            async for ev in stream_on(own_thread, make, r.stop):
+                if r.stop.is_set():
+                    continue                    # cancelled: nothing more goes out
+                if isinstance(ev, Prefilled):
+                    r.input_tokens, r.cached_tokens = ev.input_tokens, max(0, ev.input_tokens - ev.evaluated)
+                elif isinstance(ev, Delta):
+                    if msg is None:
+                        msg = await self._open_message(r)
+                    await self._delta(r, msg, ev)
+                elif isinstance(ev, ReplyDone):
+                    done = ev
+                    r.output_tokens = ev.generated_tokens
+        except (EngineInputError, EngineBackendError) as e:
+            r.status, r.error = "failed", {"type": "server_error" if isinstance(e, EngineBackendError)
+                                           else "invalid_request_error", "message": str(e)}
+            await self.wire.error(str(e), code="response_failed",
+                                  kind="server_error" if isinstance(e, EngineBackendError) else "invalid_request_error")
+        except Exception as e:             # the session goes on; this response failed
+            r.status, r.error = "failed", {"type": "server_error", "message": f"Internal error ({type(e).__name__})"}
+            await self.wire.error(r.error["message"], code="response_failed", kind="server_error")
+        if r.stop.is_set():
+            r.status = "cancelled"
+        elif r.status == "in_progress":
+            r.status = "incomplete" if done is not None and done.finish_reason == "length" else "completed"
+            if r.status == "incomplete":
+                r.reason = "max_output_tokens"
+        if msg is not None:
+            await self._close_message(r, msg)
+        if done is not None and done.tool_calls and r.status == "completed":
+            for call in done.tool_calls:
+                await self._function_call(r, call.id, call.name, call.arguments)
+        await self.wire.emit("response.done", response=self.obj(r))
+        self.count += 1
+        self.rec.add_event({"t": self.rec.now(), "type": "response", "id": r.id, "status": r.status,
+                            "output": [self.wire.item(it) for it in r.output]})
+        if self.active is r:
+            self.active = None
+
+    async def _open_message(self, r: Response) -> Item:
+        it = Item(new_id("item"), "message", "assistant", audio=r.cfg.audio_out, text="", status="in_progress")
+        prev = self.conv.add(it)
+        r.output.append(it)
+        idx = len(r.output) - 1
+        await self.wire.emit("response.output_item.added", response_id=r.id, output_index=idx, item=self.wire.item(it))
+        await self.wire.item_added(it, prev)
+        await self.wire.emit("response.content_part.added", response_id=r.id, item_id=it.id, output_index=idx,
+                             content_index=0, part=self.wire.part(it))
+        return it
+
+    async def _delta(self, r: Response, it: Item, ev: Delta) -> None:
+        idx = r.output.index(it)
+        ids = {"response_id": r.id, "item_id": it.id, "output_index": idx, "content_index": 0}
+        if ev.text:
+            it.text = (it.text or "") + ev.text
+            name = "response.output_audio_transcript.delta" if it.audio else "response.output_text.delta"
+            await self.wire.emit(self.wire.name(name), **ids, delta=ev.text)
+        if ev.audio is not None and ev.audio.size and it.audio:
+            pcm = np.asarray(ev.audio, np.float32)
+            it.audio_pieces_ms.append(pcm.size * 1000 / OUT_RATE)
+            if r.first_audio_at is None:
+                r.first_audio_at = asyncio.get_running_loop().time()
+            for i in range(0, pcm.size, DELTA_SAMPLES):
+                if r.stop.is_set():
+                    return
+                await self.wire.emit(self.wire.name("response.output_audio.delta"), **ids,
+                                     delta=encode_output(pcm[i:i + DELTA_SAMPLES], r.cfg.output_format))
+
+    async def _close_message(self, r: Response, it: Item) -> None:
+        idx = r.output.index(it)
+        ids = {"response_id": r.id, "item_id": it.id, "output_index": idx}
+        it.text = (it.text or "").strip()
+        it.status = "completed" if r.status == "completed" else "incomplete"
+        if it.audio:
+            await self.wire.emit(self.wire.name("response.output_audio.done"), **ids, content_index=0)
+            await self.wire.emit(self.wire.name("response.output_audio_transcript.done"), **ids, content_index=0,
+                                 transcript=it.text)
+        else:
+            await self.wire.emit(self.wire.name("response.output_text.done"), **ids, content_index=0, text=it.text)
+        await self.wire.emit("response.content_part.done", **ids, content_index=0, part=self.wire.part(it))
+        await self.wire.emit("response.output_item.done", response_id=r.id, output_index=idx, item=self.wire.item(it))
+        await self.wire.item_done(it, self.conv.previous_id(it) if it in self.conv.items else None)
+
+    async def _function_call(self, r: Response, call_id: str, name: str, arguments: str) -> None:
+        it = Item(new_id("item"), "function_call", call_id=call_id, name=name, arguments="", status="in_progress")
+        prev = self.conv.add(it)
+        r.output.append(it)
+        idx = len(r.output) - 1
+        await self.wire.emit("response.output_item.added", response_id=r.id, output_index=idx, item=self.wire.item(it))
+        await self.wire.item_added(it, prev)
+        ids = {"response_id": r.id, "item_id": it.id, "output_index": idx, "call_id": call_id}
+        await self.wire.emit("response.function_call_arguments.delta", **ids, delta=arguments)
+        it.arguments, it.status = arguments, "completed"
+        await self.wire.emit("response.function_call_arguments.done", **ids, name=name, arguments=arguments)
+        await self.wire.emit("response.output_item.done", response_id=r.id, output_index=idx, item=self.wire.item(it))
+        await self.wire.item_done(it, prev)

@@ -10,7 +10,9 @@ them), valid until it expires (``gateway.ephemeral_token_ttl_s``), any number of
 that lifetime. A token dies with the key that minted it: revoking the key refuses its tokens too.
 
 When ``gateway.require_keys`` is on, a WebSocket handshake needs ``Authorization: Bearer <key or
-token>`` or ``?token=<ephemeral token>`` (a long-lived key is never accepted in a URL).
+token>`` or ``?token=<ephemeral token>`` (a long-lived key is never accepted in a URL); where the
+caller passes the offered subprotocols, also ``openai-insecure-api-key.<ephemeral token>``, the way
+OpenAI's browser clients send a token (again never a long-lived key).
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "osk_"
 TOKEN_PREFIX = "ek_"
+TOKEN_SUBPROTOCOL = "openai-insecure-api-key."   # a browser's token as a WebSocket subprotocol (OpenAI clients)
 MAX_TOKEN_TTL_S = 600.0
 MAX_TOKENS = 100_000          # live ephemeral tokens held at once (expired ones are pruned first)
 _MAX_SECRET_LEN = 200
@@ -172,10 +175,15 @@ class KeyAuth:
         self.tokens = tokens
         self._admin_ok = admin_ok
 
-    def handshake_ok(self, authorization: Optional[str], query_token: Optional[str]) -> bool:
+    def handshake_ok(self, authorization: Optional[str], query_token: Optional[str],
+                     subprotocols: Sequence[str] = ()) -> bool:
         cred = bearer(authorization)
         if cred is not None:
             return (self.tokens.check(cred) or self.keys.check(cred) is not None
                     or self._admin_ok(authorization))
-        # in a URL only an ephemeral token: a long-lived key would end up in logs and histories
-        return query_token is not None and self.tokens.check(query_token)
+        # in a URL or a subprotocol only an ephemeral token: a long-lived key would end up in logs
+        # and histories
+        if query_token is not None:
+            return self.tokens.check(query_token)
+        offered = next((p for p in subprotocols if p.startswith(TOKEN_SUBPROTOCOL)), None)
+        return offered is not None and self.tokens.check(offered[len(TOKEN_SUBPROTOCOL):])

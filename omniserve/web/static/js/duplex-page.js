@@ -4,6 +4,7 @@
  * drive captions, the listen/speak lamp, speech playback, barge-in and the metrics panel.
  */
 import { initPage, notify, clearNotice, markReady } from "./layout.js";
+import { keyReady, mountKeyField } from "./access.js";
 import { $, fmtMs } from "./dom.js";
 import { t } from "./i18n.js";
 import { Settings } from "./settings.js";
@@ -27,6 +28,7 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
     start_delay_ms: 150, local_barge_in: true,
   });
   await initPage(app);
+  await mountKeyField();          // only when the gateway requires API keys
   const s = { sock: null, mic: null, prepared: false, paused: false, forceListen: 0, reply: null, user: null, sent: 0, frames: 0 };
   let metrics = new DuplexMetrics(settings.get("chunk_ms"));
   let barge = new BargeIn();
@@ -157,6 +159,7 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
 
   async function start() {
     clearNotice("session-end");
+    if (!(await keyReady())) return;
     $("#start").disabled = true;
     showState("connecting");
     await page.player.ensure();

@@ -1,13 +1,17 @@
 /**
  * WebSocket client for the three endpoints. Handles the gateway's queue messages (queued,
  * queue_update, queue_done), errors ("Queue full…", close 1013), a refused handshake (mode
- * disabled) and dropped connections, and hands every other message to the page.
+ * disabled) and dropped connections, and hands every other message to the page. When the gateway
+ * requires API keys, each connection first gets a fresh ephemeral token (access.js), sent as
+ * ?token=….
  */
 import { t } from "./i18n.js";
+import { socketToken } from "./access.js";
 
-export function wsUrl(path) {
+export function wsUrl(path, token = null) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${proto}//${location.host}${path}`;
+  const query = token ? `${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : "";
+  return `${proto}//${location.host}${path}${query}`;
 }
 
 export class ServiceSocket {
@@ -33,9 +37,22 @@ export class ServiceSocket {
     this.lastError = "";
   }
 
-  connect() {
+  async connect() {
+    let token;
+    try {
+      token = await socketToken();
+      if (this.closing) throw new Error(t("err.connect"));   // closed while the token was on its way
+    } catch (e) {
+      // told to the page as a refused handshake is: an error, then a close it did not expect
+      if (this.closing) this.onClose({ code: 1000, reason: "", expected: true, opened: false });
+      else {
+        this.onError(e.message, true);
+        this.onClose({ code: 1006, reason: e.message, expected: false, opened: false });
+      }
+      throw e;
+    }
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl(this.path));
+      const ws = new WebSocket(wsUrl(this.path, token));
       this.ws = ws;
       ws.onopen = () => { this.opened = true; this.onOpen(); resolve(this); };
       ws.onmessage = (ev) => this.dispatch(ev.data);

@@ -1,19 +1,21 @@
 /**
- * Admin dashboard: workers, queue (cancel), running sessions, app toggles, ETA settings and
- * reference voices. The token lives in sessionStorage; every value from the server is shown as
- * text (h()/textContent), never as HTML.
+ * Admin dashboard: workers, queue (cancel), running sessions, app toggles, ETA settings,
+ * reference voices and API keys (admin-keys.js). The token lives in sessionStorage; every value
+ * from the server is shown as text (h()/textContent), never as HTML.
  */
 import { initPage, notify, clearNotice, markReady } from "../layout.js";
 import { api, asList, adminToken, setAdminToken, ApiError } from "../api.js";
 import { h, fill, $, fmtSeconds, fmtTime } from "../dom.js";
 import { t } from "../i18n.js";
 import { uploadVoice, voiceAudioUrl, voiceId, voiceName } from "../voices.js";
+import { bindKeys } from "../admin-keys.js";
 
 const ETA_FIELDS = [
   ["eta_chat_s", 1], ["eta_half_duplex_s", 1], ["eta_audio_duplex_s", 1], ["eta_omni_duplex_s", 1],
   ["eta_ema_alpha", 0.05], ["eta_ema_min_samples", 1],
 ];
 let timer = null;
+let keys = null;
 
 const adm = (path, opts = {}) => api(path, { ...opts, admin: true });
 const secs = (v) => (v == null || !Number.isFinite(Number(v)) ? "—" : fmtSeconds(Number(v)));
@@ -132,6 +134,7 @@ async function submitVoice(ev) {
 
 function showLogin(message) {
   clearInterval(timer);
+  if (keys) keys.hideSecret();
   $("#dash").hidden = true;
   $("#login").hidden = false;
   if (message) notify("error", message, { id: "login", timeoutMs: 6000 });
@@ -150,6 +153,7 @@ async function showDash() {
   $("#dash").hidden = false;
   loadEta().catch((e) => notify("error", e.message, { timeoutMs: 6000 }));
   loadVoices().catch((e) => notify("error", e.message, { timeoutMs: 6000 }));
+  keys.load().catch((e) => { if (!onAuthError(e)) notify("error", e.message, { timeoutMs: 6000 }); });
   refreshLive();
   clearInterval(timer);
   timer = setInterval(refreshLive, 3000);
@@ -161,6 +165,7 @@ async function main() {
   $("#logout").onclick = () => { setAdminToken(""); showLogin(); };
   $("#eta-form").onsubmit = saveEta;
   $("#voice-form").onsubmit = submitVoice;
+  keys = bindKeys(adm, onAuthError);
   $("#voice-file").onchange = () => { const f = $("#voice-file").files[0]; $("#voice-file-name").textContent = f ? f.name : ""; };
   if (adminToken()) showDash(); else showLogin();
   markReady();

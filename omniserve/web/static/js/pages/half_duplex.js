@@ -4,6 +4,7 @@
  * of a reply until its audio has finished playing.
  */
 import { initPage, notify, clearNotice, markReady } from "../layout.js";
+import { keyReady, mountKeyField } from "../access.js";
 import { $ } from "../dom.js";
 import { t } from "../i18n.js";
 import { Settings } from "../settings.js";
@@ -146,6 +147,7 @@ function onMessage(m) {
 
 async function start() {
   clearNotice("session-end");
+  if (!(await keyReady())) return;
   $("#start").disabled = true;
   showState("connecting");
   await page.player.ensure();
@@ -204,6 +206,7 @@ function end(sendStop) {
 
 async function main() {
   await initPage("half_duplex_audio");
+  await mountKeyField();          // only when the gateway requires API keys
   page = setupVoicePage("half_duplex", settings, { onPlayerIdle: unmuteIfDone });
   window.omniserve = { player: page.player, state: s };
   showState("idle");

@@ -3,6 +3,7 @@
  * text and speech back, and can be stopped. Timing per reply: first text, first audio, tokens.
  */
 import { initPage, notify, markReady } from "../layout.js";
+import { keyReady, mountKeyField } from "../access.js";
 import { $ } from "../dom.js";
 import { t } from "../i18n.js";
 import { Settings, bindSettings } from "../settings.js";
@@ -52,6 +53,7 @@ async function send(attachments, voices) {
   if (state.busy) return;
   const text = $("#input").value.trim();
   if (!text && !attachments.count) return;
+  if (!(await keyReady())) return;           // keeps the typed message
   const request = buildRequest();
   if (request.tts.enabled) {
     await player.ensure();
@@ -177,6 +179,7 @@ function bindPushToTalk(attachments) {
 
 async function main() {
   await initPage("turnbased");
+  await mountKeyField();          // only when the gateway requires API keys
   bindSettings(document, settings);
   const attachments = new Attachments($("#attachments"), { onError: (m) => notify("warn", m, { timeoutMs: 6000 }) });
   const voices = new VoicePicker($("#voice"), $("#voice-upload"), { onError: (m) => notify("error", m, { timeoutMs: 8000 }) });

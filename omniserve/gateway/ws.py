@@ -79,8 +79,9 @@ async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str
         return
     if need_key is None:
         need_key = gw.settings.gateway.require_keys
+    offered = tuple(ws.scope.get("subprotocols") or ())
     if need_key and not gw.key_auth.handshake_ok(
-            ws.headers.get("authorization"), ws.query_params.get("token")):
+            ws.headers.get("authorization"), ws.query_params.get("token"), offered):
         # a refused handshake is an HTTP 401 (403 where the server cannot send a denial response)
         await ws.send_denial_response(PlainTextResponse(
             "API key or ephemeral token required (Authorization: Bearer <key>, or ?token=<ephemeral token>)",
@@ -91,7 +92,8 @@ async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str
         await ws.close(CLOSE_POLICY)
         return
     try:
-        await ws.accept()
+        # a browser's OpenAI Realtime client offers "realtime" (+ its token as a subprotocol)
+        await ws.accept(subprotocol="realtime" if mode is REALTIME and "realtime" in offered else None)
         await _serve_accepted(gw, ws, mode, session_id, ip, dialect, worker_query)
     finally:
         gw.ip_sockets.release(ip)

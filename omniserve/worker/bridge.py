@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, Callable, Iterator, ParamSpec, TypeVar
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Iterator, ParamSpec, TypeVar
 
 from .state import WorkerRuntime
 
@@ -48,7 +48,7 @@ def own_thread(job: Callable[[], None]) -> None:
 
 
 async def stream_on(submit: Callable[[Callable[[], None]], Any], make: Callable[[], Iterator[T]],
-                    stop: threading.Event) -> AsyncIterator[T]:
+                    stop: threading.Event) -> AsyncGenerator[T, None]:
     """Iterate ``make()`` on the thread ``submit`` runs jobs on, yielding its items on the event loop
     with back-pressure (``STREAM_AHEAD``); once ``stop`` is set, items are dropped instead."""
     loop = asyncio.get_running_loop()

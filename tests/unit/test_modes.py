@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parents[2] / "omniserve"
 
 def test_the_documented_names():
     """PROTOCOL.md: request_type values, app ids, ETA fields with their defaults."""
-    assert set(modes.REQUEST_TYPES) == {"chat", "half_duplex_audio", "audio_duplex", "omni_duplex"}
+    assert set(modes.REQUEST_TYPES) == {"chat", "half_duplex_audio", "audio_duplex", "omni_duplex", "realtime"}
+    # the addition (docs/realtime.md): an app and a queue type, served on /v1/realtime
+    r = modes.REALTIME
+    assert (r.request_type, r.app_id, r.eta_field, r.eta_default_s, r.worker_status) == (
+        "realtime", "realtime", "eta_realtime_s", 180, "busy_realtime") and modes.REALTIME_PATH == "/v1/realtime"
     assert [m.app_id for m in modes.MODES] == ["turnbased", "half_duplex_audio", "omni", "audio_duplex"]
     assert {m.eta_field: m.eta_default_s for m in modes.MODES} == {
         "eta_chat_s": 15, "eta_half_duplex_s": 180, "eta_audio_duplex_s": 120, "eta_omni_duplex_s": 90}
@@ -27,6 +31,9 @@ def test_the_documented_names():
 def test_every_name_is_unique_where_it_must_be():
     for attr in ("request_type", "app_id", "page", "presets", "defaults_key", "eta_field"):
         values = [getattr(m, attr) for m in modes.MODES]
+        assert len(set(values)) == len(values), attr
+    for attr in ("request_type", "app_id", "eta_field", "worker_status"):
+        values = [getattr(m, attr) for m in modes.ALL_MODES if m is not modes.AUDIO_DUPLEX]
         assert len(set(values)) == len(values), attr
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Optional
 
 import numpy as np
 
-from ...engine.api import (Delta, EngineBackendError, EngineInputError, GenerationParams, Prefilled, RealtimeView,
-                           ReplyDone, Tool, Voice)
+from ...engine.api import (Delta, EngineBackendError, EngineInputError, Event, GenerationParams, Message, Prefilled,
+                           RealtimeView, ReplyDone, Text, Tool, Voice)
 from ...protocol.realtime import SessionConfig, new_id
 from ..bridge import own_thread, stream_on
 from ..recorder import AnyRecorder
@@ -41,11 +41,20 @@ class Response:
     output_tokens: int = 0
     first_audio_at: Optional[float] = None
     task: Optional[asyncio.Task] = None
+    # a speculation: started on the turn's audio before the VAD's endpoint, nothing written until
+    # ``release`` (the endpoint came: adopt it) — or dropped unseen (the user spoke on)
+    audio: Optional[np.ndarray] = None
+    speech_ms: float = 0.0
+    heard: Optional[str] = None
+    heard_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)   # ``stop``, seen from the event loop
 
     def cancel(self, reason: str) -> None:
         if not self.stop.is_set():
             self.reason = reason
             self.stop.set()
+            self.cancelled.set()
 
 
 def tools_of(cfg: SessionConfig) -> list[Tool]:
@@ -63,9 +72,20 @@ class Responder:
 
     def start(self, cfg: SessionConfig) -> Response:
         r = Response(new_id("resp"), cfg)
+        r.released.set()
         self.active = r
         r.task = asyncio.create_task(self._run(r))
         return r
+
+    def speculate(self, cfg: SessionConfig, audio: np.ndarray, speech_ms: float) -> Response:
+        """Transcribe ``audio`` and start answering it, unseen (not ``active`` until adopted)."""
+        r = Response(new_id("resp"), cfg, audio=audio, speech_ms=speech_ms)
+        r.task = asyncio.create_task(self._run(r))
+        return r
+
+    def adopt(self, r: Response) -> None:
+        self.active = r
+        r.released.set()
 
     async def wait(self) -> None:
         r = self.active
@@ -94,24 +114,44 @@ class Responder:
 
     # ------------------------------------------------------------------ one response
     async def _run(self, r: Response) -> None:
+        cfg = r.cfg
+        messages = self.conv.messages(cfg.instructions)
+        stream: Optional[AsyncGenerator[Event, None]] = None
+        first: Optional[Event] = None
+        failed: Optional[BaseException] = None
+        if r.audio is not None:                 # a speculation: read the turn, start, wait to be adopted
+            try:
+                r.heard = (await asyncio.to_thread(self.view.transcribe, r.audio)).strip()
+            except Exception:
+                r.heard = ""
+            r.heard_ready.set()
+            if not r.heard or r.stop.is_set():
+                return
+            messages.append(Message("user", [Text(r.heard)]))
+            stream = self._stream(r, messages)
+            try:
+                first = await stream.__anext__()        # ASR and prefill done; the reply is under way
+            except StopAsyncIteration:
+                first = None
+            except Exception as e:              # reported once it is adopted
+                failed = e
+            waits = {asyncio.create_task(r.released.wait()), asyncio.create_task(r.cancelled.wait())}
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            if not r.released.is_set():         # dropped before it was adopted: nobody saw it
+                r.stop.set()
+                await stream.aclose()
+                return
         await self.wire.emit("response.created", response=self.obj(r))
         msg: Optional[Item] = None
         done: Optional[ReplyDone] = None
         try:
-            cfg = r.cfg
-            messages = self.conv.messages(cfg.instructions)
-            gen = GenerationParams(temperature=cfg.temperature)
-            if cfg.max_output_tokens is not None:
-                gen.max_new_tokens = cfg.max_output_tokens
-            voice = self.voice if cfg.audio_out else None
-            tools = tools_of(cfg) if cfg.tool_choice != "none" else []
-            view = self.view
-
-            def make():
-                return view.reply(messages, generation=gen, voice=voice, stop=r.stop, tools=tools,
-                                  tool_choice=cfg.tool_choice if tools else "auto")
-
-            async for ev in stream_on(own_thread, make, r.stop):
+            if failed is not None:
+                raise failed
+            if stream is None:
+                stream = self._stream(r, messages)
+            async for ev in _chain(first, stream):
                 if r.stop.is_set():
                     continue                    # cancelled: nothing more goes out
                 if isinstance(ev, Prefilled):
@@ -148,6 +188,21 @@ class Responder:
                             "output": [self.wire.item(it) for it in r.output]})
         if self.active is r:
             self.active = None
+
+    def _stream(self, r: Response, messages: list[Message]) -> AsyncGenerator[Event, None]:
+        cfg = r.cfg
+        gen = GenerationParams(temperature=cfg.temperature)
+        if cfg.max_output_tokens is not None:
+            gen.max_new_tokens = cfg.max_output_tokens
+        voice = self.voice if cfg.audio_out else None
+        tools = tools_of(cfg) if cfg.tool_choice != "none" else []
+        view = self.view
+
+        def make() -> Iterator[Event]:
+            return view.reply(messages, generation=gen, voice=voice, stop=r.stop, tools=tools,
+                              tool_choice=cfg.tool_choice if tools else "auto")
+
+        return stream_on(own_thread, make, r.stop)
 
     async def _open_message(self, r: Response) -> Item:
         it = Item(new_id("item"), "message", "assistant", audio=r.cfg.audio_out, text="", status="in_progress")
@@ -206,3 +261,10 @@ class Responder:
         await self.wire.emit("response.function_call_arguments.done", **ids, name=name, arguments=arguments)
         await self.wire.emit("response.output_item.done", response_id=r.id, output_index=idx, item=self.wire.item(it))
         await self.wire.item_done(it, prev)
+
+
+async def _chain(first: Optional[Event], rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    if first is not None:
+        yield first
+    async for ev in rest:
+        yield ev

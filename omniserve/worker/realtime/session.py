@@ -15,6 +15,7 @@ on) and decodes audio; the main loop applies events one at a time:
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -34,13 +35,15 @@ from ..lifecycle import Deadline, Phase
 from ..state import Status
 from ..streaming import StreamingConnection
 from .items import Conversation, Item, ItemError
-from .responses import Responder
+from .responses import Responder, Response
 from .wire import RealtimeWire
 
 SAMPLE_RATE = 16_000
 MAX_APPEND_S = 15.0             # one input_audio_buffer.append
 MAX_BUFFER_S = 120.0            # the input buffer (manual turns) and one committed turn
 MIN_COMMIT_MS = 100             # OpenAI's rule: a commit needs at least 100 ms of audio
+SPECULATE_MS = 96               # silence inside a turn that starts its answer, unseen, before the endpoint
+PREROLL_CHUNKS = 3              # audio kept from before speech_started (the VAD pads inside it)
 
 
 class _Listen:
@@ -69,6 +72,9 @@ class RealtimeConnection(StreamingConnection):
         self.turn_item: Optional[str] = None         # the item id of the turn being spoken
         self.started = False
         self._pending_audio: dict[str, np.ndarray] = {}   # a created user audio item, until it is read
+        self.spec: Optional[Response] = None                # the answer started before the endpoint
+        self.turn_audio: list[np.ndarray] = []              # the turn being spoken (plus pre-roll)
+        self.preroll: collections.deque[np.ndarray] = collections.deque(maxlen=PREROLL_CHUNKS)
 
     # ------------------------------------------------------------------ errors in the protocol's shape
     async def send(self, msg: Union[Any, str]) -> bool:
@@ -208,11 +214,38 @@ class RealtimeConnection(StreamingConnection):
             return
         listener = self.listener
         events = await self.engine.call(listener.feed, pcm)
+        ended = any(isinstance(e, SpeechEnded) for e in events)
+        if any(isinstance(e, SpeechStarted) for e in events):
+            self.turn_audio = list(self.preroll)
+            self._drop_speculation()
+        if listener.speaking or ended:
+            self.turn_audio.append(pcm)
+        else:
+            self.preroll.append(pcm)
         for ev in events:
             if isinstance(ev, SpeechStarted):
                 await self._speech_started(max(0.0, start_ms - (self.cfg_rt.turn_detection or TurnDetection()).prefix_padding_ms))
             elif isinstance(ev, SpeechEnded):
                 await self._speech_stopped(ev.segment)
+        if ended:
+            self.turn_audio = []
+        elif listener.speaking:
+            self._maybe_speculate(listener)
+
+    def _maybe_speculate(self, listener: Listener) -> None:
+        """Quiet for ``SPECULATE_MS`` inside a turn: start its answer now (the endpoint adopts it);
+        speech going on drops it unseen."""
+        spec, td, rsp = self.spec, self.cfg_rt.turn_detection, self.responder
+        if spec is not None and listener.speech_ms > spec.speech_ms + 40:
+            self._drop_speculation()
+        elif (spec is None and td is not None and td.create_response and rsp is not None and rsp.active is None
+              and listener.silence_ms >= SPECULATE_MS and self.turn_audio):
+            self.spec = rsp.speculate(self.cfg_rt, np.concatenate(self.turn_audio), listener.speech_ms)
+
+    def _drop_speculation(self) -> None:
+        if self.spec is not None:
+            self.spec.cancel("dropped")
+            self.spec = None
 
     async def _speech_started(self, at_ms: float) -> None:
         self.turn_item = new_id("item")
@@ -228,7 +261,22 @@ class RealtimeConnection(StreamingConnection):
         self.turn_item = None
         await self.wire.emit("input_audio_buffer.speech_stopped", audio_end_ms=int(self.heard_ms), item_id=item_id)
         td = self.cfg_rt.turn_detection
-        await self._user_audio(segment, item_id, respond=td is not None and td.create_response)
+        respond = td is not None and td.create_response
+        spec, self.spec = self.spec, None
+        if spec is not None and respond and self.responder is not None and self.responder.active is None:
+            await spec.heard_ready.wait()
+            if spec.heard and not spec.stop.is_set():       # adopt: its transcript is the turn's
+                it = Item(item_id, "message", "user", audio=True, text=spec.heard)
+                prev = self.conv.add(it)
+                await self.wire.emit("input_audio_buffer.committed", previous_item_id=prev, item_id=it.id)
+                await self.wire.item_added(it, prev)
+                self.rec.write_wav(f"user_{it.id}.wav", segment, SAMPLE_RATE)
+                await self._transcribed(it, segment.size)
+                self.responder.adopt(spec)
+                return
+        if spec is not None:
+            spec.cancel("dropped")
+        await self._user_audio(segment, item_id, respond=respond)
 
     async def _commit(self, event_id: Optional[str]) -> None:
         if self.listener is not None:
@@ -255,17 +303,21 @@ class RealtimeConnection(StreamingConnection):
         if it not in self.conv.items:          # deleted while it was read
             return
         it.text = heard
-        if heard:
+        await self._transcribed(it, pcm.size)
+        if respond and heard and (self.responder is None or self.responder.active is None):
+            self.responder.start(self.cfg_rt)    # type: ignore[union-attr]
+
+    async def _transcribed(self, it: Item, samples: int) -> None:
+        """The item's transcript is known: ``…transcription.completed`` (or ``.failed``), then ``item.done``."""
+        if it.text:
             await self.wire.emit("conversation.item.input_audio_transcription.completed", item_id=it.id,
-                                 content_index=0, transcript=heard,
-                                 usage={"type": "duration", "seconds": round(pcm.size / SAMPLE_RATE, 3)})
+                                 content_index=0, transcript=it.text,
+                                 usage={"type": "duration", "seconds": round(samples / SAMPLE_RATE, 3)})
         else:
             await self.wire.emit("conversation.item.input_audio_transcription.failed", item_id=it.id, content_index=0,
                                  error={"type": "transcription_error", "code": "no_speech",
                                         "message": "No words were recognized in this audio", "param": None})
         await self.wire.item_done(it, self.conv.previous_id(it))
-        if respond and heard and (self.responder is None or self.responder.active is None):
-            self.responder.start(self.cfg_rt)    # type: ignore[union-attr]
 
     async def _transcribe(self, pcm: np.ndarray) -> str:
         """On a thread of its own: the engine thread keeps serving the VAD meanwhile."""
@@ -284,10 +336,7 @@ class RealtimeConnection(StreamingConnection):
             await self.wire.item_added(it, prev)
             pcm = self._pending_audio.pop(it.id)
             it.text = await self._transcribe(pcm)
-            await self.wire.emit("conversation.item.input_audio_transcription.completed", item_id=it.id,
-                                 content_index=0, transcript=it.text,
-                                 usage={"type": "duration", "seconds": round(pcm.size / SAMPLE_RATE, 3)})
-            await self.wire.item_done(it, prev)
+            await self._transcribed(it, pcm.size)
             return
         await self.wire.item_added(it, prev)
         await self.wire.item_done(it, prev)
@@ -357,6 +406,7 @@ class RealtimeConnection(StreamingConnection):
 
     # ------------------------------------------------------------------ end
     async def after_engine_idle(self) -> None:
+        self._drop_speculation()
         r = self.responder.active if self.responder else None
         if r is not None:
             r.cancel("client_cancelled")

@@ -18,6 +18,7 @@ bench:
 	.venv/bin/python bench/engine.py
 	.venv/bin/python bench/gateway.py
 	.venv/bin/python bench/faults.py
+	.venv/bin/python bench/realtime.py
 
 up:
 	.venv/bin/omniserve up

@@ -69,6 +69,7 @@ class Responder:
         self.view, self.conv, self.wire, self.voice, self.rec = view, conv, wire, voice, rec
         self.active: Optional[Response] = None
         self.count = 0
+        self._spoken: dict[str, list[np.ndarray]] = {}     # an assistant item's speech, for the recording
 
     def start(self, cfg: SessionConfig) -> Response:
         r = Response(new_id("resp"), cfg)
@@ -225,6 +226,7 @@ class Responder:
         if ev.audio is not None and ev.audio.size and it.audio:
             pcm = np.asarray(ev.audio, np.float32)
             it.audio_pieces_ms.append(pcm.size * 1000 / OUT_RATE)
+            self._spoken.setdefault(it.id, []).append(pcm)
             if r.first_audio_at is None:
                 r.first_audio_at = asyncio.get_running_loop().time()
             for i in range(0, pcm.size, DELTA_SAMPLES):
@@ -238,6 +240,9 @@ class Responder:
         ids = {"response_id": r.id, "item_id": it.id, "output_index": idx}
         it.text = (it.text or "").strip()
         it.status = "completed" if r.status == "completed" else "incomplete"
+        spoken = self._spoken.pop(it.id, [])
+        if spoken:
+            self.rec.write_wav(f"assistant_{it.id}.wav", np.concatenate(spoken), OUT_RATE)
         if it.audio:
             await self.wire.emit(self.wire.name("response.output_audio.done"), **ids, content_index=0)
             await self.wire.emit(self.wire.name("response.output_audio_transcript.done"), **ids, content_index=0,

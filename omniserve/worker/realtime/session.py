@@ -162,7 +162,10 @@ class RealtimeConnection(StreamingConnection):
     async def _apply(self, item: Any) -> None:
         if isinstance(item, _Listen):
             await self._audio(item.pcm)
-        elif isinstance(item, SessionUpdate):
+            return
+        if isinstance(item, (SessionUpdate, ItemCreate, ItemTruncate, ItemDelete, ResponseCreate)):
+            self._drop_speculation()     # it read the conversation and settings as they were
+        if isinstance(item, SessionUpdate):
             await self._session_update(item.session)
         elif isinstance(item, AudioCommit):
             await self._commit(item.event_id)

@@ -40,7 +40,7 @@ class RealtimeWire:
         tr = {"model": cfg.transcription_model} if cfg.transcription_model else None
         max_out: Any = "inf" if cfg.max_output_tokens is None else cfg.max_output_tokens
         if self.beta:
-            return {"id": self.session_id, "object": "realtime.session", "model": MODEL,
+            return {"id": self.session_id, "object": "realtime.session",   # beta: "model" is an OpenAI name or absent
                     "modalities": ["text", "audio"] if cfg.audio_out else ["text"],
                     "instructions": cfg.instructions, "voice": cfg.voice,
                     "input_audio_format": cfg.input_format, "output_audio_format": cfg.output_format,

@@ -22,8 +22,24 @@ def _canonical(message: dict) -> bytes:
     role = message.get("role", "")
     content = message.get("content", "")
     if isinstance(content, list):  # items with empty data are dropped on the wire, so drop them here too
-        content = [c for c in content if c.get("type") == "text" or c.get("data")]
-    return json.dumps([role, content], sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        content = [c for c in content if not isinstance(c, dict) or c.get("type") == "text" or c.get("data")]
+    fields: list = [role, content]
+    calls, call_id = message.get("tool_calls"), message.get("tool_call_id")
+    if calls or call_id:       # tool calling (an addition): hashed only when present, so plain
+        fields += [_calls(calls), call_id or ""]   # messages hash as they always did
+        if content is None:    # an assistant's calls without text: null, "" and no content are one history
+            fields[1] = ""
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _calls(calls: object) -> list:
+    """An assistant's ``tool_calls`` as ``[id, name, arguments]`` triples (the wire's OpenAI shape)."""
+    out: list = []
+    for c in calls if isinstance(calls, list) else ():
+        f = c.get("function") if isinstance(c, dict) else None
+        if isinstance(f, dict):
+            out.append([c.get("id"), f.get("name"), f.get("arguments")])
+    return out
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
 from .affinity import Chain, chain
 from .messages import ChatRequest, load_json, validate_chat_request
@@ -28,10 +28,14 @@ class ChatFrame:
     def hashes(self) -> list[str]:
         return list(self.chain.hashes)
 
-    def chain_after(self, reply_text: str) -> Chain:
+    def chain_after(self, reply_text: str, tool_calls: Sequence[dict] = ()) -> Chain:
         """The chain of the request's messages plus the assistant's reply (what the worker's
-        engine holds afterwards): one more link, the request is not hashed again."""
-        return self.chain.extended([{"role": "assistant", "content": reply_text}])
+        engine holds afterwards): one more link, the request is not hashed again. ``tool_calls``:
+        the reply's calls as ``done`` carries them (the client sends them back in its next request)."""
+        reply: dict = {"role": "assistant", "content": reply_text}
+        if tool_calls:
+            reply["tool_calls"] = list(tool_calls)
+        return self.chain.extended([reply])
 
 
 def read_chat_request(raw: Union[str, bytes]) -> ChatFrame:

@@ -8,9 +8,11 @@ server messages are built with the ``*Msg`` models and sent with ``.model_dump_j
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, TypeVar, Union, get_args
+import json
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .. import knobs
 from ..knobs import Knob
@@ -58,12 +60,114 @@ class VideoItem(_Client):
 ContentItem = Union[TextItem, ImageItem, AudioItem, VideoItem]
 
 
+# ------------------------------------------------------------ chat tools (addition)
+# OpenAI's chat-completions shapes. The bounds are the engine's (``engine.checks``: MAX_TOOLS,
+# TOOL_NAME, MAX_TOOL_SPEC_CHARS; a unit test keeps them equal): anything this model accepts the
+# engine accepts too, so a hostile request is refused here, before it takes a queue place.
+MAX_TOOLS = 32                     # tools in a request; tool calls in one assistant message
+MAX_TOOL_SPEC_CHARS = 8000         # one tool's description + parameters schema, as JSON text
+MAX_TOOL_ARGUMENTS_CHARS = 8000    # one call's ``arguments`` text
+MAX_TOOL_CALL_ID_CHARS = 128
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"   # OpenAI's rule for function names
+TOOL_CHOICES = ("auto", "none", "required")
+
+ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
+ToolCallId = Annotated[str, Field(min_length=1, max_length=MAX_TOOL_CALL_ID_CHARS)]
+
+
+def _flat_function(data: Any, fields: tuple[str, ...]) -> Any:
+    """The flat (OpenAI Realtime) shape ``{"type": "function", "name": …}`` as the nested one
+    ``{"type": "function", "function": {"name": …}}``; anything else as it is."""
+    if isinstance(data, dict) and "function" not in data and "name" in data:
+        out: dict = {"function": {k: data[k] for k in fields if k in data}}
+        if "type" in data:
+            out["type"] = data["type"]
+        return out
+    return data
+
+
+class ToolFunction(_Client):
+    name: ToolName
+    description: str = Field("", max_length=MAX_TOOL_SPEC_CHARS)
+    parameters: dict[str, Any] = Field(default_factory=dict)   # a JSON schema (an object's)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "ToolFunction":
+        if len(json.dumps([self.description, self.parameters])) > MAX_TOOL_SPEC_CHARS:
+            raise ValueError(f"tool {self.name!r}: its description and parameters exceed "
+                             f"{MAX_TOOL_SPEC_CHARS} characters as JSON")
+        return self
+
+
+class ChatTool(_Client):
+    """``{"type": "function", "function": {"name", "description", "parameters"}}`` (or flat)."""
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        return _flat_function(data, ("name", "description", "parameters"))
+
+
+class ToolChoiceFunction(_Client):
+    name: ToolName
+
+
+class NamedToolChoice(_Client):
+    """``{"type": "function", "function": {"name"}}`` (or flat ``{"type": "function", "name"}``)."""
+    type: Literal["function"] = "function"
+    function: ToolChoiceFunction
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        return _flat_function(data, ("name",))
+
+
+class ToolCallFunction(_Client):
+    name: ToolName
+    arguments: str = Field("{}", max_length=MAX_TOOL_ARGUMENTS_CHARS)   # a JSON object's text
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _as_text(cls, v: Any) -> Any:
+        """An object is taken too (some clients send one): as its JSON text."""
+        return json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+
+
+class ChatToolCall(_Client):
+    """A call the assistant made (OpenAI shape): in a request's assistant message, and in ``done``."""
+    id: ToolCallId
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(_Client):
-    role: Literal["system", "user", "assistant"]
-    content: Union[str, list[ContentItem]]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Union[str, list[ContentItem], None] = None   # None only for an assistant's tool calls
+    tool_calls: Optional[list[ChatToolCall]] = Field(None, max_length=MAX_TOOLS)   # assistant (addition)
+    tool_call_id: Optional[ToolCallId] = None             # tool (addition): the call this answers
+
+    @model_validator(mode="after")
+    def _roles(self) -> "ChatMessage":
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may leave it out)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        if self.role == "tool":
+            if self.tool_call_id is None:
+                raise ValueError("a tool message needs the tool_call_id of the call it answers")
+            if isinstance(self.content, list) and any(not isinstance(it, TextItem) for it in self.content):
+                raise ValueError("a tool message's content is text")
+        elif self.tool_call_id is not None:
+            raise ValueError("only a tool message carries tool_call_id")
+        return self
 
     def items(self) -> list[ContentItem]:
         """Content as a list of items, with empty-data items dropped (PROTOCOL.md)."""
+        if self.content is None:
+            return []
         if isinstance(self.content, str):
             return [TextItem(type="text", text=self.content)]
         out: list[ContentItem] = []
@@ -115,6 +219,55 @@ class ChatRequest(_Client):
     image: ImageConfig = Field(default_factory=ImageConfig)
     omni_mode: bool = False
     enable_thinking: bool = False
+    tools: Optional[list[ChatTool]] = None                # addition: functions the reply may call
+    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None   # addition; None = auto
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _few_tools(cls, v: Any) -> Any:
+        """Counted before any tool is validated."""
+        if isinstance(v, list) and len(v) > MAX_TOOLS:
+            raise ValueError(f"at most {MAX_TOOLS} tools, got {len(v)}")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct(cls, v: Optional[list[ChatTool]]) -> Optional[list[ChatTool]]:
+        names: set[str] = set()
+        for t in v or ():
+            if t.function.name in names:
+                raise ValueError(f"tool {t.function.name!r} is declared twice")
+            names.add(t.function.name)
+        return v
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice_word(cls, v: Any) -> Any:
+        if v is None or isinstance(v, (dict, NamedToolChoice)) or (isinstance(v, str) and v in TOOL_CHOICES):
+            return v
+        raise ValueError('use "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_declared(cls, v: Any, info: ValidationInfo) -> Any:
+        if "tools" not in info.data:      # the tools were invalid: that is the error to report
+            return v
+        names = {t.function.name for t in info.data["tools"] or ()}
+        choice = _choice_name(v)
+        if choice not in ("auto", "none") and not names:
+            raise ValueError(f"{choice!r} needs tools")
+        if choice not in TOOL_CHOICES and choice not in names:
+            raise ValueError(f"{choice!r} is not among the tools")
+        return v
+
+    @property
+    def tool_choice_name(self) -> str:
+        """"auto", "none", "required", or the name of the one tool to call."""
+        return _choice_name(self.tool_choice)
+
+
+def _choice_name(c: Union[str, NamedToolChoice, None]) -> str:
+    return "auto" if c is None else c if isinstance(c, str) else c.function.name
 
 
 # ------------------------------------------------------------------ half duplex
@@ -376,6 +529,7 @@ class ChatDoneMsg(_Server):
     audio_data: Optional[str] = None
     recording_session_id: Optional[str] = None
     stopped: Optional[bool] = None
+    tool_calls: Optional[list[ChatToolCall]] = None   # addition: the reply's function calls (request had tools)
 
 
 class HDPreparedMsg(_Server):

@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..knobs import GENERATION
-from .messages import ProtocolError, load_json
+from .messages import MAX_TOOL_SPEC_CHARS, MAX_TOOLS, TOOL_NAME_PATTERN, ProtocolError, load_json
 
 IN_RATE = 24000                      # pcm16 in and out, the protocol's default
 OUT_RATE = 24000
@@ -30,7 +30,6 @@ FORMAT_GA = {v: k for k, v in GA_FORMATS.items()}
 MAX_INSTRUCTIONS = 20_000
 MAX_ITEM_TEXT = 20_000
 MAX_ITEMS = 400                      # conversation items a session keeps (oldest dropped past that)
-MAX_TOOLS = 32
 EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 600, "auto": 600, "high": 300}   # semantic_vad on our VAD
 
 
@@ -119,14 +118,14 @@ class _Audio(_Loose):
 
 class _ToolIn(_Loose):
     type: Literal["function"] = "function"
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: str = Field(default="", max_length=4000)
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str = Field(default="", max_length=MAX_TOOL_SPEC_CHARS)
     parameters: dict = Field(default_factory=dict)
 
 
 class _ToolChoiceObj(_Loose):
     type: str = "function"
-    name: str = Field(max_length=64)
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
 
 
 class SessionIn(_Loose):

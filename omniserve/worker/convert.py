@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import mediaprobe
 from ..engine import api
-from ..protocol.messages import (AudioItem, ChatRequest, ChatToolCall, ContentItem, GenerationConfig, HDGenerationConfig,
-                                 ImageItem, TextItem, VideoItem)
+from ..protocol.messages import (AudioItem, ChatRequest, ChatToolCall, ContentItem, GenerationConfig,
+                                 HDGenerationConfig, ImageItem, TextItem, VideoItem)
 from . import limits
 
 MAX_CHAT_AUDIO_S = 600.0

@@ -13,9 +13,9 @@ from omniserve.engine.api import (Delta, EngineInputError, Event, GenerationPara
 from omniserve.engine.checks import DEFAULT_SYSTEM
 
 from .cascade import Cascade
-from .encode import encode
+from .encode import EncodedMessage, encode
 from .reply import SpokenReply
-from .tools import ToolCallParser, template_calls, template_tools
+from .tools import ToolCallParser, call_text, template_calls, template_tools
 
 
 def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
@@ -23,17 +23,10 @@ def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams
     encoded = [encode(c, m, stop) for m in messages]
     if stop.is_set():
         return
-    convo: list[dict] = []
-    for m, e in zip(messages, encoded):
-        d: dict = {"role": e.role, "content": e.text}
-        if m.tool_calls:
-            d["tool_calls"] = template_calls(m.tool_calls)
-        if m.role == "tool":
-            d["tool_call_id"] = m.tool_call_id
-        convo.append(d)
+    offered = [] if tool_choice == "none" else [t for t in tools if tool_choice in ("auto", "required", t.name)]
+    convo = conversation(messages, encoded, templated_calls=bool(offered))
     media = any(isinstance(i, (Image, Video)) for m in messages for i in m.items)
     spoken = voice is not None
-    offered = [] if tool_choice == "none" else [t for t in tools if tool_choice in ("auto", "required", t.name)]
     system = DEFAULT_SYSTEM
     if convo[0]["role"] == "system":
         system = convo.pop(0)["content"]
@@ -51,6 +44,36 @@ def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams
     parser = ToolCallParser([t.name for t in offered]) if offered else None
     yield from stream_reply(c.reply(params, voice=voice, tool_parser=parser), stop, stats.input_tokens, heard,
                             parser)
+
+
+# After the results of a group of calls, a turn that asks for the answer: without it
+# Qwen2.5-0.5B calls the same function again instead of reading the result (measured on three
+# questions at temperature 0 and 0.7: every reply repeated its call, also with a system-prompt note
+# instead; with this turn, none did). It stays in every later rendering of the history, so a
+# follow-up request still reuses the cached prefix.
+RESULTS_NOTE = ("Answer my question in words from the function results above "
+                "(or call another function if one is still needed).")
+
+
+def conversation(messages: Sequence[Message], encoded: Sequence[EncodedMessage], templated_calls: bool) -> list[dict]:
+    """The messages as the chat template reads them. An assistant's calls are the template's own
+    ``tool_calls`` when tools are offered (``templated_calls``); otherwise (a follow-up sent
+    without tools, or ``tool_choice`` "none") they are written into its text as the template would
+    write them, so the model still sees what it called. A ``RESULTS_NOTE`` follows each group of
+    tool results."""
+    convo: list[dict] = []
+    for k, (m, e) in enumerate(zip(messages, encoded)):
+        d: dict = {"role": e.role, "content": e.text}
+        if m.tool_calls and templated_calls:
+            d["tool_calls"] = template_calls(m.tool_calls)
+        elif m.tool_calls:
+            d["content"] = "\n".join([e.text] * bool(e.text) + [call_text(c) for c in m.tool_calls])
+        if m.role == "tool":
+            d["tool_call_id"] = m.tool_call_id
+        convo.append(d)
+        if m.role == "tool" and (k + 1 == len(messages) or messages[k + 1].role != "tool"):
+            convo.append({"role": "user", "content": RESULTS_NOTE})
+    return convo
 
 
 def tool_note(offered: Sequence[Tool], tool_choice: ToolChoice) -> str:

@@ -18,7 +18,7 @@ import json
 import secrets
 from typing import Optional, Sequence
 
-from omniserve.engine.api import Message, Text, Tool, ToolCall
+from omniserve.engine.api import Tool, ToolCall
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -32,18 +32,20 @@ def template_tools(tools: Sequence[Tool]) -> list[dict]:
 
 def template_calls(calls: Sequence[ToolCall]) -> list[dict]:
     """An assistant's earlier calls as the template renders them (``arguments`` as an object)."""
-    out = []
-    for c in calls:
-        try:
-            args = json.loads(c.arguments or "{}")
-        except ValueError:
-            args = c.arguments
-        out.append({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": args}})
-    return out
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c)}} for c in calls]
 
 
-def tool_text(m: Message) -> str:
-    return "\n".join(str(i.text) for i in m.items if isinstance(i, Text)).strip()
+def call_text(c: ToolCall) -> str:
+    """One earlier call as the chat template writes it (for a rendering without ``tools``)."""
+    return f"{OPEN}\n{json.dumps({'name': c.name, 'arguments': _arguments(c)}, ensure_ascii=False)}\n{CLOSE}"
+
+
+def _arguments(c: ToolCall) -> object:
+    """A call's arguments as an object (as the text it is when it does not parse)."""
+    try:
+        return json.loads(c.arguments or "{}")
+    except ValueError:
+        return c.arguments
 
 
 def new_call_id() -> str:

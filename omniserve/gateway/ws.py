@@ -62,7 +62,8 @@ OPENAI_REALTIME = Dialect(      # omniserve.* extension events (docs/realtime.md
 async def serve_realtime(gw: Gateway, ws: WebSocket) -> None:
     """``/v1/realtime``: a realtime session id of ours; a beta client (``OpenAI-Beta: realtime=v1``)
     is told to the worker as ``?beta=1``. API keys are required as soon as one exists."""
-    beta = "realtime=v1" in (ws.headers.get("openai-beta") or "")
+    beta = "realtime=v1" in (ws.headers.get("openai-beta") or "") \
+        or "openai-beta.realtime-v1" in (ws.scope.get("subprotocols") or ())     # a browser's beta client
     sid = "rt_" + secrets.token_urlsafe(16)
     await serve(gw, ws, REALTIME, sid, dialect=OPENAI_REALTIME, worker_query="?beta=1" if beta else "",
                 need_key=gw.settings.gateway.require_keys or gw.keys.any())

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..knobs import GENERATION
 from .messages import MAX_TOOL_SPEC_CHARS, MAX_TOOLS, TOOL_NAME_PATTERN, ProtocolError, load_json
@@ -121,6 +121,12 @@ class _ToolIn(_Loose):
     name: str = Field(pattern=TOOL_NAME_PATTERN)
     description: str = Field(default="", max_length=MAX_TOOL_SPEC_CHARS)
     parameters: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _spec_size(self) -> "_ToolIn":
+        if len(json.dumps([self.description, self.parameters])) > MAX_TOOL_SPEC_CHARS:
+            raise ValueError(f"a tool's description and parameters exceed {MAX_TOOL_SPEC_CHARS} characters")
+        return self
 
 
 class _ToolChoiceObj(_Loose):

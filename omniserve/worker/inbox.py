@@ -51,5 +51,17 @@ class Inbox:
         self.dropped += gone
         return gone
 
+    def count(self, matches: Callable[[Any], bool]) -> int:
+        return sum(1 for x in self._items if matches(x))
+
+    def pop_oldest(self, is_droppable: Callable[[Any], bool]) -> Any:
+        """Remove and return the oldest droppable item (None when there is none)."""
+        for i, x in enumerate(self._items):
+            if is_droppable(x):
+                del self._items[i]
+                self.dropped += 1
+                return x
+        return None
+
     def discard(self, is_droppable: Callable[[Any], bool]) -> int:
         return self.drop_oldest(is_droppable, 0)

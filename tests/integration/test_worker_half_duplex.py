@@ -186,7 +186,7 @@ async def test_two_turns_in_one_chunk_are_both_answered(idle):
     ws = await connect(idle.ws + "/ws/half_duplex/hd_two")
     await prepare(ws, vad={"min_silence_duration_ms": 300}, generation={"max_new_tokens": 30, "temperature": 0.0})
     a, b = piper_speech("Hello there."), piper_speech("Tell me a joke.")
-    both = np.concatenate([silence(0.2), a, silence(0.5), b, silence(0.5)])
+    both = np.concatenate([silence(0.1), a, silence(0.4), b, silence(0.4)])
     assert len(b64(both)) < 256 * 1024             # within the test worker's frame cap
     await ws.send(json.dumps({"type": "audio_chunk", "audio_base64": b64(both)}))
     first = await recv_until(ws, {"turn_done", "error"}, 180)

@@ -144,3 +144,27 @@ def test_messages_pair_calls_with_results_and_keep_the_newest():
     assert conv.items[0].id == "x"
     with pytest.raises(ItemError):
         conv.add(Item("x", "message", "user", text="again"))
+
+
+def test_root_insert_into_a_full_conversation_keeps_the_new_item():
+    from omniserve.protocol.realtime import MAX_ITEMS
+    conv = Conversation(8000)
+    for k in range(MAX_ITEMS):
+        conv.add(Item(f"i{k}", "message", "user", text="x"))
+    it = Item("new", "message", "user", text="first")
+    assert conv.add(it, "root") is None
+    assert conv.items[0] is it and len(conv.items) == MAX_ITEMS and conv.previous_id(it) is None
+    assert conv.previous_id(Item("gone", "message", "user")) is None
+
+
+def test_a_text_item_cannot_be_truncated_and_sizes_are_capped():
+    conv = Conversation(8000)
+    conv.add(Item("t", "message", "assistant", text="no speech here"))
+    with pytest.raises(ItemError):
+        conv.truncate("t", 0)
+    big = Item("b", "message", "user", text="y" * 100_000)
+    conv.add(big)
+    assert len(big.text or "") == rt.MAX_ITEM_TEXT
+    with pytest.raises(rt.RealtimeProtocolError):   # a tool's schema is capped when the session is set
+        parse({"type": "session.update", "session": {"tools": [
+            {"type": "function", "name": "f", "parameters": {"type": "object", "description": "z" * 9000}}]}})

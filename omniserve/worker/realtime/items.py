@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ...engine.api import Message, Text, ToolCall
-from ...protocol.realtime import MAX_ITEMS, new_id
+from ...protocol.realtime import MAX_INSTRUCTIONS, MAX_ITEM_TEXT, MAX_ITEMS, new_id
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
@@ -47,8 +47,16 @@ class Item:
         return sum(self.audio_pieces_ms)
 
 
+MAX_TOTAL_CHARS = 1_000_000      # all items' text together (the oldest items go first)
+
+
+def _size(it: "Item") -> int:
+    return len(it.text or "") + len(it.arguments) + len(it.output)
+
+
 class Conversation:
-    """The items in order; at most ``MAX_ITEMS`` (the oldest go first) and ``max_chars`` of text read."""
+    """The items in order: at most ``MAX_ITEMS`` and ``MAX_TOTAL_CHARS`` of text (the oldest go
+    first); the model reads the newest ``max_chars`` of it."""
 
     def __init__(self, max_chars: int) -> None:
         self.items: list[Item] = []
@@ -67,6 +75,16 @@ class Conversation:
         """Insert after ``previous_item_id`` (None = at the end, "root" = first); returns the id it follows."""
         if any(it.id == item.id for it in self.items):
             raise ItemError(f"Item {item.id[:64]!r} already exists", "duplicate_item_id")
+        if previous_item_id not in (None, "root"):
+            self.get(previous_item_id)         # exists (before anything is evicted)
+        item.text = None if item.text is None else item.text[:MAX_ITEM_TEXT]
+        item.arguments, item.output = item.arguments[:MAX_ITEM_TEXT], item.output[:MAX_ITEM_TEXT]
+        total = sum(_size(it) for it in self.items) + _size(item)
+        while self.items and (len(self.items) >= MAX_ITEMS or total > MAX_TOTAL_CHARS) \
+                and self.items[0].id != previous_item_id:
+            total -= _size(self.items.pop(0))     # room first: the new item itself is never evicted
+        if previous_item_id not in (None, "root") and all(it.id != previous_item_id for it in self.items):
+            previous_item_id = None
         if previous_item_id is None:
             prev = self.last_id()
             self.items.append(item)
@@ -77,11 +95,11 @@ class Conversation:
             at = self.items.index(self.get(previous_item_id))
             prev = previous_item_id
             self.items.insert(at + 1, item)
-        while len(self.items) > MAX_ITEMS:
-            self.items.pop(0)
         return prev
 
     def previous_id(self, item: Item) -> Optional[str]:
+        if item not in self.items:
+            return None
         i = self.items.index(item)
         return self.items[i - 1].id if i > 0 else None
 
@@ -93,6 +111,8 @@ class Conversation:
         it = self.get(item_id)
         if it.type != "message" or it.role != "assistant":
             raise ItemError("Only assistant messages can be truncated", "invalid_item_type")
+        if not it.audio_pieces_ms:
+            raise ItemError("This item has no audio to truncate", "invalid_item_type")
         if audio_end_ms > it.audio_ms + 1:
             raise ItemError(f"audio_end_ms {audio_end_ms} is past the item's audio ({it.audio_ms:.0f} ms)",
                             "invalid_audio_end_ms")
@@ -116,7 +136,7 @@ class Conversation:
         kept.reverse()
         while kept and kept[0].type == "function_call_output":   # a result without its call reads as nothing
             kept.pop(0)
-        out = [Message("system", [Text("\n".join(s for s in system if s.strip()))])]
+        out = [Message("system", [Text("\n".join(s for s in system if s.strip())[:MAX_INSTRUCTIONS])])]
         for it in kept:
             if it.type == "message":
                 if it.text:

@@ -8,6 +8,7 @@ thread, so the session keeps feeding the VAD while it speaks: speech from the us
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Optional
@@ -22,6 +23,8 @@ from ..recorder import AnyRecorder
 from ...telephony_audio import encode_output
 from .items import Conversation, Item
 from .wire import RealtimeWire
+
+log = logging.getLogger("omniserve.worker.realtime")
 
 DELTA_SAMPLES = 12_000          # speech goes out in pieces of at most 0.5 s (24 kHz)
 OUT_RATE = 24_000
@@ -49,6 +52,10 @@ class Response:
     heard_ready: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)   # ``stop``, seen from the event loop
+    messages: list[Message] = field(default_factory=list)   # what it answers: the conversation when it began
+    first: Optional[Event] = None                            # a speculation's first event, read ahead
+    failed: Optional[BaseException] = None                   # … or the error it met meanwhile
+    metadata: Optional[dict] = None                          # the client's, echoed (LiveKit matches on it)
 
     def cancel(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -70,9 +77,10 @@ class Responder:
         self.active: Optional[Response] = None
         self.count = 0
         self._spoken: dict[str, list[np.ndarray]] = {}     # an assistant item's speech, for the recording
+        self.unseen: list[Response] = []                    # speculations, until their tasks end
 
-    def start(self, cfg: SessionConfig) -> Response:
-        r = Response(new_id("resp"), cfg)
+    def start(self, cfg: SessionConfig, metadata: Optional[dict] = None) -> Response:
+        r = Response(new_id("resp"), cfg, messages=self.conv.messages(cfg.instructions), metadata=metadata)
         r.released.set()
         self.active = r
         r.task = asyncio.create_task(self._run(r))
@@ -80,9 +88,23 @@ class Responder:
 
     def speculate(self, cfg: SessionConfig, audio: np.ndarray, speech_ms: float) -> Response:
         """Transcribe ``audio`` and start answering it, unseen (not ``active`` until adopted)."""
-        r = Response(new_id("resp"), cfg, audio=audio, speech_ms=speech_ms)
+        r = Response(new_id("resp"), cfg, audio=audio, speech_ms=speech_ms,
+                     messages=self.conv.messages(cfg.instructions))
         r.task = asyncio.create_task(self._run(r))
+        self.unseen = [u for u in self.unseen if u.task is not None and not u.task.done()] + [r]
         return r
+
+    def speculating(self) -> bool:
+        """Whether an unseen answer still works (dropped or not): at most one at a time."""
+        return any(u.task is not None and not u.task.done() for u in self.unseen)
+
+    async def settle(self, timeout: float) -> None:
+        """Cancel whatever runs and wait (bounded) until its threads have let go: the session ends."""
+        for r in [*self.unseen, *([self.active] if self.active else [])]:
+            r.cancel("client_cancelled")
+        tasks = [r.task for r in [*self.unseen, *([self.active] if self.active else [])] if r.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def adopt(self, r: Response) -> None:
         self.active = r
@@ -111,48 +133,73 @@ class Responder:
         modalities = list(r.cfg.output_modalities) if not self.wire.beta else (
             ["text", "audio"] if r.cfg.audio_out else ["text"])
         out["modalities" if self.wire.beta else "output_modalities"] = modalities
+        if r.metadata is not None:
+            out["metadata"] = r.metadata
         return out
 
     # ------------------------------------------------------------------ one response
     async def _run(self, r: Response) -> None:
-        cfg = r.cfg
-        messages = self.conv.messages(cfg.instructions)
         stream: Optional[AsyncGenerator[Event, None]] = None
-        first: Optional[Event] = None
-        failed: Optional[BaseException] = None
-        if r.audio is not None:                 # a speculation: read the turn, start, wait to be adopted
+        try:
+            if r.audio is not None:
+                stream = await self._unseen(r)
+                if stream is None:
+                    return
+            await self._answer(r, stream)
+        except asyncio.CancelledError:
+            r.cancel("client_cancelled")
+            raise
+        except Exception:                       # a bug here: this response ends, the session goes on
+            log.exception("realtime response %s failed", r.id)
+            r.status = "failed"
+        finally:
+            r.heard_ready.set()
+            r.stop.set()                        # whatever happened, the reply's threads end
+            if stream is not None:
+                await stream.aclose()
+            if self.active is r:
+                self.active = None
+
+    async def _unseen(self, r: Response) -> Optional[AsyncGenerator[Event, None]]:
+        """A speculation: read the turn, start the answer, then wait to be adopted (the stream, its
+        first event kept in ``r.first``) or dropped (None, nothing was written)."""
+        assert r.audio is not None
+        if not r.stop.is_set():
             try:
                 r.heard = (await asyncio.to_thread(self.view.transcribe, r.audio)).strip()
             except Exception:
                 r.heard = ""
-            r.heard_ready.set()
-            if not r.heard or r.stop.is_set():
-                return
-            messages.append(Message("user", [Text(r.heard)]))
-            stream = self._stream(r, messages)
-            try:
-                first = await stream.__anext__()        # ASR and prefill done; the reply is under way
-            except StopAsyncIteration:
-                first = None
-            except Exception as e:              # reported once it is adopted
-                failed = e
-            waits = {asyncio.create_task(r.released.wait()), asyncio.create_task(r.cancelled.wait())}
-            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
-            if not r.released.is_set():         # dropped before it was adopted: nobody saw it
-                r.stop.set()
-                await stream.aclose()
-                return
+        r.heard_ready.set()
+        if not r.heard or r.stop.is_set():
+            return None
+        r.messages.append(Message("user", [Text(r.heard)]))
+        stream = self._stream(r, r.messages)
+        try:
+            r.first = await stream.__anext__()        # ASR and prefill done; the reply is under way
+        except StopAsyncIteration:
+            r.first = None
+        except Exception as e:                        # reported once it is adopted
+            r.failed = e
+        waits = {asyncio.create_task(r.released.wait()), asyncio.create_task(r.cancelled.wait())}
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        if not r.released.is_set():                   # dropped before it was adopted: nobody saw it
+            r.stop.set()
+            await stream.aclose()
+            return None
+        return stream
+
+    async def _answer(self, r: Response, stream: Optional[AsyncGenerator[Event, None]]) -> None:
         await self.wire.emit("response.created", response=self.obj(r))
         msg: Optional[Item] = None
         done: Optional[ReplyDone] = None
         try:
-            if failed is not None:
-                raise failed
+            if r.failed is not None:
+                raise r.failed
             if stream is None:
-                stream = self._stream(r, messages)
-            async for ev in _chain(first, stream):
+                stream = self._stream(r, r.messages)
+            async for ev in _chain(r.first, stream):
                 if r.stop.is_set():
                     continue                    # cancelled: nothing more goes out
                 if isinstance(ev, Prefilled):
@@ -165,13 +212,16 @@ class Responder:
                     done = ev
                     r.output_tokens = ev.generated_tokens
         except (EngineInputError, EngineBackendError) as e:
-            r.status, r.error = "failed", {"type": "server_error" if isinstance(e, EngineBackendError)
-                                           else "invalid_request_error", "message": str(e)}
-            await self.wire.error(str(e), code="response_failed",
-                                  kind="server_error" if isinstance(e, EngineBackendError) else "invalid_request_error")
+            kind = "server_error" if isinstance(e, EngineBackendError) else "invalid_request_error"
+            r.status, r.error = "failed", {"type": kind, "message": str(e)}
+            await self.wire.error(str(e), code="response_failed", kind=kind)
         except Exception as e:             # the session goes on; this response failed
+            log.exception("realtime response %s failed", r.id)
             r.status, r.error = "failed", {"type": "server_error", "message": f"Internal error ({type(e).__name__})"}
             await self.wire.error(r.error["message"], code="response_failed", kind="server_error")
+        finally:
+            if stream is not None:
+                await stream.aclose()
         if r.stop.is_set():
             r.status = "cancelled"
         elif r.status == "in_progress":
@@ -183,12 +233,12 @@ class Responder:
         if done is not None and done.tool_calls and r.status == "completed":
             for call in done.tool_calls:
                 await self._function_call(r, call.id, call.name, call.arguments)
-        await self.wire.emit("response.done", response=self.obj(r))
+        if self.active is r:
+            self.active = None                  # before response.done: the client may answer at once
         self.count += 1
+        await self.wire.emit("response.done", response=self.obj(r))
         self.rec.add_event({"t": self.rec.now(), "type": "response", "id": r.id, "status": r.status,
                             "output": [self.wire.item(it) for it in r.output]})
-        if self.active is r:
-            self.active = None
 
     def _stream(self, r: Response, messages: list[Message]) -> AsyncGenerator[Event, None]:
         cfg = r.cfg

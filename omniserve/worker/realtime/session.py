@@ -42,6 +42,7 @@ SAMPLE_RATE = 16_000
 MAX_APPEND_S = 15.0             # one input_audio_buffer.append
 MAX_BUFFER_S = 120.0            # the input buffer (manual turns) and one committed turn
 MIN_COMMIT_MS = 100             # OpenAI's rule: a commit needs at least 100 ms of audio
+MAX_WAITING_EVENTS = 64         # client events other than audio waiting for the session loop
 SPECULATE_MS = 96               # silence inside a turn that starts its answer, unseen, before the endpoint
 PREROLL_CHUNKS = 3              # audio kept from before speech_started (the VAD pads inside it)
 
@@ -71,6 +72,8 @@ class RealtimeConnection(StreamingConnection):
         self.heard_ms = 0.0                          # audio fed so far (speech_started / stopped times)
         self.turn_item: Optional[str] = None         # the item id of the turn being spoken
         self.started = False
+        self.in_format = self.cfg_rt.input_format          # the reader's: set as soon as an update arrives
+        self.queued_samples = 0                             # audio waiting in the inbox
         self._pending_audio: dict[str, np.ndarray] = {}   # a created user audio item, until it is read
         self.spec: Optional[Response] = None                # the answer started before the endpoint
         self.turn_audio: list[np.ndarray] = []              # the turn being spoken (plus pre-roll)
@@ -126,23 +129,48 @@ class RealtimeConnection(StreamingConnection):
             await self.wire.error(str(e))
 
     def take(self, msg: Any) -> None:
+        """On the reader: decode audio in the format the session has by then (a ``session.update``
+        that changes it counts from the next event on), cap what waits, keep the session alive."""
+        self.life.heard_audio()                  # any valid event: the session is in use
         if isinstance(msg, AudioAppend):
-            fmt = self.cfg_rt.input_format
+            fmt = self.in_format
             try:
                 pcm = decode_input(msg.audio, fmt, max_samples=int(MAX_APPEND_S * rate_of(fmt)))
             except AudioError as e:
                 raise RealtimeProtocolError(f"input_audio_buffer.append: {e}", event_id=msg.event_id,
                                             param="audio") from None
             if pcm.size:
-                self.life.heard_audio()
-                self.inbox.put(_Listen(pcm))
-                keep = int(self.cfg.half_duplex_max_queued_audio_s / 0.1)
-                self.inbox.drop_oldest(lambda x: isinstance(x, _Listen), keep)
+                self._queue_audio(pcm, msg.event_id)
             return
+        if self.inbox.count(lambda x: not isinstance(x, _Listen)) >= MAX_WAITING_EVENTS:
+            raise RealtimeProtocolError(f"Too many events are waiting (at most {MAX_WAITING_EVENTS}); wait for "
+                                        "the server's answers", event_id=getattr(msg, "event_id", None),
+                                        code="rate_limit_exceeded")
+        if isinstance(msg, SessionUpdate):
+            try:                                 # the format, at once; the rest when the loop applies it
+                self.in_format = apply_session(self.cfg_rt, msg.session).input_format
+            except ProtocolError:
+                pass                             # the loop answers the error
         r = self.responder.active if self.responder is not None else None
         if isinstance(msg, ResponseCancel) and r is not None and msg.response_id in (None, r.id):
             r.cancel("client_cancelled")     # at once: the loop may be busy
         self.inbox.put(msg)
+
+    def _queue_audio(self, pcm: np.ndarray, event_id: Optional[str]) -> None:
+        """At most ``half_duplex_max_queued_audio_s`` of audio waits: with server VAD the oldest goes
+        (it is worth less the older it gets); a manual buffer is never cut silently."""
+        cap = int(self.cfg.half_duplex_max_queued_audio_s * SAMPLE_RATE)
+        if self.queued_samples + pcm.size > cap:
+            if self.cfg_rt.turn_detection is None:
+                raise RealtimeProtocolError("Audio arrives faster than it is taken; the input audio buffer would "
+                                            "lose some", event_id=event_id, code="input_audio_buffer_full")
+            while self.queued_samples + pcm.size > cap:
+                old = self.inbox.pop_oldest(lambda x: isinstance(x, _Listen))
+                if old is None:
+                    break
+                self.queued_samples -= old.pcm.size
+        self.queued_samples += pcm.size
+        self.inbox.put(_Listen(pcm))
 
     # ------------------------------------------------------------------ events
     async def handle(self, item: Any) -> None:
@@ -161,6 +189,7 @@ class RealtimeConnection(StreamingConnection):
 
     async def _apply(self, item: Any) -> None:
         if isinstance(item, _Listen):
+            self.queued_samples = max(0, self.queued_samples - item.pcm.size)
             await self._audio(item.pcm)
             return
         if isinstance(item, (SessionUpdate, ItemCreate, ItemTruncate, ItemDelete, ResponseCreate)):
@@ -179,6 +208,10 @@ class RealtimeConnection(StreamingConnection):
         elif isinstance(item, ItemTruncate):
             if item.content_index != 0:
                 raise ItemError("content_index must be 0 (an item has one content part)", "invalid_content_index")
+            r = self.responder.active if self.responder is not None else None
+            if r is not None and any(o.id == item.item_id for o in r.output):
+                r.cancel("client_cancelled")        # the rest of it was not heard either
+                await self.responder.wait()         # type: ignore[union-attr]
             it = self.conv.truncate(item.item_id, item.audio_end_ms)
             await self.wire.emit("conversation.item.truncated", item_id=it.id, content_index=0,
                                  audio_end_ms=item.audio_end_ms)
@@ -218,6 +251,7 @@ class RealtimeConnection(StreamingConnection):
         listener = self.listener
         events = await self.engine.call(listener.feed, pcm)
         ended = any(isinstance(e, SpeechEnded) for e in events)
+        restarted = bool(events) and isinstance(events[-1], SpeechStarted)   # a turn (also) starts here
         if any(isinstance(e, SpeechStarted) for e in events):
             self.turn_audio = list(self.preroll)
             self._drop_speculation()
@@ -231,7 +265,7 @@ class RealtimeConnection(StreamingConnection):
             elif isinstance(ev, SpeechEnded):
                 await self._speech_stopped(ev.segment)
         if ended:
-            self.turn_audio = []
+            self.turn_audio = list(self.preroll) + [pcm] if restarted and listener.speaking else []
         elif listener.speaking:
             self._maybe_speculate(listener)
 
@@ -242,7 +276,7 @@ class RealtimeConnection(StreamingConnection):
         if spec is not None and listener.speech_ms > spec.speech_ms + 40:
             self._drop_speculation()
         elif (spec is None and td is not None and td.create_response and rsp is not None and rsp.active is None
-              and listener.silence_ms >= SPECULATE_MS and self.turn_audio):
+              and listener.silence_ms >= SPECULATE_MS and self.turn_audio and not rsp.speculating()):
             self.spec = rsp.speculate(self.cfg_rt, np.concatenate(self.turn_audio), listener.speech_ms)
 
     def _drop_speculation(self) -> None:
@@ -320,7 +354,8 @@ class RealtimeConnection(StreamingConnection):
             await self.wire.emit("conversation.item.input_audio_transcription.failed", item_id=it.id, content_index=0,
                                  error={"type": "transcription_error", "code": "no_speech",
                                         "message": "No words were recognized in this audio", "param": None})
-        await self.wire.item_done(it, self.conv.previous_id(it))
+        if it in self.conv.items:
+            await self.wire.item_done(it, self.conv.previous_id(it))
 
     async def _transcribe(self, pcm: np.ndarray) -> str:
         """On a thread of its own: the engine thread keeps serving the VAD meanwhile."""
@@ -394,7 +429,7 @@ class RealtimeConnection(StreamingConnection):
             if o.conversation == "none":
                 raise RealtimeProtocolError("Out-of-band responses (conversation: none) are not supported",
                                             event_id=ev.event_id, param="response.conversation")
-        self.responder.start(cfg)
+        self.responder.start(cfg, o.metadata if o is not None else None)
 
     async def _response_cancel(self, ev: ResponseCancel) -> None:
         assert self.responder is not None
@@ -410,13 +445,8 @@ class RealtimeConnection(StreamingConnection):
     # ------------------------------------------------------------------ end
     async def after_engine_idle(self) -> None:
         self._drop_speculation()
-        r = self.responder.active if self.responder else None
-        if r is not None:
-            r.cancel("client_cancelled")
-            try:
-                await asyncio.wait_for(self.responder.wait(), 30)    # type: ignore[union-attr]
-            except Exception:
-                pass
+        if self.responder is not None:            # no reply thread outlives the session
+            await self.responder.settle(30)
         self.rec.update_meta(responses=self.responder.count if self.responder else 0,
                              items=[self.wire.item(it) for it in self.conv.items][-50:])
         if self.view is not None:

@@ -32,12 +32,15 @@ class RealtimeWire:
         td: Optional[dict] = None
         if cfg.turn_detection is not None:
             t = cfg.turn_detection
-            td = {"type": "server_vad", "threshold": t.threshold, "prefix_padding_ms": t.prefix_padding_ms,
+            td = {"type": t.type, "threshold": t.threshold, "prefix_padding_ms": t.prefix_padding_ms,
                   "silence_duration_ms": t.silence_duration_ms, "create_response": t.create_response,
                   "interrupt_response": t.interrupt_response}
         tools = [{"type": "function", "name": f.name, "description": f.description, "parameters": f.parameters}
                  for f in cfg.tools]
         tr = {"model": cfg.transcription_model} if cfg.transcription_model else None
+        choice: Any = cfg.tool_choice
+        if choice not in ("auto", "none", "required") and not self.beta:    # beta names the function as a string
+            choice = {"type": "function", "name": choice}
         max_out: Any = "inf" if cfg.max_output_tokens is None else cfg.max_output_tokens
         if self.beta:
             return {"id": self.session_id, "object": "realtime.session",   # beta: "model" is an OpenAI name or absent
@@ -45,7 +48,7 @@ class RealtimeWire:
                     "instructions": cfg.instructions, "voice": cfg.voice,
                     "input_audio_format": cfg.input_format, "output_audio_format": cfg.output_format,
                     "input_audio_transcription": tr, "turn_detection": td, "tools": tools,
-                    "tool_choice": cfg.tool_choice, "temperature": cfg.temperature,
+                    "tool_choice": choice, "temperature": cfg.temperature,
                     "max_response_output_tokens": max_out, "speed": cfg.speed}
 
         def fmt(name: str) -> dict:
@@ -55,7 +58,7 @@ class RealtimeWire:
                 "output_modalities": list(cfg.output_modalities), "instructions": cfg.instructions,
                 "audio": {"input": {"format": fmt(cfg.input_format), "transcription": tr, "turn_detection": td},
                           "output": {"format": fmt(cfg.output_format), "voice": cfg.voice, "speed": cfg.speed}},
-                "tools": tools, "tool_choice": cfg.tool_choice, "max_output_tokens": max_out,
+                "tools": tools, "tool_choice": choice, "max_output_tokens": max_out,
                 "expires_at": int(time.time()) + 3600}
 
     async def session_created(self, cfg: SessionConfig) -> None:

@@ -5,10 +5,11 @@ follow-up request (same history plus one turn) evaluates only its new tokens.
 """
 from __future__ import annotations
 
+import json
 import threading
 from typing import Iterator, Optional, Sequence
 
-from omniserve.engine.api import (Delta, EngineInputError, Event, GenerationParams, Image, Message, Prefilled,
+from omniserve.engine.api import (Delta, EngineInputError, Event, GenerationParams, Image, Message, Prefilled, ToolCall,
                                   ReplyDone, Tool, ToolChoice, Video, Voice)
 from omniserve.engine.checks import DEFAULT_SYSTEM
 
@@ -24,26 +25,69 @@ def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams
     if stop.is_set():
         return
     offered = [] if tool_choice == "none" else [t for t in tools if tool_choice in ("auto", "required", t.name)]
+    heard = " ".join(e.heard for e in encoded if e.heard and e.role == "user")
+    answered = answered_calls(messages) if offered else set()
+    first = True
+    while True:
+        convo, spec = _prompt(c, messages, encoded, voice, offered, tool_choice, params)
+        stats = c.prefill(convo, stop, spec)
+        if stop.is_set():
+            return
+        if first:
+            yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
+        parser = ToolCallParser([t.name for t in offered]) if offered else None
+        repeated = False
+        for ev in stream_reply(c.reply(params, voice=voice, tool_parser=parser), stop, stats.input_tokens, heard,
+                               parser):
+            if isinstance(ev, ReplyDone) and ev.tool_calls and answered and \
+                    all(_call_key(k) in answered for k in ev.tool_calls):
+                repeated = True          # it asks again for what the results already say
+                break
+            yield ev
+        if not repeated:
+            return
+        # once: the same reply without tools, so that it answers from the results it has
+        offered, tool_choice, first = [], "none", False
+
+
+def _prompt(c: Cascade, messages: Sequence[Message], encoded: Sequence[EncodedMessage], voice: Optional[Voice],
+            offered: Sequence[Tool], tool_choice: ToolChoice, params: GenerationParams) -> tuple[list[dict], list[dict]]:
+    """The chat template's messages (system prompt first) and tools, checked against the context."""
     convo = conversation(messages, encoded, templated_calls=bool(offered))
     media = any(isinstance(i, (Image, Video)) for m in messages for i in m.items)
-    spoken = voice is not None
     system = DEFAULT_SYSTEM
     if convo[0]["role"] == "system":
         system = convo.pop(0)["content"]
-    convo.insert(0, {"role": "system", "content": c.system_prompt(system, spoken=spoken, media=media)
+    convo.insert(0, {"role": "system", "content": c.system_prompt(system, spoken=voice is not None, media=media)
                      + tool_note(offered, tool_choice)})
     spec = template_tools(offered)
     if c.count_tokens(convo, spec) > c.n_ctx - int(params.max_new_tokens) - 8:
         raise EngineInputError(f"the conversation is too long for the model's context ({c.n_ctx} tokens "
                                f"including {params.max_new_tokens} new tokens); shorten the history")
-    stats = c.prefill(convo, stop, spec)
-    if stop.is_set():
-        return
-    heard = " ".join(e.heard for e in encoded if e.heard and e.role == "user")
-    yield Prefilled(stats.input_tokens, stats.evaluated, heard, stats.prompt)
-    parser = ToolCallParser([t.name for t in offered]) if offered else None
-    yield from stream_reply(c.reply(params, voice=voice, tool_parser=parser), stop, stats.input_tokens, heard,
-                            parser)
+    return convo, spec
+
+
+def _call_key(call: ToolCall) -> tuple[str, str]:
+    try:
+        args = json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except ValueError:
+        args = call.arguments
+    return call.name, args
+
+
+def answered_calls(messages: Sequence[Message]) -> set[tuple[str, str]]:
+    """The calls made since the user's last message whose results came back (name, arguments)."""
+    results: set[str] = set()
+    out: set[tuple[str, str]] = set()
+    for m in reversed(messages):
+        if m.role == "user":
+            break
+        if m.role == "tool":
+            results.add(m.tool_call_id)
+        for call in m.tool_calls:
+            if call.id in results:
+                out.add(_call_key(call))
+    return out
 
 
 # After the results of a group of calls, a turn that asks for the answer: without it

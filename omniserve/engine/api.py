@@ -176,6 +176,9 @@ class VadSettings:
     min_speech_duration_ms: int = VAD.min_speech_duration_ms.default
     min_silence_duration_ms: int = VAD.min_silence_duration_ms.default
     speech_pad_ms: int = VAD.speech_pad_ms.default
+    # "semantic": a backend with an end-of-turn model ends a complete-sounding turn after a short
+    # silence and lets an unfinished one pause longer; "silence": min_silence_duration_ms alone
+    end_of_turn: str = "semantic"
 
 
 @dataclass

@@ -98,7 +98,8 @@ def test_engine_dataclasses_keep_their_fields_and_positional_order():
     assert [f.name for f in dataclasses.fields(GenerationParams)] == [
         "max_new_tokens", "temperature", "top_p", "top_k", "length_penalty"]
     assert [f.name for f in dataclasses.fields(VadSettings)] == [
-        "threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"]
+        "threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms",
+        "end_of_turn"]   # the engine's own (not a wire knob): "semantic" | "silence"
     assert tuple(f.name for f in dataclasses.fields(DuplexSettings)) == knobs.DUPLEX.names() + ("omni",)
     assert GenerationParams(1, 0.5, 0.9, 10, 1.0) == GenerationParams(max_new_tokens=1, temperature=0.5, top_p=0.9,
                                                                        top_k=10, length_penalty=1.0)

@@ -113,7 +113,8 @@ class RealtimeConnection(StreamingConnection):
             self.listener = None
             return
         vad = VadSettings(threshold=td.threshold, min_silence_duration_ms=td.silence_duration_ms,
-                          speech_pad_ms=min(td.prefix_padding_ms, 2000))
+                          speech_pad_ms=min(td.prefix_padding_ms, 2000),
+                          end_of_turn="semantic" if td.type == "semantic_vad" else "silence")
         self.listener = await self.engine.call(self.view.listener, vad)
 
     # ------------------------------------------------------------------ reader

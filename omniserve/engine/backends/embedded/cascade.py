@@ -22,7 +22,7 @@ from omniserve.config import EngineSettings, LLMSettings
 from omniserve.engine.api import GenerationParams, VadSettings, Voice
 from omniserve.engine.checks import DEFAULT_SYSTEM, check_audio
 
-from .components.base import ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
+from .components.base import EndOfTurnModel, ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
 from .components.vad import VadSegmenter
 from .lm import PrefillStats, TextLM
 from .media import check_image
@@ -44,6 +44,9 @@ class Parts:
     lm: TextLM
     speaker: Speaker
     vision: ImageDescriber
+    turn: Optional[EndOfTurnModel] = None    # semantic end of turn (engine.end_of_turn); None = silence only
+    turn_check_ms: int = 300
+    turn_max_silence_ms: int = 1600
 
 
 def load_parts(settings: EngineSettings) -> Parts:
@@ -63,7 +66,15 @@ def load_parts(settings: EngineSettings) -> Parts:
         else Voice("piper:joe", "Piper US-English male voice (joe)")
     speaker = VoiceBank({"piper": PiperTTS(cache_dir=cache), "kokoro": kokoro}, default)
     lm = make_lm(settings.llm, threads=threads, cache_dir=cache)
-    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber())
+    turn = None
+    if settings.end_of_turn == "smart_turn":
+        from .components.turn import SmartTurn
+
+        turn = SmartTurn()
+    elif settings.end_of_turn != "silence":
+        raise ValueError(f"engine.end_of_turn must be smart_turn or silence, not {settings.end_of_turn!r}")
+    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.turn_check_ms,
+                 settings.turn_max_silence_ms)
 
 
 def make_lm(settings: LLMSettings, *, threads: int, cache_dir: Optional[str]) -> TextLM:
@@ -154,10 +165,13 @@ class Cascade:
 
     # ------------------------------------------------------------------ speech
     def segmenter(self, vad: VadSettings) -> VadSegmenter:
-        return VadSegmenter(self.parts.vad.fork(), threshold=vad.threshold,
+        p = self.parts
+        return VadSegmenter(p.vad.fork(), threshold=vad.threshold,
                             min_speech_duration_ms=vad.min_speech_duration_ms,
                             min_silence_duration_ms=vad.min_silence_duration_ms,
-                            speech_pad_ms=vad.speech_pad_ms)
+                            speech_pad_ms=vad.speech_pad_ms,
+                            end_of_turn=p.turn if vad.end_of_turn == "semantic" else None,
+                            turn_check_ms=p.turn_check_ms, turn_max_silence_ms=p.turn_max_silence_ms)
 
     def vad_stream(self) -> VoiceActivityModel:
         return self.parts.vad.fork()

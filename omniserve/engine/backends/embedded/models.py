@@ -146,6 +146,14 @@ def whisper_dir(name: str = "base", cache: Optional[str] = None, progress: Optio
     return d
 
 
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+
+
+def smart_turn_onnx_path() -> Path:
+    """Smart Turn v3.2 (CPU ONNX) as the ``pipecat-ai`` wheel ships it; nothing of pipecat is imported."""
+    return package_file("pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx")
+
+
 def silero_onnx_path() -> Path:
     return package_file("silero_vad", "data/silero_vad.onnx")
 
@@ -222,4 +230,5 @@ def centerface_dynamic_path(cache: Optional[str] = None) -> Path:
 def verify_all(cache: Optional[str] = None) -> dict[str, bool]:
     """Re-hash the joined files (slow; for diagnostics)."""
     return {"qwen": _sha256(qwen_gguf_path(cache)) == QWEN_SHA256,
+            "smart-turn": _sha256(smart_turn_onnx_path()) == SMART_TURN_SHA256,
             "whisper-base": _sha256(whisper_dir("base", cache) / "model.bin") == WHISPER_BASE_SHA256}

@@ -20,6 +20,10 @@ class VoiceActivityModel(Protocol):
     def fork(self) -> "VoiceActivityModel": ...        # a fresh stream state sharing the loaded model
 
 
+class EndOfTurnModel(Protocol):
+    def complete(self, pcm16k: np.ndarray) -> float: ...   # P(the user's turn is complete), from its audio
+
+
 class SpeechRecognizer(Protocol):
     def transcribe(self, pcm16k: np.ndarray, *, language: Optional[str] = "en",
                    initial_prompt: Optional[str] = None) -> str: ...

@@ -15,7 +15,8 @@ import numpy as np
 from omniserve.engine.api import EngineInputError, SpeechEnded, SpeechStarted
 from omniserve.knobs import VAD as _VAD          # the one statement of the VAD defaults
 
-from .base import VoiceActivityModel
+from .base import EndOfTurnModel, VoiceActivityModel
+from .turn import COMPLETE as TURN_COMPLETE
 
 VadEvent = Union[SpeechStarted, SpeechEnded]
 
@@ -91,7 +92,9 @@ class VadSegmenter:
     def __init__(self, model: VoiceActivityModel, threshold: float = _VAD.threshold.default,
                  min_speech_duration_ms: int = _VAD.min_speech_duration_ms.default,
                  min_silence_duration_ms: int = _VAD.min_silence_duration_ms.default,
-                 speech_pad_ms: int = _VAD.speech_pad_ms.default, max_speech_s: float = 60.0) -> None:
+                 speech_pad_ms: int = _VAD.speech_pad_ms.default, max_speech_s: float = 60.0,
+                 end_of_turn: Optional[EndOfTurnModel] = None, turn_check_ms: int = 300,
+                 turn_max_silence_ms: int = 1600) -> None:
         if not 0.0 < threshold < 1.0:
             raise EngineInputError(f"VAD threshold must be between 0 and 1, got {threshold}")
         self.model = model
@@ -101,6 +104,13 @@ class VadSegmenter:
         self.min_silence = int(min_silence_duration_ms * SAMPLE_RATE / 1000)
         self.pad = int(speech_pad_ms * SAMPLE_RATE / 1000)
         self.max_speech = int(max_speech_s * SAMPLE_RATE)
+        # semantic end of turn: after ``turn_check_ms`` of silence the model hears the turn; complete
+        # ends it there, incomplete waits up to ``turn_max_silence_ms`` (never less than min_silence)
+        self.end_of_turn = end_of_turn
+        self.turn_check = int(min(turn_check_ms, min_silence_duration_ms) * SAMPLE_RATE / 1000)
+        self.turn_cap = int(max(turn_max_silence_ms, min_silence_duration_ms) * SAMPLE_RATE / 1000)
+        self.turn_checks = 0                       # model calls so far (diagnostics, tests)
+        self.last_turn_p: Optional[float] = None   # the last call's P(complete)
         self.reset()
 
     def reset(self) -> None:
@@ -115,6 +125,8 @@ class VadSegmenter:
         self.speaking = False                      # SpeechStarted emitted, SpeechEnded not yet
         self.last_prob = 0.0
         self.last_segment_ms: Optional[tuple[float, float]] = None   # (start, end) of the last padded segment in the stream
+        self._asked_at: Optional[int] = None       # the pause (its first silent sample) the model heard
+        self._complete = False
 
     # ---------------------------------------------------------------- state
     @property
@@ -175,7 +187,7 @@ class VadSegmenter:
                 self._temp_end = start_of_window
             if not self.speaking:
                 self._start = self._temp_end = None        # a blip shorter than min_speech: drop it
-            elif self._pos - self._temp_end >= self.min_silence:
+            elif self._turn_over(self._pos - self._temp_end):
                 events.append(self._end(self._temp_end))
         if self._start is not None and not self.speaking:
             end = self._temp_end if self._temp_end is not None else self._pos
@@ -188,6 +200,27 @@ class VadSegmenter:
             self.speaking = False
         self._trim()
         return events
+
+    def _turn_over(self, silence: int) -> bool:
+        """Whether ``silence`` samples after speech end the turn: the silence timer alone, or with an
+        end-of-turn model its verdict (asked once per pause, at ``turn_check``) and ``turn_cap``."""
+        if self.end_of_turn is None:
+            return silence >= self.min_silence
+        if silence >= self.turn_cap:
+            return True
+        if silence >= self.turn_check and self._asked_at != self._temp_end:     # once per pause
+            self._asked_at = self._temp_end
+            self.turn_checks += 1
+            self.last_turn_p = self.end_of_turn.complete(self._current_audio())
+            self._complete = self.last_turn_p >= TURN_COMPLETE
+        return self._asked_at is not None and self._asked_at == self._temp_end and self._complete
+
+    def _current_audio(self) -> np.ndarray:
+        """The current speech (from its padded start) up to now."""
+        assert self._start is not None
+        a = max(self._start - self.pad, self._audio_start)
+        whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        return whole[a - self._audio_start:]
 
     def _end(self, end: int) -> SpeechEnded:
         assert self._start is not None      # only called in speech

@@ -26,6 +26,7 @@ from .camera import CameraNotes
 from .captions import Captioner
 from .costs import UnitCosts
 from .state import Machine, DuplexPhase
+from ..components.turn import COMPLETE as TURN_COMPLETE
 from .tuning import DISCARD_MS, END_SILENCE_MS, MIN_UTTERANCE_MS, SPECULATE_MS
 from .turn import ReplyTurn
 from .utterance import UtteranceTracker
@@ -55,6 +56,7 @@ class EmbeddedDuplex:
                               self.camera, closed)
         self.costs = UnitCosts(self.background.meter)
         self._units = 0
+        self._turn_verdict: tuple[object, bool] = (None, False)   # (the pause it is about, complete)
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> int:
@@ -122,7 +124,7 @@ class EmbeddedDuplex:
             if utt.voiced_ms > turn.spec_voiced + DISCARD_MS:      # the user went on speaking
                 turn.discard()
                 m.to(DuplexPhase.LISTENING, "discard")
-            elif not forced and utt.silence_ms >= self.end_silence_ms:
+            elif not forced and self._turn_complete():
                 utt.close()
                 m.to(DuplexPhase.SPEAKING, "confirm")
                 self._speak(res)
@@ -139,7 +141,7 @@ class EmbeddedDuplex:
         utt = self.utterance
         voiced = utt.voiced_ms
         heard = self.captions.words_of(utt.serial, voiced)
-        if not forced and (utt.silence_ms >= self.end_silence_ms or utt.at_cap):
+        if not forced and self._turn_complete():
             audio = utt.close()
             if voiced >= MIN_UTTERANCE_MS:
                 self._start(self.turn.start(audio, heard))
@@ -147,6 +149,24 @@ class EmbeddedDuplex:
         elif utt.silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
             self._start(self.turn.start(utt.audio(), heard, spec_voiced=voiced))
             self.machine.to(DuplexPhase.SPECULATING, "pause")
+
+    def _turn_complete(self) -> bool:
+        """The open utterance has ended: at the monologue cap; else, with an end-of-turn model,
+        when it hears a finished turn after a short pause (an unfinished one may pause up to the
+        cap); without one, after ``end_silence_ms``."""
+        utt, p = self.utterance, self.b.parts
+        if utt.at_cap:
+            return True
+        if p.turn is None:
+            return utt.silence_ms >= self.end_silence_ms
+        if utt.silence_ms >= max(self.end_silence_ms, p.turn_max_silence_ms):
+            return True
+        if utt.silence_ms < min(p.turn_check_ms, self.end_silence_ms):
+            return False
+        key = (utt.serial, utt.voiced_ms)               # one verdict per pause
+        if self._turn_verdict[0] != key:
+            self._turn_verdict = (key, p.turn.complete(utt.audio()) >= TURN_COMPLETE)
+        return self._turn_verdict[1]
 
     def _start(self, reply: SpokenReply) -> None:
         self.costs.watch(reply)

@@ -1,0 +1,221 @@
+"""Turn-taking bench: semantic end of turn (Smart Turn v3.2 on Silero VAD) against the silence timer
+alone, in one run, on the real embedded engine.
+
+    .venv/bin/python bench/turns.py [--turns 20] [--skip duplex]
+
+Speech is made here, in 6 voices: espeak-ng en-us and en-gb, male and female, at two speaking rates,
+plus Piper and Kokoro (nothing is checked in). ``engine.end_of_turn = silence`` is the behaviour
+before Smart Turn, so the two columns are an A/B of this change. Figures:
+
+- half-duplex: true end of speech (the last sample of the question) → first reply audio, p50 / p95,
+  spoken in real time in 100 ms chunks with the protocol's default VAD (800 ms silence);
+- turns cut inside a 700 ms mid-sentence pause, 20 utterances (the VAD and the model only);
+- duplex, 1 s units: end of speech → first reply audio, p50;
+- Smart Turn inference per call (p50, on one thread);
+- right answers on simple spoken questions (keyword-checked) and the word error of the turn's
+  transcript — today's figures for the rest of the conversation-feel work.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from omniserve.audio import resample  # noqa: E402
+from omniserve.engine import load_processor  # noqa: E402
+from omniserve.engine.api import (Delta, DuplexSettings, GenerationParams, Prefilled, SpeechEnded,  # noqa: E402
+                                  VadSettings, Voice)
+from omniserve.engine.backends.embedded.components.turn import SmartTurn  # noqa: E402
+from omniserve.engine.backends.embedded.components.vad import VadSegmenter  # noqa: E402
+from tests.conftest import espeak_speech, piper_speech, silence, word_error_rate  # noqa: E402
+
+QUESTIONS = [("What is two plus three?", ["five", "5"]), ("How many legs does a spider have?", ["eight", "8"]),
+             ("What is the capital of France?", ["paris"]), ("What color is the sky on a clear day?", ["blue"]),
+             ("How many days are there in a week?", ["seven", "7"]), ("What is the opposite of hot?", ["cold"]),
+             ("Which planet do we live on?", ["earth"]), ("What do bees make?", ["honey"]),
+             ("What is ten minus four?", ["six", "6"]), ("What animal says moo?", ["cow"]),
+             ("How many hours are in a day?", ["twenty-four", "twenty four", "24"]),
+             ("What is the capital of Japan?", ["tokyo"]), ("What is frozen water called?", ["ice"]),
+             ("How many months are in a year?", ["twelve", "12"]), ("What color is grass?", ["green"]),
+             ("What is three times three?", ["nine", "9"]), ("Which is bigger, an elephant or a mouse?", ["elephant"]),
+             ("What do cows drink?", ["water"]), ("What is the first letter of the alphabet?", ["a"]),
+             ("How many wheels does a bicycle have?", ["two", "2"])]
+PAUSED = [("I'd like to go to", "the train station, please."), ("My phone number is five five five", "one two three four."),
+          ("Can you tell me", "what the weather is like today?"), ("I was thinking about", "buying a new car."),
+          ("and then we went to the", "beach for the whole day."), ("The meeting is on", "Tuesday at ten."),
+          ("So the reason I am calling is", "my order has not arrived."), ("I would like to order a", "large pizza."),
+          ("Could you remind me to", "call my mother tomorrow?"), ("What I really want is", "a quiet evening at home.")]
+ESPEAK = [("en-us", 165), ("en-gb", 165), ("en-us+f3", 140), ("en-gb+f2", 190)]
+
+
+class Voices:
+    """Six voices: four espeak-ng variants (two accents, male and female, two rates), Piper, Kokoro."""
+
+    def __init__(self, proc) -> None:
+        self.speaker = proc.backend.cascade.parts.speaker
+        self.names = [f"espeak {v} {wpm}wpm" for v, wpm in ESPEAK] + ["piper joe", "kokoro af_heart"]
+
+    def say(self, k: int, text: str) -> np.ndarray:
+        k %= len(self.names)
+        if k < len(ESPEAK):
+            v, wpm = ESPEAK[k]
+            return espeak_speech(text, voice=v, wpm=wpm)
+        if k == len(ESPEAK):
+            return piper_speech(text)
+        pcm = self.speaker.synthesize(text, Voice("kokoro:af_heart"))
+        return resample(np.asarray(pcm, np.float32), 24000, 16000)
+
+
+def trim(pcm: np.ndarray, floor: float = 0.01) -> np.ndarray:
+    """The speech without the synthesizer's leading and trailing silence (end of speech is exact)."""
+    loud = np.flatnonzero(np.abs(pcm) > floor)
+    return pcm[loud[0]:loud[-1] + 1] if loud.size else pcm
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(x for x in xs if x == x)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def half_duplex(proc, voices: Voices, n: int) -> dict:
+    """Real-time turns; returns latencies (ms), transcripts, replies."""
+    view = proc.set_half_duplex_mode()
+    view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=48),
+                 voice=proc.voice(), vad=VadSettings())
+    out = {"lat": [], "heard": [], "said": [], "ok": []}
+    step = 1600
+    for k, (q, keys) in enumerate((QUESTIONS * 4)[:n]):
+        sp = trim(voices.say(k, q))
+        stream = np.concatenate([silence(0.4), sp, silence(3.0)])
+        end = time.monotonic()                           # set when the last speech sample goes in
+        first, heard, said, t_start = None, "", [], time.monotonic()
+        ended = False
+        for i in range(0, stream.size, step):
+            time.sleep(max(0.0, t_start + i / 16000 - time.monotonic()))
+            if i <= 6400 + sp.size < i + step:
+                end = time.monotonic() + ((6400 + sp.size) - i) / 16000
+            for e in view.feed(stream[i:i + step]):
+                if isinstance(e, SpeechEnded):
+                    ended = True
+                elif isinstance(e, Prefilled):
+                    heard = e.heard
+                elif isinstance(e, Delta):
+                    said.append(e.text)
+                    if e.audio is not None and first is None:
+                        first = time.monotonic()
+            if ended:
+                break
+        out["lat"].append((first - end) * 1000 if first else float("nan"))
+        out["heard"].append((q, heard))
+        text = "".join(said).lower()
+        out["said"].append(text)
+        out["ok"].append(any(re.search(rf"\b{re.escape(kw)}\b", text) for kw in keys))
+    view.reset()
+    return out
+
+
+def splits(proc, voices: Voices, turn) -> int:
+    """Turns cut inside a 700 ms mid-sentence pause, over 20 utterances (2 voices each)."""
+    cuts = 0
+    vad = proc.backend.cascade.parts.vad
+    for k, (a, b) in enumerate(PAUSED * 2):
+        pcm = np.concatenate([silence(0.3), trim(voices.say(k, a)), silence(0.7), trim(voices.say(k, b)), silence(2.0)])
+        seg = VadSegmenter(vad.fork(), end_of_turn=turn, turn_check_ms=300, turn_max_silence_ms=1600)
+        ends = sum(isinstance(e, SpeechEnded) for i in range(0, pcm.size, 1600) for e in seg.feed(pcm[i:i + 1600]))
+        cuts += ends > 1
+    return cuts
+
+
+def duplex(proc, voices: Voices, turns: int) -> list[float]:
+    view = proc.set_duplex_mode()
+    view.prepare("You are a friendly voice assistant.", config=DuplexSettings(chunk_ms=1000, force_listen_count=1))
+    n = 16000
+    parts, ends, pos = [], [], 0
+    for k in range(turns):
+        q = trim(voices.say(k, QUESTIONS[k % len(QUESTIONS)][0]))
+        pad = (-q.size) % n
+        parts += [silence(2.0), q, silence(0.0 + (6 * n + pad) / 16000)]
+        ends.append(pos + 2 * n + q.size)
+        pos += 2 * n + q.size + 6 * n + pad
+    stream = np.concatenate(parts)
+    first: dict[int, int] = {}
+    nxt = time.monotonic()
+    for u, i in enumerate(range(0, stream.size - n + 1, n)):
+        time.sleep(max(0.0, nxt - time.monotonic()))
+        nxt += 1.0
+        r = view.unit(stream[i:i + n])
+        if r.audio is not None:
+            k = max((j for j, e in enumerate(ends) if e <= i + n), default=None)
+            if k is not None and k not in first:
+                first[k] = u
+    view.reset()
+    return [((u + 1) * n - ends[k]) / 16 for k, u in first.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--turns", type=int, default=20, help="spoken questions per configuration (default 20)")
+    ap.add_argument("--duplex-turns", type=int, default=6)
+    ap.add_argument("--skip", default="", help="comma-separated: duplex, splits, half_duplex")
+    a = ap.parse_args()
+    skip = set(filter(None, a.skip.split(",")))
+    proc = load_processor()
+    parts = proc.backend.cascade.parts
+    model = parts.turn or SmartTurn()
+    voices = Voices(proc)
+    rows: list[tuple[str, str, str]] = []
+    cost = []
+    probe = np.concatenate([piper_speech("What is the capital of France?"), silence(0.3)])
+    for _ in range(20):
+        t0 = time.perf_counter()
+        model.complete(probe)
+        cost.append((time.perf_counter() - t0) * 1000)
+    rows.append(("Smart Turn inference per call, p50 / max (one thread)", f"{statistics.median(cost):.1f} / {max(cost):.1f} ms", ""))
+    res = {}
+    for label, turn in (("silence", None), ("semantic", model)):
+        parts.turn = turn
+        if "half_duplex" not in skip:
+            res[label] = half_duplex(proc, voices, a.turns)
+        if "splits" not in skip:
+            res[label + "_splits"] = splits(proc, voices, turn)
+        if "duplex" not in skip:
+            res[label + "_duplex"] = duplex(proc, voices, a.duplex_turns)
+    parts.turn = model
+    if "half_duplex" not in skip:
+        s, m = res["silence"], res["semantic"]
+        rows.append(("half-duplex end of speech → first audio p50 / p95",
+                     f"{pct(s['lat'], 50):.0f} / {pct(s['lat'], 95):.0f} ms", f"{pct(m['lat'], 50):.0f} / {pct(m['lat'], 95):.0f} ms"))
+        for lab in ("silence", "semantic"):
+            r = res[lab]
+            wer = statistics.mean(word_error_rate(q, h) for q, h in r["heard"]) * 100
+            res[lab + "_wer"] = wer
+        rows.append(("right answers (keyword-checked)", f"{sum(s['ok'])}/{len(s['ok'])}", f"{sum(m['ok'])}/{len(m['ok'])}"))
+        rows.append(("ASR word error of the turns (tiny.en)", f"{res['silence_wer']:.1f} %", f"{res['semantic_wer']:.1f} %"))
+    if "splits" not in skip:
+        rows.append(("turns cut inside a 700 ms mid-sentence pause", f"{res['silence_splits']}/20", f"{res['semantic_splits']}/20"))
+    if "duplex" not in skip:
+        rows.append(("duplex (1 s units) end of speech → first audio p50",
+                     f"{pct(res['silence_duplex'], 50):.0f} ms", f"{pct(res['semantic_duplex'], 50):.0f} ms"))
+    load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+    print(f"\nturns bench — real engine, {len(voices.names)} voices ({', '.join(voices.names)}), load {' '.join(load)}\n")
+    print(f"{'figure':<58}{'silence (before)':>20}{'semantic (now)':>18}")
+    for name, before, now in rows:
+        print(f"{name:<58}{before:>20}{now:>18}")
+    if "half_duplex" not in skip:
+        misses = [(q, h, s) for (q, h), s, ok in zip(res["semantic"]["heard"], res["semantic"]["said"], res["semantic"]["ok"]) if not ok]
+        print("\nwrong answers (semantic run): heard → said")
+        for q, h, s in misses:
+            print(f"  {q!r}: {h!r} → {s.strip()[:80]!r}")
+
+
+if __name__ == "__main__":
+    main()

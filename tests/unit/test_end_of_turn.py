@@ -1,0 +1,76 @@
+"""Semantic end of turn: Smart Turn v3.2's input matches the model's reference features, the real
+model tells a finished question from an unfinished phrase, and the segmenter ends a turn early
+when the model says it is complete and lets an unfinished one pause up to the cap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omniserve.engine.api import SpeechEnded
+from omniserve.engine.backends.embedded.components.turn import SmartTurn
+from omniserve.engine.backends.embedded.components.vad import SileroVAD, VadSegmenter
+from tests.conftest import piper_speech, silence
+
+
+@pytest.fixture(scope="module")
+def smart_turn() -> SmartTurn:
+    return SmartTurn()
+
+
+def test_features_match_the_models_reference_extractor(smart_turn):
+    # the reference ships beside the model in the pipecat-ai wheel (numpy only), loaded from its file
+    # (pipecat's package itself needs more than we install): the oracle for our features
+    import importlib.util
+
+    from omniserve.engine.backends.embedded import models
+
+    ref_file = models.package_dir("pipecat") / "audio/turn/smart_turn/_whisper_features.py"
+    spec = importlib.util.spec_from_file_location("smart_turn_reference_features", ref_file)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    compute_whisper_log_mel_features = mod.compute_whisper_log_mel_features
+
+    rng = np.random.default_rng(1)
+    for n in (16000 * 3, 16000 * 8, 16000 * 11):
+        x = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        ref_in = x[-128000:] if n >= 128000 else np.concatenate([np.zeros(128000 - n, np.float32), x])
+        ref = compute_whisper_log_mel_features(ref_in, do_normalize=True)
+        assert np.abs(smart_turn.features(x) - ref).max() < 1e-4
+
+
+def test_the_model_hears_finished_and_unfinished_turns(smart_turn):
+    done = smart_turn.complete(np.concatenate([piper_speech("What is the capital of France?"), silence(0.3)]))
+    # (synthetic voices end most phrases on a falling, final-sounding tone; this one stays open)
+    open_ = smart_turn.complete(np.concatenate([piper_speech("and then we went to the"), silence(0.3)]))
+    assert done > 0.5 > open_, (done, open_)
+
+
+class _Verdict:
+    """A test double of the end-of-turn model: always the same answer, counting its calls."""
+
+    def __init__(self, p: float) -> None:
+        self.p, self.calls = p, 0
+
+    def complete(self, pcm16k: np.ndarray) -> float:
+        self.calls += 1
+        return self.p
+
+
+def _endpoint_ms(model, speech: np.ndarray) -> float:
+    seg = VadSegmenter(SileroVAD(), threshold=0.5, min_silence_duration_ms=800, end_of_turn=model,
+                       turn_check_ms=300, turn_max_silence_ms=1600)
+    pcm = np.concatenate([silence(0.3), speech, silence(2.5)])
+    for i in range(0, pcm.size, 512):
+        if any(isinstance(e, SpeechEnded) for e in seg.feed(pcm[i:i + 512])):
+            return seg.position_ms - (4800 + speech.size) / 16
+    raise AssertionError("no end of turn")
+
+
+def test_complete_ends_after_the_short_pause_incomplete_waits_for_the_cap():
+    speech = piper_speech("How many legs does a spider have?")
+    silent = _endpoint_ms(None, speech)
+    done, open_ = _Verdict(0.9), _Verdict(0.1)
+    early, late = _endpoint_ms(done, speech), _endpoint_ms(open_, speech)
+    assert early < 500 < silent < late, (early, silent, late)
+    assert late > 1400 and done.calls == open_.calls == 1      # asked once per pause

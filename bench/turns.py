@@ -1,15 +1,17 @@
 """Turn-taking bench: semantic end of turn (Smart Turn v3.2 on Silero VAD) against the silence timer
-alone, in one run, on the real embedded engine.
+alone, in one run, on the real embedded engine: "silence" (the timer, as before), "semantic" (the
+default: the model may only lengthen a pause it hears unfinished) and "eager" (it is also asked
+after 300 ms, so a finished-sounding turn ends sooner).
 
     .venv/bin/python bench/turns.py [--turns 20] [--skip duplex]
 
 Speech is made here, in 6 voices: espeak-ng en-us and en-gb, male and female, at two speaking rates,
-plus Piper and Kokoro (nothing is checked in). ``engine.end_of_turn = silence`` is the behaviour
-before Smart Turn, so the two columns are an A/B of this change. Figures:
+plus Piper and Kokoro (nothing is checked in). "silence" is the behaviour before Smart Turn, so
+the columns are an A/B of this change. Figures:
 
 - half-duplex: true end of speech (the last sample of the question) → first reply audio, p50 / p95,
   spoken in real time in 100 ms chunks with the protocol's default VAD (800 ms silence);
-- turns cut inside a 700 ms mid-sentence pause, 20 utterances (the VAD and the model only);
+- turns cut inside a 500–900 ms mid-sentence pause, 20 utterances (the engine's segmenter);
 - duplex, 1 s units: end of speech → first reply audio, p50;
 - Smart Turn inference per call (p50, on one thread);
 - right answers on simple spoken questions (keyword-checked) and the word error of the turn's
@@ -35,7 +37,6 @@ from omniserve.engine import load_processor  # noqa: E402
 from omniserve.engine.api import (Delta, DuplexSettings, GenerationParams, Prefilled, SpeechEnded,  # noqa: E402
                                   VadSettings, Voice)
 from omniserve.engine.backends.embedded.components.turn import SmartTurn  # noqa: E402
-from omniserve.engine.backends.embedded.components.vad import VadSegmenter  # noqa: E402
 from tests.conftest import espeak_speech, piper_speech, silence, word_error_rate  # noqa: E402
 
 QUESTIONS = [("What is two plus three?", ["five", "5"]), ("How many legs does a spider have?", ["eight", "8"]),
@@ -62,7 +63,7 @@ class Voices:
 
     def __init__(self, proc) -> None:
         self.speaker = proc.backend.cascade.parts.speaker
-        self.names = [f"espeak {v} {wpm}wpm" for v, wpm in ESPEAK] + ["piper joe", "kokoro af_heart"]
+        self.names = [f"espeak {v} {wpm}wpm" for v, wpm in ESPEAK] + ["piper joe", "kokoro jf_alpha"]
 
     def say(self, k: int, text: str) -> np.ndarray:
         k %= len(self.names)
@@ -71,7 +72,7 @@ class Voices:
             return espeak_speech(text, voice=v, wpm=wpm)
         if k == len(ESPEAK):
             return piper_speech(text)
-        pcm = self.speaker.synthesize(text, Voice("kokoro:af_heart"))
+        pcm = self.speaker.synthesize(text, Voice("kokoro:jf_alpha"))   # the shipped voices are Kokoro's Japanese ones
         return resample(np.asarray(pcm, np.float32), 24000, 16000)
 
 
@@ -86,11 +87,11 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def half_duplex(proc, voices: Voices, n: int) -> dict:
+def half_duplex(proc, voices: Voices, n: int, mode: str) -> dict:
     """Real-time turns; returns latencies (ms), transcripts, replies."""
     view = proc.set_half_duplex_mode()
     view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=48),
-                 voice=proc.voice(), vad=VadSettings())
+                 voice=proc.voice(), vad=VadSettings(end_of_turn=mode))
     out = {"lat": [], "heard": [], "said": [], "ok": []}
     step = 1600
     for k, (q, keys) in enumerate((QUESTIONS * 4)[:n]):
@@ -123,13 +124,18 @@ def half_duplex(proc, voices: Voices, n: int) -> dict:
     return out
 
 
-def splits(proc, voices: Voices, turn) -> int:
-    """Turns cut inside a 700 ms mid-sentence pause, over 20 utterances (2 voices each)."""
+PAUSES_S = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def splits(proc, voices: Voices, mode: str) -> int:
+    """Turns cut inside a 500–900 ms mid-sentence pause, over 20 utterances (voices and pauses vary),
+    with the protocol's default VAD, through the engine's own segmenter."""
     cuts = 0
-    vad = proc.backend.cascade.parts.vad
+    c = proc.backend.cascade
     for k, (a, b) in enumerate(PAUSED * 2):
-        pcm = np.concatenate([silence(0.3), trim(voices.say(k, a)), silence(0.7), trim(voices.say(k, b)), silence(2.0)])
-        seg = VadSegmenter(vad.fork(), end_of_turn=turn, turn_check_ms=300, turn_max_silence_ms=1600)
+        pause = PAUSES_S[k % len(PAUSES_S)]
+        pcm = np.concatenate([silence(0.3), trim(voices.say(k, a)), silence(pause), trim(voices.say(k, b)), silence(2.0)])
+        seg = c.segmenter(VadSettings(end_of_turn=mode))
         ends = sum(isinstance(e, SpeechEnded) for i in range(0, pcm.size, 1600) for e in seg.feed(pcm[i:i + 1600]))
         cuts += ends > 1
     return cuts
@@ -172,46 +178,50 @@ def main() -> None:
     parts = proc.backend.cascade.parts
     model = parts.turn or SmartTurn()
     voices = Voices(proc)
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     cost = []
     probe = np.concatenate([piper_speech("What is the capital of France?"), silence(0.3)])
     for _ in range(20):
         t0 = time.perf_counter()
         model.complete(probe)
         cost.append((time.perf_counter() - t0) * 1000)
-    rows.append(("Smart Turn inference per call, p50 / max (one thread)", f"{statistics.median(cost):.1f} / {max(cost):.1f} ms", ""))
+    rows.append(("Smart Turn inference per call, p50 / max (one thread)", "",
+                 f"{statistics.median(cost):.1f} / {max(cost):.1f} ms", ""))
     res = {}
-    for label, turn in (("silence", None), ("semantic", model)):
-        parts.turn = turn
+    modes = ("silence", "semantic", "eager")
+    for mode in modes:
+        parts.turn = None if mode == "silence" else model
+        parts.turn_early_ms = 300 if mode == "eager" else None       # duplex has no VAD settings of its own
         if "half_duplex" not in skip:
-            res[label] = half_duplex(proc, voices, a.turns)
+            res[mode] = half_duplex(proc, voices, a.turns, mode)
         if "splits" not in skip:
-            res[label + "_splits"] = splits(proc, voices, turn)
+            res[mode + "_splits"] = splits(proc, voices, mode)
         if "duplex" not in skip:
-            res[label + "_duplex"] = duplex(proc, voices, a.duplex_turns)
-    parts.turn = model
+            res[mode + "_duplex"] = duplex(proc, voices, a.duplex_turns)
+    parts.turn, parts.turn_early_ms = model, None
+
+    def cols(f) -> tuple[str, ...]:
+        return tuple(f(m) for m in modes)
+
     if "half_duplex" not in skip:
-        s, m = res["silence"], res["semantic"]
         rows.append(("half-duplex end of speech → first audio p50 / p95",
-                     f"{pct(s['lat'], 50):.0f} / {pct(s['lat'], 95):.0f} ms", f"{pct(m['lat'], 50):.0f} / {pct(m['lat'], 95):.0f} ms"))
-        for lab in ("silence", "semantic"):
-            r = res[lab]
-            wer = statistics.mean(word_error_rate(q, h) for q, h in r["heard"]) * 100
-            res[lab + "_wer"] = wer
-        rows.append(("right answers (keyword-checked)", f"{sum(s['ok'])}/{len(s['ok'])}", f"{sum(m['ok'])}/{len(m['ok'])}"))
-        rows.append(("ASR word error of the turns (tiny.en)", f"{res['silence_wer']:.1f} %", f"{res['semantic_wer']:.1f} %"))
+                     *cols(lambda m: f"{pct(res[m]['lat'], 50):.0f} / {pct(res[m]['lat'], 95):.0f} ms")))
+        rows.append(("right answers (keyword-checked)", *cols(lambda m: f"{sum(res[m]['ok'])}/{len(res[m]['ok'])}")))
+        rows.append(("ASR word error of the turns (tiny.en)",
+                     *cols(lambda m: f"{statistics.mean(word_error_rate(q, h) for q, h in res[m]['heard']) * 100:.1f} %")))
     if "splits" not in skip:
-        rows.append(("turns cut inside a 700 ms mid-sentence pause", f"{res['silence_splits']}/20", f"{res['semantic_splits']}/20"))
+        rows.append(("turns cut inside a 500–900 ms mid-sentence pause", *cols(lambda m: f"{res[m + '_splits']}/20")))
     if "duplex" not in skip:
         rows.append(("duplex (1 s units) end of speech → first audio p50",
-                     f"{pct(res['silence_duplex'], 50):.0f} ms", f"{pct(res['semantic_duplex'], 50):.0f} ms"))
+                     *cols(lambda m: f"{pct(res[m + '_duplex'], 50):.0f} ms")))
     load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
     print(f"\nturns bench — real engine, {len(voices.names)} voices ({', '.join(voices.names)}), load {' '.join(load)}\n")
-    print(f"{'figure':<58}{'silence (before)':>20}{'semantic (now)':>18}")
-    for name, before, now in rows:
-        print(f"{name:<58}{before:>20}{now:>18}")
+    print(f"{'figure':<54}{'silence (before)':>18}{'semantic (default)':>20}{'eager':>16}")
+    for name, *vals in rows:
+        print(f"{name:<54}{vals[0]:>18}{vals[1]:>20}{vals[2]:>16}")
     if "half_duplex" not in skip:
-        misses = [(q, h, s) for (q, h), s, ok in zip(res["semantic"]["heard"], res["semantic"]["said"], res["semantic"]["ok"]) if not ok]
+        r = res["semantic"]
+        misses = [(q, h, s) for (q, h), s, ok in zip(r["heard"], r["said"], r["ok"]) if not ok]
         print("\nwrong answers (semantic run): heard → said")
         for q, h, s in misses:
             print(f"  {q!r}: {h!r} → {s.strip()[:80]!r}")

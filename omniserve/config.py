@@ -37,7 +37,9 @@ class EngineSettings(BaseModel):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts_engine: str = "piper"                  # "piper" | "kokoro"
     end_of_turn: str = "smart_turn"            # "smart_turn" (Smart Turn v3.2 on top of the VAD) | "silence"
-    turn_check_ms: int = Field(default=300, ge=50, le=2000)          # silence after which the end-of-turn model is asked
+    turn_early_ms: Optional[int] = Field(default=None, ge=50, le=2000)  # ask the end-of-turn model after this much
+                                               # silence, so a finished turn ends sooner (None: at the VAD's own
+                                               # silence, so it only lengthens pauses; "eager" VADs use 300)
     turn_max_silence_ms: int = Field(default=1600, ge=200, le=10_000)  # the longest pause inside an unfinished turn
     threads: int = 0                           # 0 = all cores
     cache_dir: Optional[str] = None            # joined model files; default <repo>/.cache/models or ~/.cache/omniserve

@@ -47,6 +47,7 @@ class TurnDetection:
     create_response: bool = True
     interrupt_response: bool = True
     type: str = "server_vad"
+    eager: bool = False              # semantic_vad with eagerness "high": a finished turn may end sooner
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def _turns(td: Optional[_TurnDetectionIn], old: Optional[TurnDetection]) -> Turn
         return base
     out = replace(base, type=td.type)
     if td.type == "semantic_vad":
-        out = replace(out, silence_duration_ms=EAGERNESS_SILENCE_MS[td.eagerness or "auto"])
+        out = replace(out, silence_duration_ms=EAGERNESS_SILENCE_MS[td.eagerness or "auto"],
+                      eager=td.eagerness == "high")
     for name in ("threshold", "prefix_padding_ms", "silence_duration_ms", "create_response", "interrupt_response"):
         v = getattr(td, name)
         if v is not None:

@@ -21,7 +21,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from omniserve.audio import resample
-from tests.conftest import piper_speech, silence
+from tests.conftest import piper_speech, silence, word_error_rate
 from tests.support.gateway_procs import start_gateway
 
 GA_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -123,12 +123,11 @@ async def test_spoken_question_gets_transcript_and_speech(gw, idle, request):
     done = of(events, "response.done")[0]["response"]
     assert done["status"] == "completed" and done["usage"]["output_tokens"] > 0 and done["usage"]["input_tokens"] > 0
     # the speech is the transcript: Whisper reads it back
-    from faster_whisper import WhisperModel  # noqa: F401  (the engine's ASR, loaded here on the test's side)
     from omniserve.engine.backends.embedded.components.asr import WhisperASR
     pcm = resample(audio_of(events), 24000, 16000)
     assert pcm.size > 16000 * 0.5
-    back = WhisperASR("tiny.en").transcribe(pcm).lower()
-    assert "paris" in back, (back, said)
+    back = WhisperASR("tiny.en").transcribe(pcm)
+    assert word_error_rate(said, back) <= 0.4, (back, said)    # the speech says the transcript
     await cm.__aexit__(None, None, None)
 
 

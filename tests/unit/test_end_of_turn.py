@@ -57,9 +57,9 @@ class _Verdict:
         return self.p
 
 
-def _endpoint_ms(model, speech: np.ndarray) -> float:
+def _endpoint_ms(model, speech: np.ndarray, check_ms=300) -> float:
     seg = VadSegmenter(SileroVAD(), threshold=0.5, min_silence_duration_ms=800, end_of_turn=model,
-                       turn_check_ms=300, turn_max_silence_ms=1600)
+                       turn_check_ms=check_ms, turn_max_silence_ms=1600)
     pcm = np.concatenate([silence(0.3), speech, silence(2.5)])
     for i in range(0, pcm.size, 512):
         if any(isinstance(e, SpeechEnded) for e in seg.feed(pcm[i:i + 512])):
@@ -73,4 +73,13 @@ def test_complete_ends_after_the_short_pause_incomplete_waits_for_the_cap():
     done, open_ = _Verdict(0.9), _Verdict(0.1)
     early, late = _endpoint_ms(done, speech), _endpoint_ms(open_, speech)
     assert early < 500 < silent < late, (early, silent, late)
-    assert late > 1400 and done.calls == open_.calls == 1      # asked once per pause
+    # a "done" is asked once; a "not yet" again every 400 ms of further silence, up to the cap
+    assert late > 1400 and done.calls == 1 and 2 <= open_.calls <= 5
+
+
+def test_by_default_the_model_only_lengthens_a_pause():
+    speech = piper_speech("What is the capital of France?")
+    silent = _endpoint_ms(None, speech)
+    done, open_ = _Verdict(0.9), _Verdict(0.1)
+    same, late = _endpoint_ms(done, speech, check_ms=None), _endpoint_ms(open_, speech, check_ms=None)
+    assert abs(same - silent) < 70 and late > silent + 500, (silent, same, late)

@@ -114,7 +114,7 @@ class RealtimeConnection(StreamingConnection):
             return
         vad = VadSettings(threshold=td.threshold, min_silence_duration_ms=td.silence_duration_ms,
                           speech_pad_ms=min(td.prefix_padding_ms, 2000),
-                          end_of_turn="semantic" if td.type == "semantic_vad" else "silence")
+                          end_of_turn="silence" if td.type != "semantic_vad" else "eager" if td.eager else "semantic")
         self.listener = await self.engine.call(self.view.listener, vad)
 
     # ------------------------------------------------------------------ reader

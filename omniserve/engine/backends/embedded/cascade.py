@@ -30,6 +30,8 @@ from .reply import SpokenReply
 from .tools import ToolCallParser
 from .voices import Speaker
 
+EAGER_CHECK_MS = 300       # an "eager" VAD asks the end-of-turn model after this much silence
+
 SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three short, plain spoken "
                 "sentences. No markdown, lists, headings, emojis, code, or symbols.")
 MEDIA_NOTE = ("Pictures and videos the user attaches reach you as descriptions in parentheses, made by a "
@@ -45,7 +47,7 @@ class Parts:
     speaker: Speaker
     vision: ImageDescriber
     turn: Optional[EndOfTurnModel] = None    # semantic end of turn (engine.end_of_turn); None = silence only
-    turn_check_ms: int = 300
+    turn_early_ms: Optional[int] = None     # engine.turn_early_ms
     turn_max_silence_ms: int = 1600
 
 
@@ -73,7 +75,7 @@ def load_parts(settings: EngineSettings) -> Parts:
         turn = SmartTurn()
     elif settings.end_of_turn != "silence":
         raise ValueError(f"engine.end_of_turn must be smart_turn or silence, not {settings.end_of_turn!r}")
-    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.turn_check_ms,
+    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.turn_early_ms,
                  settings.turn_max_silence_ms)
 
 
@@ -170,8 +172,9 @@ class Cascade:
                             min_speech_duration_ms=vad.min_speech_duration_ms,
                             min_silence_duration_ms=vad.min_silence_duration_ms,
                             speech_pad_ms=vad.speech_pad_ms,
-                            end_of_turn=p.turn if vad.end_of_turn == "semantic" else None,
-                            turn_check_ms=p.turn_check_ms, turn_max_silence_ms=p.turn_max_silence_ms)
+                            end_of_turn=p.turn if vad.end_of_turn != "silence" else None,
+                            turn_check_ms=(p.turn_early_ms or EAGER_CHECK_MS) if vad.end_of_turn == "eager"
+                            else p.turn_early_ms, turn_max_silence_ms=p.turn_max_silence_ms)
 
     def vad_stream(self) -> VoiceActivityModel:
         return self.parts.vad.fork()

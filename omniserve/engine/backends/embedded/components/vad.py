@@ -18,6 +18,8 @@ from omniserve.knobs import VAD as _VAD          # the one statement of the VAD 
 from .base import EndOfTurnModel, VoiceActivityModel
 from .turn import COMPLETE as TURN_COMPLETE
 
+TURN_RECHECK_MS = 400       # a pause the end-of-turn model heard unfinished is heard again this often
+
 VadEvent = Union[SpeechStarted, SpeechEnded]
 
 SAMPLE_RATE = 16000
@@ -93,7 +95,7 @@ class VadSegmenter:
                  min_speech_duration_ms: int = _VAD.min_speech_duration_ms.default,
                  min_silence_duration_ms: int = _VAD.min_silence_duration_ms.default,
                  speech_pad_ms: int = _VAD.speech_pad_ms.default, max_speech_s: float = 60.0,
-                 end_of_turn: Optional[EndOfTurnModel] = None, turn_check_ms: int = 300,
+                 end_of_turn: Optional[EndOfTurnModel] = None, turn_check_ms: Optional[int] = None,
                  turn_max_silence_ms: int = 1600) -> None:
         if not 0.0 < threshold < 1.0:
             raise EngineInputError(f"VAD threshold must be between 0 and 1, got {threshold}")
@@ -104,11 +106,15 @@ class VadSegmenter:
         self.min_silence = int(min_silence_duration_ms * SAMPLE_RATE / 1000)
         self.pad = int(speech_pad_ms * SAMPLE_RATE / 1000)
         self.max_speech = int(max_speech_s * SAMPLE_RATE)
-        # semantic end of turn: after ``turn_check_ms`` of silence the model hears the turn; complete
-        # ends it there, incomplete waits up to ``turn_max_silence_ms`` (never less than min_silence)
+        # semantic end of turn: after ``turn_check_ms`` of silence (None: ``min_silence_duration_ms``)
+        # the model hears the turn; complete ends it there, incomplete waits up to
+        # ``turn_max_silence_ms`` (never less than min_silence). With the default check the model can
+        # only lengthen a pause; an earlier check also ends finished turns sooner ("eager").
         self.end_of_turn = end_of_turn
-        self.turn_check = int(min(turn_check_ms, min_silence_duration_ms) * SAMPLE_RATE / 1000)
+        check_ms = min_silence_duration_ms if turn_check_ms is None else min(turn_check_ms, min_silence_duration_ms)
+        self.turn_check = int(check_ms * SAMPLE_RATE / 1000)
         self.turn_cap = int(max(turn_max_silence_ms, min_silence_duration_ms) * SAMPLE_RATE / 1000)
+        self.turn_recheck = int(TURN_RECHECK_MS * SAMPLE_RATE / 1000)   # a "not yet" is asked again after this
         self.turn_checks = 0                       # model calls so far (diagnostics, tests)
         self.last_turn_p: Optional[float] = None   # the last call's P(complete)
         self.reset()
@@ -126,6 +132,7 @@ class VadSegmenter:
         self.last_prob = 0.0
         self.last_segment_ms: Optional[tuple[float, float]] = None   # (start, end) of the last padded segment in the stream
         self._asked_at: Optional[int] = None       # the pause (its first silent sample) the model heard
+        self._asks = 0                             # how often it was asked about that pause
         self._complete = False
 
     # ---------------------------------------------------------------- state
@@ -208,12 +215,17 @@ class VadSegmenter:
             return silence >= self.min_silence
         if silence >= self.turn_cap:
             return True
-        if silence >= self.turn_check and self._asked_at != self._temp_end:     # once per pause
-            self._asked_at = self._temp_end
+        if silence < self.turn_check:
+            return False
+        due = 1 + (silence - self.turn_check) // self.turn_recheck if self.turn_recheck else 1
+        if self._asked_at != self._temp_end:
+            self._asked_at, self._asks, self._complete = self._temp_end, 0, False
+        if not self._complete and self._asks < due:      # once at the check, then again every recheck
+            self._asks = due
             self.turn_checks += 1
             self.last_turn_p = self.end_of_turn.complete(self._current_audio())
             self._complete = self.last_turn_p >= TURN_COMPLETE
-        return self._asked_at is not None and self._asked_at == self._temp_end and self._complete
+        return self._complete
 
     def _current_audio(self) -> np.ndarray:
         """The current speech (from its padded start) up to now."""

@@ -161,7 +161,7 @@ class EmbeddedDuplex:
             return utt.silence_ms >= self.end_silence_ms
         if utt.silence_ms >= max(self.end_silence_ms, p.turn_max_silence_ms):
             return True
-        if utt.silence_ms < min(p.turn_check_ms, self.end_silence_ms):
+        if utt.silence_ms < min(p.turn_early_ms or self.end_silence_ms, self.end_silence_ms):
             return False
         key = (utt.serial, utt.voiced_ms)               # one verdict per pause
         if self._turn_verdict[0] != key:

@@ -19,6 +19,7 @@ bench:
 	.venv/bin/python bench/gateway.py
 	.venv/bin/python bench/faults.py
 	.venv/bin/python bench/realtime.py
+	.venv/bin/python bench/turns.py
 
 up:
 	.venv/bin/omniserve up

@@ -1,6 +1,6 @@
 """Turn-taking bench: semantic end of turn (Smart Turn v3.2 on Silero VAD) against the silence timer
-alone, in one run, on the real embedded engine: "silence" (the timer, as before), "semantic" (the
-default: the model may only lengthen a pause it hears unfinished) and "eager" (it is also asked
+alone, in one run, on the real embedded engine: "silence" (the timer, the default), "semantic" (the
+model may only lengthen a pause it hears unfinished) and "eager" (it is also asked
 after 300 ms, so a finished-sounding turn ends sooner).
 
     .venv/bin/python bench/turns.py [--turns 20] [--skip duplex]
@@ -190,15 +190,14 @@ def main() -> None:
     res = {}
     modes = ("silence", "semantic", "eager")
     for mode in modes:
-        parts.turn = None if mode == "silence" else model
-        parts.turn_early_ms = 300 if mode == "eager" else None       # duplex has no VAD settings of its own
+        parts.turn, parts.turn_mode = model, mode         # duplex follows the engine's mode (no VAD settings)
         if "half_duplex" not in skip:
             res[mode] = half_duplex(proc, voices, a.turns, mode)
         if "splits" not in skip:
             res[mode + "_splits"] = splits(proc, voices, mode)
         if "duplex" not in skip:
             res[mode + "_duplex"] = duplex(proc, voices, a.duplex_turns)
-    parts.turn, parts.turn_early_ms = model, None
+    parts.turn, parts.turn_mode = model, "silence"
 
     def cols(f) -> tuple[str, ...]:
         return tuple(f(m) for m in modes)
@@ -216,7 +215,7 @@ def main() -> None:
                      *cols(lambda m: f"{pct(res[m + '_duplex'], 50):.0f} ms")))
     load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
     print(f"\nturns bench — real engine, {len(voices.names)} voices ({', '.join(voices.names)}), load {' '.join(load)}\n")
-    print(f"{'figure':<54}{'silence (before)':>18}{'semantic (default)':>20}{'eager':>16}")
+    print(f"{'figure':<54}{'silence (default)':>18}{'semantic':>20}{'eager':>16}")
     for name, *vals in rows:
         print(f"{name:<54}{vals[0]:>18}{vals[1]:>20}{vals[2]:>16}")
     if "half_duplex" not in skip:

@@ -36,10 +36,10 @@ class EngineSettings(BaseModel):
     asr_model: str = "base"                    # "base" (Whisper base) | "tiny.en"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts_engine: str = "piper"                  # "piper" | "kokoro"
-    end_of_turn: str = "smart_turn"            # "smart_turn" (Smart Turn v3.2 on top of the VAD) | "silence"
-    turn_early_ms: Optional[int] = Field(default=None, ge=50, le=2000)  # ask the end-of-turn model after this much
-                                               # silence, so a finished turn ends sooner (None: at the VAD's own
-                                               # silence, so it only lengthens pauses; "eager" VADs use 300)
+    end_of_turn: str = "silence"               # half-duplex and duplex turns: "silence" (the timer) | "semantic"
+                                               # (Smart Turn may lengthen a pause it hears unfinished) | "eager"
+                                               # (it may also end a finished turn after 300 ms); bench/turns.py
+    smart_turn: bool = True                    # load Smart Turn v3.2 (needed by semantic / eager, realtime semantic_vad)
     turn_max_silence_ms: int = Field(default=1600, ge=200, le=10_000)  # the longest pause inside an unfinished turn
     threads: int = 0                           # 0 = all cores
     cache_dir: Optional[str] = None            # joined model files; default <repo>/.cache/models or ~/.cache/omniserve

@@ -176,10 +176,10 @@ class VadSettings:
     min_speech_duration_ms: int = VAD.min_speech_duration_ms.default
     min_silence_duration_ms: int = VAD.min_silence_duration_ms.default
     speech_pad_ms: int = VAD.speech_pad_ms.default
-    # "semantic": a backend with an end-of-turn model lets a turn it hears unfinished pause longer
-    # than min_silence_duration_ms; "eager": it also ends a finished-sounding turn after a shorter
-    # silence; "silence": min_silence_duration_ms alone
-    end_of_turn: str = "semantic"
+    # "" = the backend's default; "semantic": a backend with an end-of-turn model lets a turn it
+    # hears unfinished pause longer than min_silence_duration_ms; "eager": it also ends a
+    # finished-sounding turn after a shorter silence; "silence": min_silence_duration_ms alone
+    end_of_turn: str = ""
 
 
 @dataclass

@@ -37,7 +37,7 @@ def check_generation(params: GenerationParams) -> GenerationParams:
 def check_vad(vad: VadSettings) -> VadSettings:
     """Ranges: ``omniserve.knobs.VAD`` (the wire's ``VADConfig`` has the same)."""
     _check(VAD, vad, "VAD ")
-    if vad.end_of_turn not in ("semantic", "eager", "silence"):
+    if vad.end_of_turn not in ("", "semantic", "eager", "silence"):
         raise EngineInputError(f"VAD end_of_turn must be semantic, eager or silence, not {str(vad.end_of_turn)[:40]!r}")
     return vad
 

@@ -46,8 +46,8 @@ class Parts:
     lm: TextLM
     speaker: Speaker
     vision: ImageDescriber
-    turn: Optional[EndOfTurnModel] = None    # semantic end of turn (engine.end_of_turn); None = silence only
-    turn_early_ms: Optional[int] = None     # engine.turn_early_ms
+    turn: Optional[EndOfTurnModel] = None    # Smart Turn (engine.smart_turn); None = the silence timer only
+    turn_mode: str = "silence"              # engine.end_of_turn: a VAD's default (silence | semantic | eager)
     turn_max_silence_ms: int = 1600
 
 
@@ -69,13 +69,13 @@ def load_parts(settings: EngineSettings) -> Parts:
     speaker = VoiceBank({"piper": PiperTTS(cache_dir=cache), "kokoro": kokoro}, default)
     lm = make_lm(settings.llm, threads=threads, cache_dir=cache)
     turn = None
-    if settings.end_of_turn == "smart_turn":
+    if settings.smart_turn:
         from .components.turn import SmartTurn
 
         turn = SmartTurn()
-    elif settings.end_of_turn != "silence":
-        raise ValueError(f"engine.end_of_turn must be smart_turn or silence, not {settings.end_of_turn!r}")
-    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.turn_early_ms,
+    if settings.end_of_turn not in ("silence", "semantic", "eager"):
+        raise ValueError(f"engine.end_of_turn must be silence, semantic or eager, not {settings.end_of_turn!r}")
+    return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.end_of_turn,
                  settings.turn_max_silence_ms)
 
 
@@ -168,13 +168,14 @@ class Cascade:
     # ------------------------------------------------------------------ speech
     def segmenter(self, vad: VadSettings) -> VadSegmenter:
         p = self.parts
+        mode = vad.end_of_turn or p.turn_mode
         return VadSegmenter(p.vad.fork(), threshold=vad.threshold,
                             min_speech_duration_ms=vad.min_speech_duration_ms,
                             min_silence_duration_ms=vad.min_silence_duration_ms,
                             speech_pad_ms=vad.speech_pad_ms,
-                            end_of_turn=p.turn if vad.end_of_turn != "silence" else None,
-                            turn_check_ms=(p.turn_early_ms or EAGER_CHECK_MS) if vad.end_of_turn == "eager"
-                            else p.turn_early_ms, turn_max_silence_ms=p.turn_max_silence_ms)
+                            end_of_turn=p.turn if mode != "silence" else None,
+                            turn_check_ms=EAGER_CHECK_MS if mode == "eager" else None,
+                            turn_max_silence_ms=p.turn_max_silence_ms)
 
     def vad_stream(self) -> VoiceActivityModel:
         return self.parts.vad.fork()

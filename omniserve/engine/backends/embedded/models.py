@@ -149,9 +149,13 @@ def whisper_dir(name: str = "base", cache: Optional[str] = None, progress: Optio
 SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 
 
-def smart_turn_onnx_path() -> Path:
-    """Smart Turn v3.2 (CPU ONNX) as the ``pipecat-ai`` wheel ships it; nothing of pipecat is imported."""
-    return package_file("pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx")
+def smart_turn_onnx_path(check: bool = False) -> Path:
+    """Smart Turn v3.2 (CPU ONNX) as the ``pipecat-ai`` wheel ships it; nothing of pipecat is imported.
+    ``check``: its sha256 too (setup does it once)."""
+    path = package_file("pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx")
+    if check and _sha256(path) != SMART_TURN_SHA256:
+        raise ModelFileError(f"{path}: sha256 mismatch; reinstall: pip install --force-reinstall --no-deps pipecat-ai")
+    return path
 
 
 def silero_onnx_path() -> Path:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from .models import (ModelFileError, cache_dir, centerface_dynamic_path, kokoro_model_path, piper_voice_paths,
-                     qwen_gguf_path, silero_onnx_path, smollm2_gguf_path, verify_all, whisper_dir)
+                     qwen_gguf_path, silero_onnx_path, smart_turn_onnx_path, smollm2_gguf_path, verify_all,
+                     whisper_dir)
 
 
 def _measure_voices(cache: Optional[str]) -> Path:
@@ -36,6 +37,7 @@ def prepare(cache: Optional[str] = None, out=sys.stderr) -> None:
              ("Whisper tiny.en", lambda: whisper_dir("tiny.en")),
              ("SmolLM2-135M GGUF", smollm2_gguf_path),
              ("Silero VAD", silero_onnx_path),
+             ("Smart Turn v3.2", lambda: smart_turn_onnx_path(check=True)),
              ("Piper joe voice", lambda: piper_voice_paths()[0]),
              ("Kokoro-82M", lambda: kokoro_model_path(cache)),
              ("CenterFace", lambda: centerface_dynamic_path(cache)),

@@ -17,7 +17,7 @@ import numpy as np
 from omniserve.engine.api import DuplexSettings, EngineInputError, UnitResult, Voice
 from omniserve.engine.checks import check_audio
 
-from ..cascade import Cascade
+from ..cascade import EAGER_CHECK_MS, Cascade
 from ..conversation import Conversation
 from ..media import check_image
 from ..reply import SpokenReply
@@ -157,11 +157,11 @@ class EmbeddedDuplex:
         utt, p = self.utterance, self.b.parts
         if utt.at_cap:
             return True
-        if p.turn is None:
+        if p.turn is None or p.turn_mode == "silence":
             return utt.silence_ms >= self.end_silence_ms
         if utt.silence_ms >= max(self.end_silence_ms, p.turn_max_silence_ms):
             return True
-        if utt.silence_ms < min(p.turn_early_ms or self.end_silence_ms, self.end_silence_ms):
+        if utt.silence_ms < (min(EAGER_CHECK_MS, self.end_silence_ms) if p.turn_mode == "eager" else self.end_silence_ms):
             return False
         key = (utt.serial, utt.voiced_ms)               # one verdict per pause
         if self._turn_verdict[0] != key:

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from .child import Child, ChildSpec
 from .config import load_settings
@@ -30,6 +31,7 @@ BASE_PORT = 22400
 LOAD_TIMEOUT_S = 1800.0
 START_ATTEMPTS = 3          # failed starts of one child during the initial load that end `up`
 TICK_S = 0.5
+WATCH_ARM_S = 3.0     # how long "ready" waits for the supervisor's first sighting of each worker
 DEFAULT_STUCK_AFTER_S = 6.0   # 20x the worst /health delay measured during speech replies (0.3 s)
 
 
@@ -144,6 +146,7 @@ class Launcher:
     def wait_ready(self) -> bool:
         """Supervise until every worker finished loading and the gateway saw them; show progress."""
         t0 = time.monotonic()
+        loaded_at: Optional[float] = None
         workers, gw = self.sup.workers, self.sup.gateway
         while not self.stopping:
             self.sup.tick()
@@ -155,9 +158,17 @@ class Launcher:
             self.display.progress(f"[{time.monotonic() - t0:5.0f} s] " + "  ".join(
                 f"{w.name}: {s}" for w, s in zip(workers, states)) + f"  gateway: {'up' if gw_ok else 'starting'}")
             usable = sum(1 for s in states if s not in ("starting", "restarting", "loading", "?", "error"))
-            # ready once every worker finished loading AND the gateway's own health poll saw them
-            if gw_ok and all(s not in ("starting", "restarting", "loading", "?") for s in states) \
-                    and gw_ready >= usable:
+            # ready once every worker finished loading AND the gateway's own health poll saw them;
+            # and once the supervisor's view of the gateway's worker list holds each of them (its
+            # "stuck" watch needs that first sighting; a few ticks at most, then ready regardless)
+            loaded = gw_ok and all(s not in ("starting", "restarting", "loading", "?") for s in states) \
+                and gw_ready >= usable
+            if not loaded:
+                loaded_at = None
+            elif loaded_at is None:
+                loaded_at = time.monotonic()
+            if loaded and loaded_at is not None and (all(w.gateway_saw_ok for w in workers)
+                                                     or time.monotonic() - loaded_at > WATCH_ARM_S):
                 self.display.end_line()
                 if "error" in states:
                     print("warning: some workers report an error; see " + str(self.logs), file=sys.stderr)

@@ -336,3 +336,21 @@ async def test_beta_client_gets_beta_events(gw, idle):
     audio = b"".join(base64.b64decode(e["delta"]) for e in seen if e["type"] == "response.audio.delta")
     said = "".join(e["delta"] for e in seen if e["type"] == "response.audio_transcript.delta")
     assert len(audio) > 8000 * 0.3 and ("4" in said or "four" in said.lower()), said    # G.711: 8000 bytes a second
+
+
+async def test_audio_right_after_a_format_change_is_read_in_the_new_format(gw, idle):
+    from omniserve.telephony_audio import encode_output
+
+    conn, ev, cm = await open_session(gw)
+    # no wait for session.updated: the appends behind the update are already G.711
+    await conn.session.update(session={"type": "realtime", "audio": {"input": {
+        "format": {"type": "audio/pcmu"}, "turn_detection": None}}})
+    speech = resample(np.concatenate([silence(0.2), piper_speech("What is the capital of France?"), silence(0.3)]),
+                      16000, 24000)
+    ulaw = base64.b64decode(encode_output(speech, "g711_ulaw"))
+    for i in range(0, len(ulaw), 800):                   # 100 ms of 8 kHz μ-law an event
+        await conn.input_audio_buffer.append(audio=b64(ulaw[i:i + 800]))
+    await conn.input_audio_buffer.commit()
+    heard = (await ev.until("conversation.item.input_audio_transcription.completed"))[-1]["transcript"]
+    assert "capital" in heard.lower() and "france" in heard.lower(), heard
+    await cm.__aexit__(None, None, None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from dataclasses import replace
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -149,7 +150,8 @@ class RealtimeConnection(StreamingConnection):
                                         code="rate_limit_exceeded")
         if isinstance(msg, SessionUpdate):
             try:                                 # the format, at once; the rest when the loop applies it
-                self.in_format = apply_session(self.cfg_rt, msg.session).input_format
+                self.in_format = apply_session(replace(self.cfg_rt, input_format=self.in_format),
+                                               msg.session).input_format
             except ProtocolError:
                 pass                             # the loop answers the error
         r = self.responder.active if self.responder is not None else None

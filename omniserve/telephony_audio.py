@@ -11,9 +11,10 @@ import binascii
 
 import numpy as np
 
-from .audio import IN_RATE, AudioError, resample
+from .audio import IN_RATE, OUT_RATE, AudioError, resample
 
 _BYTES_PER_SAMPLE = {"pcm16": 2, "g711_ulaw": 1, "g711_alaw": 1}
+_RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 
 
 def _ulaw_table() -> np.ndarray:
@@ -34,10 +35,18 @@ _ULAW = _ulaw_table()
 _ALAW = _alaw_table()
 
 
-def _encode_g711(x: np.ndarray, table: np.ndarray) -> bytes:
-    """Nearest code for each sample (both tables are monotonic within each sign half)."""
+def _sorted(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The codes in the order of their values, and those values (for the nearest-code search)."""
     order = np.argsort(table, kind="stable")
-    sorted_vals = table[order]
+    return order, table[order]
+
+
+_ENCODE = {"g711_ulaw": _sorted(_ULAW), "g711_alaw": _sorted(_ALAW)}     # built once
+
+
+def _encode_g711(x: np.ndarray, fmt: str) -> bytes:
+    """Nearest code for each sample (both tables are monotonic within each sign half)."""
+    order, sorted_vals = _ENCODE[fmt]
     idx = np.clip(np.searchsorted(sorted_vals, x), 1, 255)
     left, right = sorted_vals[idx - 1], sorted_vals[idx]
     idx = np.where(np.abs(x - left) <= np.abs(right - x), idx - 1, idx)
@@ -62,20 +71,18 @@ def decode_input(b64: str, fmt: str, *, max_samples: int) -> np.ndarray:
         if len(raw) % 2:
             raise AudioError(f"pcm16 audio has an odd byte length ({len(raw)})")
         pcm = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-        return resample(pcm, 24000, IN_RATE)
-    codes = np.frombuffer(raw, dtype=np.uint8)
-    pcm = (_ULAW if fmt == "g711_ulaw" else _ALAW)[codes]
-    return resample(pcm, 8000, IN_RATE)
+    else:
+        pcm = (_ULAW if fmt == "g711_ulaw" else _ALAW)[np.frombuffer(raw, dtype=np.uint8)]
+    return resample(pcm, _RATES[fmt], IN_RATE)
 
 
 def encode_output(pcm24k: np.ndarray, fmt: str) -> str:
-    """float32 speech at 24 kHz → base64 in ``fmt``."""
-    x = np.clip(np.asarray(pcm24k, dtype=np.float32), -1.0, 1.0)
+    """float32 speech at 24 kHz (the engine's ``OUT_RATE``) → base64 in ``fmt``."""
+    x = resample(np.clip(np.asarray(pcm24k, dtype=np.float32), -1.0, 1.0), OUT_RATE, _RATES[fmt])
     if fmt == "pcm16":
         return base64.b64encode((x * 32767.0).astype("<i2").tobytes()).decode("ascii")
-    x8 = resample(x, 24000, 8000)
-    return base64.b64encode(_encode_g711(x8, _ULAW if fmt == "g711_ulaw" else _ALAW)).decode("ascii")
+    return base64.b64encode(_encode_g711(x, fmt)).decode("ascii")
 
 
 def rate_of(fmt: str) -> int:
-    return 24000 if fmt == "pcm16" else 8000
+    return _RATES[fmt]

@@ -229,6 +229,7 @@ class Listener(Protocol):
     speaking: bool                          # inside a turn (``SpeechStarted`` came, ``SpeechEnded`` not yet)
 
     def feed(self, pcm16k: np.ndarray) -> list[Union[SpeechStarted, SpeechEnded]]: ...
+    def current_audio(self) -> np.ndarray: ...   # the turn being spoken so far (while ``speaking``)
     @property
     def silence_ms(self) -> float: ...     # trailing silence so far (inside a turn: since the last speech)
     @property

@@ -22,9 +22,7 @@ from ..knobs import GENERATION
 from .messages import MAX_TOOL_SPEC_CHARS, MAX_TOOLS, TOOL_NAME_PATTERN, ProtocolError, load_json
 
 IN_RATE = 24000                      # pcm16 in and out, the protocol's default
-OUT_RATE = 24000
 AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
-FORMAT_RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 GA_FORMATS = {"audio/pcm": "pcm16", "audio/pcmu": "g711_ulaw", "audio/pcma": "g711_alaw"}
 FORMAT_GA = {v: k for k, v in GA_FORMATS.items()}
 MAX_INSTRUCTIONS = 20_000
@@ -174,8 +172,9 @@ def _format_name(f: Union[_Format, str, None], what: str) -> Optional[str]:
 def _max_tokens(v: Union[int, str, None]) -> Optional[int]:
     if v is None or v == "inf":
         return None
-    if not 1 <= int(v) <= 4096:
-        raise ProtocolError("max_output_tokens must be 1..4096 or \"inf\"")
+    problem = GENERATION.max_new_tokens.problem("max_output_tokens", int(v))     # the engine's own bound
+    if problem is not None:
+        raise ProtocolError(problem + ' (or "inf")')
     return int(v)
 
 

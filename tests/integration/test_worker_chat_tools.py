@@ -8,7 +8,8 @@ import json
 
 from omniserve.protocol.affinity import prefix_hashes
 
-from .conftest import connect, recv, recv_until, wait_idle
+from .conftest import connect, recv, wait_idle
+from .test_worker_chat import chat
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city.",
@@ -17,14 +18,6 @@ WEATHER = {"type": "function", "function": {
 ASK = [{"role": "user", "content": "What's the weather in Paris?"}]
 RESULT = {"city": "Paris", "temperature_c": 18, "conditions": "light rain"}
 GREEDY = {"max_new_tokens": 64, "temperature": 0.0}
-
-
-async def chat(worker, request: dict) -> list[dict]:
-    ws = await connect(worker.ws + "/ws/chat")
-    await ws.send(json.dumps(request))
-    msgs = await recv_until(ws, {"done", "error"}, 180)
-    await ws.close()
-    return msgs
 
 
 async def recording(worker, rid: str) -> dict:

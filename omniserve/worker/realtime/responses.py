@@ -20,14 +20,14 @@ from ...engine.api import (Delta, EngineBackendError, EngineInputError, Event, G
 from ...protocol.realtime import SessionConfig, new_id
 from ..bridge import own_thread, stream_on
 from ..recorder import AnyRecorder
+from ...audio import OUT_RATE
 from ...telephony_audio import encode_output
 from .items import Conversation, Item
 from .wire import RealtimeWire
 
 log = logging.getLogger("omniserve.worker.realtime")
 
-DELTA_SAMPLES = 12_000          # speech goes out in pieces of at most 0.5 s (24 kHz)
-OUT_RATE = 24_000
+DELTA_SAMPLES = OUT_RATE // 2   # speech goes out in pieces of at most 0.5 s
 
 
 @dataclass
@@ -42,7 +42,6 @@ class Response:
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
-    first_audio_at: Optional[float] = None
     task: Optional[asyncio.Task] = None
     # a speculation: started on the turn's audio before the VAD's endpoint, nothing written until
     # ``release`` (the endpoint came: adopt it) — or dropped unseen (the user spoke on)
@@ -100,9 +99,10 @@ class Responder:
 
     async def settle(self, timeout: float) -> None:
         """Cancel whatever runs and wait (bounded) until its threads have let go: the session ends."""
-        for r in [*self.unseen, *([self.active] if self.active else [])]:
+        running = [*self.unseen, *([self.active] if self.active else [])]
+        for r in running:
             r.cancel("client_cancelled")
-        tasks = [r.task for r in [*self.unseen, *([self.active] if self.active else [])] if r.task is not None]
+        tasks = [r.task for r in running if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
@@ -255,13 +255,19 @@ class Responder:
 
         return stream_on(own_thread, make, r.stop)
 
-    async def _open_message(self, r: Response) -> Item:
-        it = Item(new_id("item"), "message", "assistant", audio=r.cfg.audio_out, text="", status="in_progress")
+    async def _add_output(self, r: Response, it: Item) -> tuple[int, Optional[str]]:
+        """A new output item: in the conversation, ``response.output_item.added`` and the item's
+        ``added`` event; returns its output index and the id it follows."""
         prev = self.conv.add(it)
         r.output.append(it)
         idx = len(r.output) - 1
         await self.wire.emit("response.output_item.added", response_id=r.id, output_index=idx, item=self.wire.item(it))
         await self.wire.item_added(it, prev)
+        return idx, prev
+
+    async def _open_message(self, r: Response) -> Item:
+        it = Item(new_id("item"), "message", "assistant", audio=r.cfg.audio_out, text="", status="in_progress")
+        idx, _ = await self._add_output(r, it)
         await self.wire.emit("response.content_part.added", response_id=r.id, item_id=it.id, output_index=idx,
                              content_index=0, part=self.wire.part(it))
         return it
@@ -277,8 +283,6 @@ class Responder:
             pcm = np.asarray(ev.audio, np.float32)
             it.audio_pieces_ms.append(pcm.size * 1000 / OUT_RATE)
             self._spoken.setdefault(it.id, []).append(pcm)
-            if r.first_audio_at is None:
-                r.first_audio_at = asyncio.get_running_loop().time()
             for i in range(0, pcm.size, DELTA_SAMPLES):
                 if r.stop.is_set():
                     return
@@ -301,15 +305,11 @@ class Responder:
             await self.wire.emit(self.wire.name("response.output_text.done"), **ids, content_index=0, text=it.text)
         await self.wire.emit("response.content_part.done", **ids, content_index=0, part=self.wire.part(it))
         await self.wire.emit("response.output_item.done", response_id=r.id, output_index=idx, item=self.wire.item(it))
-        await self.wire.item_done(it, self.conv.previous_id(it) if it in self.conv.items else None)
+        await self.wire.item_done(it, self.conv.previous_id(it))
 
     async def _function_call(self, r: Response, call_id: str, name: str, arguments: str) -> None:
         it = Item(new_id("item"), "function_call", call_id=call_id, name=name, arguments="", status="in_progress")
-        prev = self.conv.add(it)
-        r.output.append(it)
-        idx = len(r.output) - 1
-        await self.wire.emit("response.output_item.added", response_id=r.id, output_index=idx, item=self.wire.item(it))
-        await self.wire.item_added(it, prev)
+        idx, prev = await self._add_output(r, it)
         ids = {"response_id": r.id, "item_id": it.id, "output_index": idx, "call_id": call_id}
         await self.wire.emit("response.function_call_arguments.delta", **ids, delta=arguments)
         it.arguments, it.status = arguments, "completed"

@@ -15,7 +15,6 @@ on) and decodes audio; the main loop applies events one at a time:
 from __future__ import annotations
 
 import asyncio
-import collections
 from dataclasses import replace
 from typing import Any, Optional, Union
 
@@ -45,7 +44,6 @@ MAX_BUFFER_S = 120.0            # the input buffer (manual turns) and one commit
 MIN_COMMIT_MS = 100             # OpenAI's rule: a commit needs at least 100 ms of audio
 MAX_WAITING_EVENTS = 64         # client events other than audio waiting for the session loop
 SPECULATE_MS = 96               # silence inside a turn that starts its answer, unseen, before the endpoint
-PREROLL_CHUNKS = 3              # audio kept from before speech_started (the VAD pads inside it)
 
 
 class _Listen:
@@ -75,10 +73,7 @@ class RealtimeConnection(StreamingConnection):
         self.started = False
         self.in_format = self.cfg_rt.input_format          # the reader's: set as soon as an update arrives
         self.queued_samples = 0                             # audio waiting in the inbox
-        self._pending_audio: dict[str, np.ndarray] = {}   # a created user audio item, until it is read
         self.spec: Optional[Response] = None                # the answer started before the endpoint
-        self.turn_audio: list[np.ndarray] = []              # the turn being spoken (plus pre-roll)
-        self.preroll: collections.deque[np.ndarray] = collections.deque(maxlen=PREROLL_CHUNKS)
 
     # ------------------------------------------------------------------ errors in the protocol's shape
     async def send(self, msg: Union[Any, str]) -> bool:
@@ -253,34 +248,25 @@ class RealtimeConnection(StreamingConnection):
             return
         listener = self.listener
         events = await self.engine.call(listener.feed, pcm)
-        ended = any(isinstance(e, SpeechEnded) for e in events)
-        restarted = bool(events) and isinstance(events[-1], SpeechStarted)   # a turn (also) starts here
-        if any(isinstance(e, SpeechStarted) for e in events):
-            self.turn_audio = list(self.preroll)
-            self._drop_speculation()
-        if listener.speaking or ended:
-            self.turn_audio.append(pcm)
-        else:
-            self.preroll.append(pcm)
         for ev in events:
             if isinstance(ev, SpeechStarted):
+                self._drop_speculation()
                 await self._speech_started(max(0.0, start_ms - (self.cfg_rt.turn_detection or TurnDetection()).prefix_padding_ms))
             elif isinstance(ev, SpeechEnded):
                 await self._speech_stopped(ev.segment)
-        if ended:
-            self.turn_audio = list(self.preroll) + [pcm] if restarted and listener.speaking else []
-        elif listener.speaking:
-            self._maybe_speculate(listener)
+        if listener.speaking and not any(isinstance(e, SpeechEnded) for e in events):
+            await self._maybe_speculate(listener)
 
-    def _maybe_speculate(self, listener: Listener) -> None:
+    async def _maybe_speculate(self, listener: Listener) -> None:
         """Quiet for ``SPECULATE_MS`` inside a turn: start its answer now (the endpoint adopts it);
         speech going on drops it unseen."""
         spec, td, rsp = self.spec, self.cfg_rt.turn_detection, self.responder
         if spec is not None and listener.speech_ms > spec.speech_ms + 40:
             self._drop_speculation()
         elif (spec is None and td is not None and td.create_response and rsp is not None and rsp.active is None
-              and listener.silence_ms >= SPECULATE_MS and self.turn_audio and not rsp.speculating()):
-            self.spec = rsp.speculate(self.cfg_rt, np.concatenate(self.turn_audio), listener.speech_ms)
+              and listener.silence_ms >= SPECULATE_MS and not rsp.speculating()):
+            audio = await self.engine.call(listener.current_audio)      # the VAD keeps the turn's audio
+            self.spec = rsp.speculate(self.cfg_rt, audio, listener.speech_ms)
 
     def _drop_speculation(self) -> None:
         if self.spec is not None:
@@ -306,11 +292,8 @@ class RealtimeConnection(StreamingConnection):
         if spec is not None and respond and self.responder is not None and self.responder.active is None:
             await spec.heard_ready.wait()
             if spec.heard and not spec.stop.is_set():       # adopt: its transcript is the turn's
-                it = Item(item_id, "message", "user", audio=True, text=spec.heard)
-                prev = self.conv.add(it)
-                await self.wire.emit("input_audio_buffer.committed", previous_item_id=prev, item_id=it.id)
-                await self.wire.item_added(it, prev)
-                self.rec.write_wav(f"user_{it.id}.wav", segment, SAMPLE_RATE)
+                it = await self._committed(segment, item_id)
+                it.text = spec.heard
                 await self._transcribed(it, segment.size)
                 self.responder.adopt(spec)
                 return
@@ -331,14 +314,19 @@ class RealtimeConnection(StreamingConnection):
         self.buffer, self.buffer_samples = [], 0
         await self._user_audio(pcm, new_id("item"), respond=False)
 
-    async def _user_audio(self, pcm: np.ndarray, item_id: str, *, respond: bool) -> None:
-        """A committed turn: ``committed``, its item, its transcript; then a response if asked."""
+    async def _committed(self, pcm: np.ndarray, item_id: str) -> Item:
+        """A turn's audio enters the conversation: its item (not yet read), ``committed`` and the
+        item's ``added``, and its recording."""
         it = Item(item_id, "message", "user", audio=True, text=None)
         prev = self.conv.add(it)
         await self.wire.emit("input_audio_buffer.committed", previous_item_id=prev, item_id=it.id)
         await self.wire.item_added(it, prev)
         self.rec.write_wav(f"user_{it.id}.wav", pcm, SAMPLE_RATE)
-        assert self.view is not None
+        return it
+
+    async def _user_audio(self, pcm: np.ndarray, item_id: str, *, respond: bool) -> None:
+        """A committed turn: ``committed``, its item, its transcript; then a response if asked."""
+        it = await self._committed(pcm, item_id)
         heard = await self._transcribe(pcm)
         if it not in self.conv.items:          # deleted while it was read
             return
@@ -370,28 +358,27 @@ class RealtimeConnection(StreamingConnection):
 
     # ------------------------------------------------------------------ items and responses
     async def _item_create(self, ev: ItemCreate) -> None:
-        src: ItemIn = ev.item
-        it = self._item_from(src)
+        it, pcm = self._item_from(ev.item)
         prev = self.conv.add(it, ev.previous_item_id)
-        if it.audio and it.role == "user" and it.text is None:
-            await self.wire.item_added(it, prev)
-            pcm = self._pending_audio.pop(it.id)
+        await self.wire.item_added(it, prev)
+        if pcm is not None:                      # user audio: read once, now
             it.text = await self._transcribe(pcm)
             await self._transcribed(it, pcm.size)
-            return
-        await self.wire.item_added(it, prev)
-        await self.wire.item_done(it, prev)
+        else:
+            await self.wire.item_done(it, prev)
 
-    def _item_from(self, src: ItemIn) -> Item:
+    def _item_from(self, src: ItemIn) -> tuple[Item, Optional[np.ndarray]]:
+        """The item, and its user audio (16 kHz) when it has some to transcribe."""
         item_id = src.id or new_id("item")
         if src.type == "function_call_output":
             if not src.call_id:
                 raise ItemError("A function_call_output item needs the call_id it answers", "missing_call_id")
-            return Item(item_id, "function_call_output", call_id=src.call_id, output=src.output or "")
+            return Item(item_id, "function_call_output", call_id=src.call_id, output=src.output or ""), None
         if src.type == "function_call":
             if not (src.call_id and src.name):
                 raise ItemError("A function_call item needs call_id and name", "invalid_value")
-            return Item(item_id, "function_call", call_id=src.call_id, name=src.name, arguments=src.arguments or "{}")
+            return Item(item_id, "function_call", call_id=src.call_id, name=src.name,
+                        arguments=src.arguments or "{}"), None
         if src.role is None:
             raise ItemError("A message item needs a role (user, assistant or system)", "missing_role")
         texts: list[str] = []
@@ -409,10 +396,9 @@ class RealtimeConnection(StreamingConnection):
             elif c.text is not None or c.transcript is not None:
                 texts.append(c.text if c.text is not None else (c.transcript or ""))
         if audio is not None and audio.size:
-            self._pending_audio = {item_id: audio}
-            return Item(item_id, "message", "user", audio=True, text=None)
+            return Item(item_id, "message", "user", audio=True, text=None), audio
         is_audio = any(c.type in ("audio", "output_audio", "input_audio") for c in src.content)
-        return Item(item_id, "message", src.role, audio=is_audio, text=" ".join(t for t in texts if t).strip())
+        return Item(item_id, "message", src.role, audio=is_audio, text=" ".join(t for t in texts if t).strip()), None
 
     async def _response_create(self, ev: ResponseCreate) -> None:
         assert self.responder is not None

@@ -223,12 +223,12 @@ class VadSegmenter:
         if not self._complete and self._asks < due:      # once at the check, then again every recheck
             self._asks = due
             self.turn_checks += 1
-            self.last_turn_p = self.end_of_turn.complete(self._current_audio())
+            self.last_turn_p = self.end_of_turn.complete(self.current_audio())
             self._complete = self.last_turn_p >= TURN_COMPLETE
         return self._complete
 
-    def _current_audio(self) -> np.ndarray:
-        """The current speech (from its padded start) up to now."""
+    def current_audio(self) -> np.ndarray:
+        """The current speech (from its padded start) up to now; call it while ``speaking``."""
         assert self._start is not None
         a = max(self._start - self.pad, self._audio_start)
         whole = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)

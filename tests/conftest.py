@@ -82,7 +82,56 @@ def _words(text: str) -> list[str]:
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """(substitutions + deletions + insertions) / number of reference words."""
-    ref, hyp = _words(reference), _words(hypothesis)
+    return _edit_rate(_words(reference), _words(hypothesis))
+
+
+# Traditional → simplified, for what Whisper base sometimes writes.
+_T2S = str.maketrans(
+    "這個們來時會說國學對麼為與後條氣園陽東興幫現萬億裡裏兩點鐘語話開關長門問間題電車馬鳥魚龍書見親觀聽體頭愛風飛雲動發經過還邊運進遠選讓認識讀寫買賣錢歲級紀約門壞歡樂謝請應該樣種師號實際價區醫藥聲響隻滿們網視覽溫熱騰並從則眾員變處帶將總",
+    "这个们来时会说国学对么为与后条气园阳东兴帮现万亿里里两点钟语话开关长门问间题电车马鸟鱼龙书见亲观听体头爱风飞云动发经过还边运进远选让认识读写买卖钱岁级纪约门坏欢乐谢请应该样种师号实际价区医药声响只满们网视览温热腾并从则众员变处带将总")
+_DIGITS = "零一二三四五六七八九"
+
+
+def _small(n: int) -> str:
+    """1..9999 in Chinese numerals (十二, 一百零五, 两 not used)."""
+    out, zero = "", False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d = n // value % 10
+        if d:
+            if zero and out:
+                out += "零"
+            out += _DIGITS[d] + unit
+            zero = False
+        else:
+            zero = True
+    return out[1:] if out.startswith("一十") else out
+
+
+def chinese_number(n: int) -> str:
+    if n == 0:
+        return "零"
+    parts = []
+    for value, unit in ((10**8, "亿"), (10**4, "万"), (1, "")):
+        q = n // value % 10**4 if value < 10**8 else n // value
+        if q:
+            parts.append(_small(q) + unit)
+    return "".join(parts)
+
+
+def normalize_chinese(text: str) -> str:
+    """Simplified characters, numbers as Chinese numerals, no punctuation or spaces."""
+    t = text.translate(_T2S).lower()
+    t = t.replace("+", "加").replace("=", "等于").replace("%", "百分之")
+    t = re.sub(r"\d+", lambda m: chinese_number(int(m.group(0))), t)
+    return re.sub(r"[\W_]+", "", t)
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Edit distance over normalized characters (Chinese) / number of reference characters."""
+    return _edit_rate(list(normalize_chinese(reference)), list(normalize_chinese(hypothesis)))
+
+
+def _edit_rate(ref: list[str], hyp: list[str]) -> float:
     if not ref:
         return 0.0 if not hyp else 1.0
     prev = list(range(len(hyp) + 1))

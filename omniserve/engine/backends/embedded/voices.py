@@ -6,6 +6,9 @@ heard), and sets the speaking speed to bring that voice's rate toward the refere
 result is a ``Voice`` whose name carries the speed: ``"kokoro:jf_alpha@1.10"``.
 
 ``VoiceBank`` is the cascade's speech output: the shipped synthesizers, their voices, the default.
+Text that is mainly Chinese is spoken by a voice that speaks Mandarin (an engine's
+``chinese_voices``), whatever voice the session picked: the picked one when it is among them, else
+the one nearest to it in pitch (Piper's joe → Kokoro's jm_kumo). Other text keeps the picked voice.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 
 from omniserve.engine.api import EngineInputError, Voice
 from .components.base import SpeechSynthesizer, VoiceInfo
+from .components.text import is_mainly_chinese, normalize_for_speech
 from .components.voiceprint import median_pitch, speaking_rate
 
 MIN_REFERENCE_S = 1.0
@@ -93,6 +97,8 @@ class VoiceBank:
         self.engines = engines
         self.default = default
         self._voices = [v for e in engines.values() for v in e.voices()]
+        chinese = {n for e in engines.values() for n in getattr(e, "chinese_voices", ())}
+        self._chinese = [v for v in self._voices if v.name in chinese]
 
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
@@ -102,7 +108,21 @@ class VoiceBank:
         engine = self.engines.get(name.partition(":")[0])
         if engine is None:
             raise EngineInputError(f"unknown voice {voice.name!r}")
+        if self._chinese and isinstance(text, str) and is_mainly_chinese(normalize_for_speech(text)):
+            name = self.chinese_voice(name)
+            engine = self.engines[name.partition(":")[0]]
         return engine.synthesize(text, voice=name, speed=speed)
+
+    def chinese_voice(self, name: str) -> str:
+        """The voice that speaks Chinese for voice ``name``: itself if it can, else the Mandarin
+        voice nearest to it in pitch."""
+        if not self._chinese or any(v.name == name for v in self._chinese):
+            return name
+        me = next((v for v in self._voices if v.name == name and v.pitch_hz > 0), None)
+        if me is None:
+            return self._chinese[0].name
+        usable = [v for v in self._chinese if v.pitch_hz > 0] or self._chinese
+        return min(usable, key=lambda v: abs(math.log2(me.pitch_hz / v.pitch_hz)) if v.pitch_hz > 0 else 9).name
 
     def voice(self, reference_pcm: Optional[np.ndarray]) -> Voice:
         if reference_pcm is None:

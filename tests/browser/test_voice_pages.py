@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from omniserve import knobs
+
 from .conftest import shot, ws_frames
 
 pytestmark = pytest.mark.browser
@@ -57,9 +59,12 @@ def test_audio_duplex_speaks_and_shows_unit_metrics(page):
     assert "ms" in page.inner_text("[data-testid=m-cost]")
     assert page.inner_text("[data-testid=m-kv]").strip().isdigit()
     sent = [m for d, m in frames if d == "out"]
-    assert sent[0]["type"] == "prepare" and sent[0]["config"]["chunk_ms"] == 1000
+    page_ms = knobs.DUPLEX_PAGE.chunk_ms.default                # our pages' unit, not the protocol's 1000
+    assert sent[0]["type"] == "prepare" and sent[0]["config"]["chunk_ms"] == page_ms
     chunk = next(m for m in sent if m.get("type") == "audio_chunk")
     assert "frame_base64_list" not in chunk
+    import base64
+    assert len(base64.b64decode(chunk["audio_base64"])) == page_ms * 16 * 4     # float32 at 16 kHz
     results = [m for d, m in frames if d == "in" and m.get("type") == "result"]
     assert any(not r["is_listen"] and r["audio_data"] for r in results)
     shot(page, "audio_duplex")

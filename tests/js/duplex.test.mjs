@@ -1,7 +1,7 @@
 // node:test for full-duplex metrics and barge-in decisions (static/js/duplex-metrics.js).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DuplexMetrics, BargeIn } from "../../omniserve/web/static/js/duplex-metrics.js";
+import { DuplexMetrics, BargeIn, Trace } from "../../omniserve/web/static/js/duplex-metrics.js";
 
 const listen = (t, extra = {}) => ({ is_listen: true, text: "", audio_data: "", current_time: t, cost_all_ms: 300, kv_cache_length: 100 + t, ...extra });
 const speak = (t, extra = {}) => ({ is_listen: false, text: "hi", audio_data: "x", current_time: t, cost_all_ms: 800, n_tokens: 5, kv_cache_length: 100 + t, ...extra });
@@ -45,12 +45,10 @@ test("barge-in: listening again mid-reply drops audio, a finished reply does not
   assert.equal(b.onResult(listen(5)), false);           // natural end: let the tail play
 });
 
-test("barge-in: user speech over the assistant for holdMs", () => {
-  const b = new BargeIn({ level: 0.05, holdMs: 200 });
-  assert.equal(b.onLevel(0.3, 0, false), false);        // assistant silent: nothing to drop
-  assert.equal(b.onLevel(0.3, 0, true), false);
-  assert.equal(b.onLevel(0.3, 100, true), false);
-  assert.equal(b.onLevel(0.3, 250, true), true);
-  assert.equal(b.onLevel(0.01, 300, true), false);      // quiet resets
-  assert.equal(b.onLevel(0.3, 320, true), false);
+test("trace keeps the latest levels and events, bounded", () => {
+  const tr = new Trace(3);
+  for (let i = 0; i < 5; i++) tr.level(i * 50, i / 10);
+  tr.event(260, "duck");
+  assert.deepEqual(tr.levels.map(([t]) => t), [100, 150, 200]);
+  assert.deepEqual(tr.events, [[260, "duck", ""]]);
 });

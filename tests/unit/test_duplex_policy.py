@@ -8,11 +8,15 @@ background work done, or the gated LM waiting), which makes each run determinist
 from __future__ import annotations
 
 import math
+import re
+import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pytest
 
+from omniserve import knobs
 from omniserve.engine.api import DuplexSettings, EngineBackendError, EngineInputError, UnitResult
 from omniserve.engine.backends.embedded.duplex import DuplexPhase
 from omniserve.engine.backends.embedded.duplex import tuning as T
@@ -131,6 +135,9 @@ def test_the_policy_keeps_its_documented_timings():
             T.FRAME_EVERY_S, T.AUDIO_LEAD_MS, T.REPLY_MAX_TOKENS, T.FIRST_WORDS, T.PARTIAL_MAX) == \
         (190, 128, 480, 250, 30.0, 400, 3.0, 200, 120, 3, 160000)
     assert (T.WINDOW, T.SPEECH_P, T.SILENCE_P, T.DISCARD_MS) == (512, 0.5, 0.35, 64.0)
+    assert (T.BARGE_IN_MS, T.BARGE_IN_WORDS, T.WORDS_MIN_MS, T.BACKCHANNEL_END_MS, T.WAIT_SHARE, T.WAIT_MAX_MS) == \
+        (500, 2, 300, 320, 0.7, 700)
+    assert T.START_MS < T.BARGE_IN_MS and T.BACKCHANNEL_END_MS < T.END_SILENCE_MS
 
 
 # ------------------------------------------------------------------------------ listen → speculate → confirm
@@ -232,38 +239,116 @@ def test_a_blip_of_speech_shorter_than_the_discard_margin_keeps_the_speculation(
 
 
 # ------------------------------------------------------------------------------ barge-in
-def test_barge_in_cuts_the_reply_and_the_interruption_is_the_next_turn(runs):
-    lm = ScriptedLM(["alpha beta gamma delta epsilon zeta eta theta iota kappa.", "Sure, go ahead."], gated=True)
-    run = runs(Scripted(lm=lm))
+# Speech over a reply opens an utterance after START_MS; it cuts the reply once it has BARGE_IN_MS of
+# voiced time (the window index below, counted from the start of the speech) or BARGE_IN_WORDS words.
+CUT_W = windows_for(T.BARGE_IN_MS) - 1
+OPEN_OVER_W = windows_for(T.START_MS) - 1
+
+
+def speaking_reply(lm: ScriptedLM, **cfg) -> Run:
+    """A confirmed reply of which "alpha … epsilon" was handed out, and more is waiting."""
+    run = Run(Scripted(lm=lm), **cfg)
     run.feed(turn_audio(30))
     assert run.d.phase is SK and run.results[-1].is_listen       # confirmed, nothing written yet
     lm.release(5)                                                 # "alpha … epsilon": a 3-word piece is voiced
     (r,) = run.feed(quiet(WPU))
     assert not r.is_listen and r.text == "alpha beta gamma delta epsilon" and r.audio is not None
-    reply = run.d.turn.reply
     lm.release(3)
     run.s.settle(run.d)
-    assert reply.buffered_samples() > 0 or reply._text              # more is waiting to be handed out
-    # the user talks over it: START_MS of speech opens an utterance, and that cuts the reply
-    interruption = "wait stop"
-    cut = run.feed(say(interruption + " " * 6)[: UNIT * 3])
+    reply = run.d.turn.reply
+    assert reply.buffered_samples() > 0 or reply._text            # more is waiting to be handed out
+    return run
+
+
+LONG = "alpha beta gamma delta epsilon zeta eta theta iota kappa."
+
+
+def test_a_real_interruption_cuts_the_reply_and_is_the_next_turn(runs):
+    """One long word (its caption never has two words): cut by its voiced time alone."""
+    lm = ScriptedLM([LONG, "Sure, go ahead."], gated=True)
+    run = speaking_reply(lm)
+    reply = run.d.turn.reply
+    interruption = "w" * (CUT_W + 1 + WPU)
+    cut = run.feed(say(interruption)[: UNIT * (CUT_W // WPU + 1)])
     at = next(i for i, r in enumerate(cut) if r.end_of_turn)
-    opens_at = (windows_for(T.START_MS) - 1) // WPU
-    assert at == opens_at
+    assert at == CUT_W // WPU
+    assert all(not r.end_of_turn for r in cut[:at])
+    assert not cut[0].is_listen and cut[0].text == " zeta eta theta"     # the reply went on meanwhile (ducked)
     assert cut[at].is_listen and cut[at].audio is None and not cut[at].text
-    assert all(r.is_listen and r.audio is None and not r.text for r in cut[at:])
     assert reply.cancelled and reply.take(100, 10 ** 6) == ("", 0, None)    # buffers dropped
     assert run.d.phase is L and run.d.utterance.open
-    # what was handed out (the first unit of the interruption still spoke) is what the history keeps
     said = "".join(r.text for r in run.results)
-    assert said == "alpha beta gamma delta epsilon zeta eta theta" and cut[0].text == " zeta eta theta"
-    assert run.d.conv.messages()[2] == {"role": "assistant", "content": said}
+    assert said == "alpha beta gamma delta epsilon zeta eta theta"
+    deadline = time.monotonic() + 2.0        # the cut reply's thread writes what was heard as it ends
+    while len(run.d.conv.messages()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert run.d.conv.messages()[2] == {"role": "assistant", "content": said}   # what was handed out
     lm.gated = False
     lm.release(100)
     run.feed(quiet(60))
-    assert run.user_turns() == [WORDS, "wait stop"]
+    assert run.user_turns() == [WORDS, "w" * (CUT_W // WPU + 1) * WPU]    # the interruption is the next turn
     assert run.roles() == ["system", "user", "assistant", "user", "assistant"]
     assert run.d.conv.messages()[-1]["content"] == "Sure, go ahead."
+    run.close()
+
+
+def test_two_words_heard_over_the_reply_cut_it_before_the_time_limit(runs):
+    """A two-word interruption shorter than BARGE_IN_MS: its live caption cuts the reply."""
+    lm = ScriptedLM([LONG, "Okay."], gated=True)
+    run = speaking_reply(lm)
+    try:
+        words = "no, wait now"                               # three words, not backchannel words
+        assert T.WORDS_MIN_MS <= ms(len(words)) < T.BARGE_IN_MS
+        cut = run.feed(np.concatenate([say(words), quiet(WPU * 4)]))
+        at = next(i for i, r in enumerate(cut) if r.end_of_turn)   # too short for the time rule: the words cut it
+        assert cut[at].is_listen and cut[at].user_text == words     # (the caption that decided it)
+        lm.gated = False
+        lm.release(100)
+        run.feed(quiet(60))
+        assert run.user_turns() == [WORDS, words]              # and it is the next turn
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("words", ["yeah yeah", "mmmmmmmm", "uh-huh"])
+def test_a_backchannel_does_not_cut_the_reply_and_is_not_answered(runs, words):
+    lm = ScriptedLM([LONG, "This must never be said."], gated=True)
+    run = speaking_reply(lm)
+    try:
+        assert ms(len(words)) >= T.START_MS and ms(len(words)) < T.BARGE_IN_MS   # opens an utterance, short
+        over = run.feed(np.concatenate([say(words), quiet(windows_for(T.BACKCHANNEL_END_MS) + WPU)]))
+        assert not any(r.end_of_turn for r in over)
+        assert all(not r.is_listen for r in over[:2])        # the reply kept being handed out
+        assert run.d.phase is SK and not run.d.utterance.open   # the backchannel was dropped
+        lm.gated = False
+        lm.release(100)
+        run.feed(quiet(WPU * 40))
+        assert "".join(r.text for r in run.results) == LONG    # the whole reply, nothing cut
+        ends = [r for r in run.results if r.end_of_turn]
+        assert len(ends) == 1 and not ends[0].is_listen      # ended by itself: the last piece spoke
+        assert lm.streams == 1                               # never answered
+        assert run.roles() == ["system", "user", "assistant"] and run.user_turns() == [WORDS]
+    finally:
+        run.close()
+
+
+def test_a_backchannel_while_the_last_audio_still_plays_is_not_answered(runs):
+    """The reply has been handed out, but the client is still playing its end: still a backchannel."""
+    run = runs(Scripted(lm=ScriptedLM(["Hi.", "This must never be said."]), speaker=ScriptedSpeaker(samples_per_char=2400)))
+    run.feed(turn_audio(0))
+    while not any(r.end_of_turn for r in run.results):
+        run.feed(quiet(WPU))
+    assert run.d.phase is L and run.d.audible.heard          # handed out, not yet all played
+    run.feed(np.concatenate([say("yeah yeah"), quiet(60)]))
+    assert run.s.lm.streams == 1 and run.roles() == ["system", "user", "assistant"]
+    assert all(r.is_listen for r in run.results[-5:])
+
+
+def test_the_same_speech_with_no_reply_playing_is_an_ordinary_turn(runs):
+    """Overlap rules apply only over the assistant's voice: a short turn in silence is answered."""
+    run = runs()
+    run.feed(np.concatenate([quiet(LEAD), say("yeah yeah"), quiet(60)]))
+    assert run.s.lm.streams == 1 and run.user_turns() == ["yeah yeah"]
 
 
 def test_barge_in_after_the_reply_was_written_keeps_only_what_was_handed_out(runs):
@@ -276,7 +361,7 @@ def test_barge_in_after_the_reply_was_written_keeps_only_what_was_handed_out(run
     assert reply is not None and not reply.producing
     assert run.d.conv.messages()[-1]["content"] == long         # written whole into the history
     run.feed(quiet(WPU))                                          # one unit of it is handed out
-    cut = run.feed(say("wait stop" + " " * 6)[: UNIT * 3])
+    cut = run.feed(say("w" * (CUT_W + WPU))[: UNIT * (CUT_W // WPU + 1)])
     assert any(r.end_of_turn for r in cut)
     said = "".join(r.text for r in run.results).strip()
     assert said and len(said.split()) < 40
@@ -376,6 +461,91 @@ def test_a_bad_camera_frame_is_an_input_error_and_the_session_goes_on(runs):
     assert run.d.unit(quiet(WPU), None, False).is_listen
 
 
+@pytest.mark.parametrize("caption,content", [("Yeah.", 0), ("Uh-uh. Okay!", 0), ("I see, got it.", 0),
+                                             ("Mm-hmm, right", 0), ("No, wait.", 2), ("I see, but why?", 2),
+                                             ("Kill them.", 2)])
+def test_backchannel_words_and_phrases_are_not_counted(caption, content):
+    from omniserve.engine.backends.embedded.duplex.overlap import Verdict, content_words, judge
+    assert content_words(caption) == content
+    words_rule = Verdict.INTERRUPTION if content >= T.BARGE_IN_WORDS else Verdict.UNDECIDED
+    assert judge(T.WORDS_MIN_MS, 0, caption) is words_rule
+    assert judge(T.WORDS_MIN_MS - 1, 0, caption) is Verdict.UNDECIDED       # a blip's caption is not trusted
+    assert judge(T.BARGE_IN_MS, 0, caption) is Verdict.INTERRUPTION
+    assert judge(0, T.BACKCHANNEL_END_MS, "") is Verdict.BACKCHANNEL
+
+
+# ------------------------------------------------------------------------------ audio as soon as it exists
+def test_a_reply_started_in_a_unit_speaks_in_that_unit_once_its_audio_exists(runs):
+    """A long unit that holds the whole turn and END_SILENCE_MS after it: the reply starts,
+    confirmed, inside the unit, and the unit waits (a share of chunk_ms) for its first audio
+    instead of handing it out a unit later. The wait is not counted as the unit's work."""
+    tts_s = 0.05
+    s = Scripted(lm=ScriptedLM("Hi there."), speaker=ScriptedSpeaker(work_s=tts_s))
+    run = runs(s, chunk_ms=1000)
+    tail = windows_for(T.END_SILENCE_MS) + 1
+    t0 = time.perf_counter()
+    r = run.d.unit(turn_audio(tail), None, False)
+    took = time.perf_counter() - t0
+    assert run.d.phase in (SK, L) and run.s.lm.streams == 1
+    assert not r.is_listen and r.audio is not None and r.text      # spoken in this very unit
+    assert took >= tts_s and r.timings["cost_unit_ms"] < took * 1000 - tts_s * 1000 * 0.5
+
+
+def test_the_wait_for_audio_is_bounded_by_a_share_of_the_unit(runs):
+    s = Scripted(lm=ScriptedLM("held", gated=True))
+    run = runs(s, chunk_ms=200)
+    t0 = time.perf_counter()
+    r = run.d.unit(turn_audio(windows_for(T.END_SILENCE_MS) + 1), None, False)
+    took = time.perf_counter() - t0
+    assert run.d.phase is SK and r.is_listen and r.audio is None   # nothing to hand out yet
+    assert T.WAIT_SHARE * 0.2 * 0.9 <= took < T.WAIT_SHARE * 0.2 + 0.1
+    assert r.timings["cost_unit_ms"] < 50                           # the wait is no work
+
+
+def test_while_the_client_has_audio_enough_units_do_not_wait(runs):
+    s = Scripted(lm=ScriptedLM(LONG, gated=True), speaker=ScriptedSpeaker(samples_per_char=4000))
+    run = runs(s)
+    run.feed(turn_audio(30))
+    s.lm.release(5)
+    (first_unit,) = run.feed(quiet(WPU))
+    assert first_unit.audio is not None and run.d.audible.ms > 2 * CHUNK_MS    # seconds of speech buffered
+    t0 = time.perf_counter()
+    run.d.unit(quiet(WPU), None, False)
+    assert time.perf_counter() - t0 < T.WAIT_SHARE * CHUNK_MS / 1000 * 0.5
+
+
+# ------------------------------------------------------------------------------ short units (our pages)
+def test_the_pages_unit_is_a_valid_unit_and_the_policy_answers_with_it(runs):
+    """Our pages' unit (knobs.DUPLEX_PAGE, not a whole number of VAD windows): the turn is heard,
+    answered once, and handed out about chunk_ms of audio a unit, every sample in order."""
+    page_ms = knobs.DUPLEX_PAGE.chunk_ms.default
+    assert knobs.DUPLEX.chunk_ms.accepts(page_ms) and page_ms < knobs.DUPLEX.chunk_ms.default
+    text = "one two three four five six seven eight."
+    s = Scripted(lm=ScriptedLM(text), speaker=ScriptedSpeaker(samples_per_char=400))
+    run = runs(s, chunk_ms=page_ms)
+    n = page_ms * 16
+    audio = np.concatenate([turn_audio(int(3000 / T.WINDOW_MS))])
+    results = []
+    for i in range(0, audio.size - n + 1, n):
+        s.settle(run.d)
+        results.append(run.d.unit(audio[i:i + n], None, False))
+    speaking = [r for r in results if not r.is_listen]
+    assert s.lm.streams == 1 and "".join(r.text for r in speaking) == text
+    confirm_ms = (SILENCE_FROM + windows_for(T.END_SILENCE_MS)) * T.WINDOW_MS
+    assert results.index(speaking[0]) == math.ceil(confirm_ms / page_ms) - 1     # the unit that confirms it
+    sizes = [0 if r.audio is None else r.audio.size for r in speaking]
+    assert sizes[0] == (page_ms + T.AUDIO_LEAD_MS) * 24 and all(x == page_ms * 24 for x in sizes[1:-1])
+    out = np.concatenate([r.audio for r in speaking if r.audio is not None])
+    assert np.array_equal(out, np.concatenate([speech(c, samples_per_char=400) for c in s.speaker.calls]))
+
+
+def test_the_duplex_page_sends_the_pages_unit():
+    """The page's default is the knob (one statement: omniserve/knobs.py)."""
+    js = (Path(__file__).resolve().parents[2] / "omniserve/web/static/js/duplex-page.js").read_text()
+    m = re.search(r"new Settings\([^)]*?chunk_ms:\s*(\d+)", js, re.S)
+    assert m and int(m.group(1)) == knobs.DUPLEX_PAGE.chunk_ms.default
+
+
 # ------------------------------------------------------------------------------ timings
 def test_work_meter_counts_union_of_calls_in_flight():
     now = [0.0]
@@ -428,7 +598,7 @@ def test_work_of_a_cut_reply_is_still_counted(runs):
     run.feed(turn_audio(30))
     s.lm.release(4)
     run.feed(quiet(WPU))
-    cut = run.feed(say(" " * 10))
+    cut = run.feed(say(" " * (CUT_W + WPU)))
     assert any(r.end_of_turn for r in cut)
     total = sum(r.timings["cost_tts_ms"] for r in run.results)
     assert total >= 50 * len(s.speaker.calls) and s.speaker.calls
@@ -454,3 +624,22 @@ def test_a_closed_session_refuses_units(runs):
     assert run.d.phase is DuplexPhase.CLOSED and reply.cancelled
     with pytest.raises(EngineInputError, match="closed"):
         run.d.unit(quiet(WPU), None, False)
+
+
+# ------------------------------------------------------------------------------ the words' judge
+@pytest.mark.parametrize("mode", ["silence", "words"])
+def test_unfinished_words_hold_the_end_of_turn_up_to_the_cap(runs, mode):
+    """With ``engine.end_of_turn`` "words", a caption that stops where a sentence cannot ("… go to
+    the") holds the confirm past END_SILENCE_MS, up to ``turn_max_silence_ms``; "silence" does not."""
+    s = Scripted(lm=ScriptedLM("Where would you like to go? To the station, or to the beach?"))
+    parts = s.backend.cascade.parts
+    parts.turn_mode = mode
+    words = "i would like to go to the"
+    run = runs(s)
+    run.feed(np.concatenate([quiet(LEAD), say(words), quiet(80)]))
+    silence_from = LEAD + len(words)
+    confirm = (silence_from + windows_for(T.END_SILENCE_MS) - 1) // WPU
+    cap = (silence_from + windows_for(parts.turn_max_silence_ms) - 1) // WPU
+    expected = confirm if mode == "silence" else cap
+    assert first(run.phases, SK) == expected, (mode, run.phases)
+    assert run.user_turns() == [words]

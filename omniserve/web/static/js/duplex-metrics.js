@@ -1,9 +1,11 @@
 /**
  * Full-duplex bookkeeping, pure (no DOM) so node:test covers it:
  * - DuplexMetrics: per-unit compute cost vs chunk_ms, time to first speech, kv length, tokens.
- * - BargeIn: when queued assistant audio must be dropped — the model went back to listening in
- *   the middle of a reply (a listen unit after speaking without end_of_turn), or the user's
- *   microphone shows speech while the assistant is talking.
+ * - BargeIn: when queued assistant audio must be dropped — the server cut the reply (a listening
+ *   result after speaking, without the reply's own end_of_turn). Talking over the reply only
+ *   ducks it on the page (duck.js); whether it was an interruption is the server's call.
+ * - Trace: the latest microphone levels and page events (duck, restore, drop) with their times,
+ *   read by measurements (window.omniserve.trace); bounded.
  */
 export class DuplexMetrics {
   constructor(chunkMs = 1000, { speechRms = 0.02, silenceMs = 400 } = {}) {
@@ -75,30 +77,36 @@ export class DuplexMetrics {
 }
 
 export class BargeIn {
-  constructor({ level = 0.06, holdMs = 250 } = {}) {
-    this.level = level;
-    this.holdMs = holdMs;
+  constructor() {
     this.speaking = false;       // the model is in the middle of a reply
-    this.loudSince = null;
   }
 
   /** A result arrived: true when the reply was cut off and queued audio must go. */
   onResult(r) {
     let cut = false;
     if (r.is_listen) {
-      cut = this.speaking;       // listening again although the reply did not end
+      cut = this.speaking;       // listening again although the reply did not end: the server cut it
       this.speaking = false;
     } else {
       this.speaking = !r.end_of_turn;
     }
     return cut;
   }
+}
 
-  /** Microphone level while `assistantAudible`: true once the user has spoken over it for holdMs. */
-  onLevel(rmsValue, nowMs, assistantAudible) {
-    if (!assistantAudible || rmsValue < this.level) { this.loudSince = null; return false; }
-    if (this.loudSince === null) this.loudSince = nowMs;
-    if (nowMs - this.loudSince >= this.holdMs) { this.loudSince = null; return true; }
-    return false;
+export class Trace {
+  constructor(max = 4000) {
+    this.max = max;
+    this.levels = [];            // [performance.now(), rms]
+    this.events = [];            // [performance.now(), "duck" | "restore" | "drop", detail?]
+  }
+
+  level(nowMs, rms) { this._push(this.levels, [nowMs, rms]); }
+
+  event(nowMs, kind, detail = "") { this._push(this.events, [nowMs, kind, detail]); }
+
+  _push(list, item) {
+    list.push(item);
+    if (list.length > this.max) list.splice(0, list.length - this.max);
   }
 }

@@ -2,11 +2,14 @@
  * Full-duplex page controller shared by omni (voice + camera, id prefix omni_) and audio duplex
  * (id prefix adx_): one audio_chunk of chunk_ms per unit (omni adds one JPEG frame), results
  * drive captions, the listen/speak lamp, speech playback, barge-in and the metrics panel.
+ * Our pages send a shorter unit than the protocol's 1000 ms default (omniserve/knobs.py
+ * DUPLEX_PAGE, measured by bench/duplex_feel.py). Talking over the reply ducks it at once
+ * (duck.js); the server decides whether that was an interruption, and a cut drops the audio.
  */
 import { initPage, notify, clearNotice, markReady } from "./layout.js";
 import { keyReady, mountKeyField } from "./access.js";
 import { $, fmtMs } from "./dom.js";
-import { t } from "./i18n.js";
+import { speechLanguage, t } from "./i18n.js";
 import { Settings } from "./settings.js";
 import { ServiceSocket } from "./ws.js";
 import { QueueView } from "./queue-view.js";
@@ -16,7 +19,8 @@ import { rememberSession } from "./recent.js";
 import { TranscriptView, userTextOf } from "./transcript-view.js";
 import { SessionClock } from "./session-clock.js";
 import { setupVoicePage, openMic, showState } from "./voice-page.js";
-import { DuplexMetrics, BargeIn } from "./duplex-metrics.js";
+import { DuplexMetrics, BargeIn, Trace } from "./duplex-metrics.js";
+import { Ducker, DUCK } from "./duck.js";
 import { Camera, CameraDeniedError } from "./camera.js";
 
 const MAX_BUFFERED = 2 * 1024 * 1024;  // bytes queued in the socket before frames are skipped
@@ -24,19 +28,21 @@ const MAX_BUFFERED = 2 * 1024 * 1024;  // bytes queued in the socket before fram
 export async function runDuplexPage({ mode, app, prefix, withCamera }) {
   const settings = new Settings(mode, {
     system_prompt: "", generate_audio: true, force_listen_count: 3, max_new_speak_tokens_per_chunk: 20,
-    temperature: 0.7, top_p: 0.8, top_k: 20, listen_prob_scale: 1.0, length_penalty: 1.1, chunk_ms: 1000,
-    start_delay_ms: 150, local_barge_in: true,
+    temperature: 0.7, top_p: 0.8, top_k: 20, listen_prob_scale: 1.0, length_penalty: 1.1, chunk_ms: 250,
+    language: "", start_delay_ms: 150, local_barge_in: true,
   });
   await initPage(app);
   await mountKeyField();          // only when the gateway requires API keys
   const s = { sock: null, mic: null, prepared: false, paused: false, forceListen: 0, reply: null, user: null, sent: 0, frames: 0 };
   let metrics = new DuplexMetrics(settings.get("chunk_ms"));
   let barge = new BargeIn();
+  let ducker = new Ducker();
+  const trace = new Trace();
   const transcript = new TranscriptView($("#transcript"), $("#transcript-empty"));
   const clock = new SessionClock($("#timer"));
   const camera = withCamera ? new Camera($("#video")) : null;
   const page = setupVoicePage(mode, settings);
-  window.omniserve = { player: page.player, state: s, get metrics() { return metrics; }, camera };
+  window.omniserve = { player: page.player, state: s, get metrics() { return metrics; }, camera, trace };
 
   const lamp = (st) => {
     $("#ls-lamp").className = `lamp ${st === "speak" ? "speak" : st === "listen" ? "listen" : ""}`;
@@ -45,7 +51,7 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
   };
   const overlay = (text) => { const o = $("#overlay"); if (o) o.textContent = text; };
   const dropAudio = (why) => {
-    if (page.player.flush()) console.info("barge-in:", why);
+    if (page.player.flush()) { trace.event(performance.now(), "drop", why); console.info("barge-in:", why); }
   };
 
   function renderMetrics() {
@@ -134,7 +140,13 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
     page.showLevel(rmsValue);
     const now = performance.now();
     metrics.onLevel(rmsValue, now);
-    if (settings.get("local_barge_in") && barge.onLevel(rmsValue, now, page.player.playing)) dropAudio("user speech");
+    trace.level(now, rmsValue);
+    if (!settings.get("local_barge_in")) return;
+    const act = ducker.onLevel(rmsValue, now, page.player.playing);
+    if (act) {
+      page.player.setVolume(act === "duck" ? DUCK.gain : 1, DUCK.rampMs);
+      trace.event(now, act);
+    }
   }
 
   /** What the browser saw, for the operator (the gateway stores it with the session). */
@@ -165,6 +177,8 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
     await page.player.ensure();
     metrics = new DuplexMetrics(settings.get("chunk_ms"));
     barge = new BargeIn();
+    ducker = new Ducker();
+    page.player.setVolume(1, 0);
     let ref = null;
     try { ref = await page.voices.selectedBase64(); } catch (e) { notify("warn", e.message, { timeoutMs: 6000 }); }
     if (camera) {
@@ -197,7 +211,7 @@ export async function runDuplexPage({ mode, app, prefix, withCamera }) {
         max_new_speak_tokens_per_chunk: settings.get("max_new_speak_tokens_per_chunk"),
         temperature: settings.get("temperature"), top_p: settings.get("top_p"), top_k: settings.get("top_k"),
         listen_prob_scale: settings.get("listen_prob_scale"), length_penalty: settings.get("length_penalty"),
-        chunk_ms: settings.get("chunk_ms"), sample_rate: 16000,
+        chunk_ms: settings.get("chunk_ms"), sample_rate: 16000, language: speechLanguage(settings.get("language")),
       },
     };
     if (prompt) prep.system_prompt = prompt;

@@ -1,7 +1,8 @@
 /**
  * Gap-free playback of 24 kHz float32 speech chunks: each chunk becomes an AudioBufferSourceNode
  * scheduled right after the previous one on one AudioContext. A small start delay absorbs
- * network jitter; `flush()` drops everything queued at once (barge-in). Counts underruns (gaps).
+ * network jitter; `flush()` drops everything queued at once (barge-in); `setVolume()` ducks it.
+ * Counts underruns (gaps).
  */
 export const SPEECH_RATE = 24000;
 
@@ -43,6 +44,16 @@ export class PcmPlayer {
   }
 
   get playing() { return this.sources.size > 0; }
+
+  /** Volume of everything played (ducking): ramps from where it is to `value` in rampMs. */
+  setVolume(value, rampMs = 30) {
+    if (!this.ctx || !this.gain) return;
+    const g = this.gain.gain;
+    const now = this.ctx.currentTime;
+    g.cancelScheduledValues(now);
+    g.setValueAtTime(g.value, now);
+    g.linearRampToValueAtTime(value, now + rampMs / 1000);
+  }
 
   /** Seconds of audio scheduled but not yet heard. */
   get bufferAheadMs() {

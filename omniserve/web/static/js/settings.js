@@ -17,7 +17,8 @@ export function saveJSON(key, value) {
   try { localStorage.setItem(PREFIX + key, JSON.stringify(value)); } catch { /* quota or private mode */ }
 }
 
-/** Settings object for one page: `s.get(k)`, `s.set(k, v)`, `s.all()`. */
+/** Settings object for one page: `s.get(k)`, `s.set(k, v)`, `s.all()`. Only the values that differ
+ * from the page's defaults are stored, so a default changed later reaches those who never set it. */
 export class Settings {
   constructor(page, defaults) {
     this.key = `settings.${page}`;
@@ -29,9 +30,12 @@ export class Settings {
     }
   }
   get(k) { return this.values[k]; }
-  set(k, v) { this.values[k] = v; saveJSON(this.key, this.values); }
+  set(k, v) { this.values[k] = v; this._save(); }
   all() { return { ...this.values }; }
-  reset() { this.values = { ...this.defaults }; saveJSON(this.key, this.values); }
+  reset() { this.values = { ...this.defaults }; this._save(); }
+  _save() {
+    saveJSON(this.key, Object.fromEntries(Object.entries(this.values).filter(([k, v]) => v !== this.defaults[k])));
+  }
 }
 
 /**

@@ -21,8 +21,9 @@ from .utterance import UtteranceTracker
 
 class Captioner:
     def __init__(self, cascade: Cascade, jobs: Background, context: Callable[[str], list[dict]],
-                 model_free: Callable[[], bool], closed: Callable[[], bool]) -> None:
+                 model_free: Callable[[], bool], closed: Callable[[], bool], language: str = "en") -> None:
         self.b = cascade
+        self.language = language         # the session's (Cascade.transcribe)
         self.jobs = jobs
         self._context = context          # words → the messages a reply to them would read
         self._model_free = model_free    # no reply exists (so none holds the model)
@@ -33,6 +34,7 @@ class Captioner:
         self._key: tuple = ()                     # (utterance, voiced ms, whole utterance) it heard
         self._text = ""                           # latest words heard (caption or final)
         self._reported = ""
+        self._heard: tuple[int, str] = (0, "")     # (utterance, the latest caption of it)
 
     def maybe_start(self, utt: UtteranceTracker) -> None:
         """Caption the growing utterance (its last 10 s) when the background thread is free."""
@@ -49,11 +51,13 @@ class Captioner:
         def job() -> None:
             try:
                 with meter.busy("asr"):
-                    text = self.b.transcribe(audio, fast=True).strip()
+                    text = self.b.transcribe(audio, fast=True, language=self.language).strip()
             except BaseException as e:
                 words.set_exception(e)
                 raise
             words.set_result(text)
+            with self._lock:
+                self._heard = (key[0], text)
             if not text or self._closed():
                 return
             self.set_text(text)
@@ -75,6 +79,11 @@ class Captioner:
     def words_of(self, serial: int, voiced_ms: float) -> Optional[Future]:
         """The last caption's words when it heard all of this utterance's voiced audio, else None."""
         return self._words if self._key == (serial, voiced_ms, True) else None
+
+    def heard(self, serial: int) -> str:
+        """The latest caption of utterance ``serial`` ("" when none came yet)."""
+        with self._lock:
+            return self._heard[1] if self._heard[0] == serial else ""
 
     def set_text(self, text: str) -> None:
         with self._lock:

@@ -5,11 +5,13 @@ the state machine (state.py) — the only place where the pieces below are told 
     Captioner (captions.py)           live captions in the background + warming the LLM with them
     CameraNotes (camera.py)           frame descriptions at most every FRAME_EVERY_S
     ReplyTurn (turn.py)               the reply: start, confirm, discard, drain per unit, cut
+    Overlap, Audible (overlap.py)     speech over the assistant's voice: backchannel or interruption
     UnitCosts (costs.py)              timings: the call plus the background work since the last unit
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,9 +27,11 @@ from .background import Background
 from .camera import CameraNotes
 from .captions import Captioner
 from .costs import UnitCosts
+from .overlap import Audible, Overlap, Verdict
 from .state import Machine, DuplexPhase
 from ..components.turn import COMPLETE as TURN_COMPLETE
-from .tuning import DISCARD_MS, END_SILENCE_MS, MIN_UTTERANCE_MS, SPECULATE_MS
+from .tuning import DISCARD_MS, END_SILENCE_MS, MIN_UTTERANCE_MS, SPECULATE_MS, WAIT_MAX_MS, WAIT_SHARE
+from ..components.unfinished import sounds_unfinished
 from .turn import ReplyTurn
 from .utterance import UtteranceTracker
 
@@ -39,6 +43,7 @@ class EmbeddedDuplex:
 
     def __init__(self, backend: Cascade, system_prompt: str, voice: Voice, cfg: DuplexSettings) -> None:
         self.b = backend
+        cfg = replace(cfg, language=backend.language(cfg.language, system_prompt))   # what the ASR hears
         self.cfg = cfg
         self.voice = voice
         system = backend.system_prompt(system_prompt, spoken=cfg.generate_audio)
@@ -51,10 +56,14 @@ class EmbeddedDuplex:
         self.camera = CameraNotes(backend, self.background, int(cfg.chunk_ms))
         closed = self._is_closed
         self.captions = Captioner(backend, self.background, lambda words: self.turn.context(words),
-                                  model_free=lambda: self.turn.reply is None, closed=closed)
+                                  model_free=lambda: self.turn.reply is None, closed=closed, language=cfg.language)
         self.turn = ReplyTurn(backend, cfg, voice, Conversation(system), self.background, self.captions,
                               self.camera, closed)
         self.costs = UnitCosts(self.background.meter)
+        self.overlap = Overlap()
+        self.audible = Audible(int(cfg.chunk_ms))
+        self.wait_s = min(WAIT_SHARE * int(cfg.chunk_ms), WAIT_MAX_MS) / 1000
+        self._waited = 0.0
         self._units = 0
         self._turn_verdict: tuple[object, bool] = (None, False)   # (the pause it is about, complete)
 
@@ -105,22 +114,33 @@ class EmbeddedDuplex:
 
         res = UnitResult(is_listen=True)
         reply = self.turn.reply
+        self._waited = 0.0
         self._step(res, opened, forced)
-        if self.phase is DuplexPhase.LISTENING and self.utterance.open:
-            self.captions.maybe_start(self.utterance)
+        utt = self.utterance
+        if utt.open and (self.phase is DuplexPhase.LISTENING or self.overlap.pending(utt)):
+            self.captions.maybe_start(utt)
+        self.audible.unit(0 if res.audio is None else res.audio.size)
         res.user_text = self.captions.new_text()
         res.kv_cache_length = self.b.cache_length()
-        res.timings = self.costs.take(reply, vad_ms, t0)
+        res.timings = self.costs.take(reply, vad_ms, t0 + self._waited)     # waiting for output is no work
         return res
 
     def _step(self, res: UnitResult, opened: bool, forced: bool) -> None:
         """The state machine: at most one move per unit."""
         m, turn, utt = self.machine, self.turn, self.utterance
         assert (m.phase is DuplexPhase.LISTENING) == (turn.reply is None), (m.phase, turn.reply)
-        if turn.reply is not None and (opened or turn.reply.cancelled):
-            res.end_of_turn = turn.interrupt()          # the reply is cut: tell the client to stop playing
-            m.to(DuplexPhase.LISTENING, "barge-in")
-        elif m.phase is DuplexPhase.SPECULATING:
+        if turn.reply is not None and turn.reply.cancelled:
+            self._cut(res)                              # stopped from elsewhere
+            return
+        if opened:
+            if self.audible.heard or (turn.reply is not None and turn.emitted):
+                self.overlap.begin(utt)                 # over the assistant's voice: judged, not obeyed
+            elif turn.reply is not None:
+                self._cut(res)                          # nothing of it was heard yet: the user spoke on
+                return
+        if self.overlap.pending(utt) and self._overlapped(res, forced):
+            return
+        if m.phase is DuplexPhase.SPECULATING:
             if utt.voiced_ms > turn.spec_voiced + DISCARD_MS:      # the user went on speaking
                 turn.discard()
                 m.to(DuplexPhase.LISTENING, "discard")
@@ -132,9 +152,9 @@ class EmbeddedDuplex:
             if not forced:
                 self._speak(res)
         elif utt.open:
-            self._end_of_turn(forced)
+            self._end_of_turn(res, forced)
 
-    def _end_of_turn(self, forced: bool) -> None:
+    def _end_of_turn(self, res: UnitResult, forced: bool) -> None:
         """Listening with an utterance open: start the reply, confirmed after the end-of-turn
         silence (or at the monologue cap), speculatively after a shorter pause — or while
         listening is forced: it is prepared then, and handed out once the force ends."""
@@ -146,21 +166,40 @@ class EmbeddedDuplex:
             if voiced >= MIN_UTTERANCE_MS:
                 self._start(self.turn.start(audio, heard))
                 self.machine.to(DuplexPhase.SPEAKING, "end of turn")
+                self._speak(res)
         elif utt.silence_ms >= min(SPECULATE_MS, self.end_silence_ms) and voiced >= MIN_UTTERANCE_MS:
             self._start(self.turn.start(utt.audio(), heard, spec_voiced=voiced))
             self.machine.to(DuplexPhase.SPECULATING, "pause")
 
     def _turn_complete(self) -> bool:
-        """The open utterance has ended: at the monologue cap; else, with an end-of-turn model,
-        when it hears a finished turn after a short pause (an unfinished one may pause up to the
-        cap); without one, after ``end_silence_ms``."""
+        """The open utterance has ended (``api.END_OF_TURN_MODES``, the engine's mode): at the
+        monologue cap; else after ``end_silence_ms`` — or, with an end-of-turn model, when it hears
+        a finished turn after a short pause — unless the words so far sound unfinished (any mode
+        but "silence"): such a pause may go on up to the cap."""
         utt, p = self.utterance, self.b.parts
         if utt.at_cap:
             return True
-        if p.turn is None or p.turn_mode == "silence":
+        if p.turn_mode == "silence":
             return utt.silence_ms >= self.end_silence_ms
         if utt.silence_ms >= max(self.end_silence_ms, p.turn_max_silence_ms):
             return True
+        return self._sound_over() and not self._words_unfinished()
+
+    def _words_unfinished(self) -> bool:
+        """The words of the whole utterance — the speculative reply's transcript, or a live caption
+        that heard all of it — stop where a sentence cannot."""
+        utt = self.utterance
+        if self.machine.phase is DuplexPhase.SPECULATING and self.turn.words:
+            return sounds_unfinished(self.turn.words)
+        words = self.captions.words_of(utt.serial, utt.voiced_ms)
+        if words is None or not words.done() or words.exception() is not None:
+            return False
+        return sounds_unfinished(words.result())
+
+    def _sound_over(self) -> bool:
+        utt, p = self.utterance, self.b.parts
+        if p.turn is None or p.turn_mode == "words":
+            return utt.silence_ms >= self.end_silence_ms
         if utt.silence_ms < (min(EAGER_CHECK_MS, self.end_silence_ms) if p.turn_mode == "eager" else self.end_silence_ms):
             return False
         key = (utt.serial, utt.voiced_ms)               # one verdict per pause
@@ -171,7 +210,31 @@ class EmbeddedDuplex:
     def _start(self, reply: SpokenReply) -> None:
         self.costs.watch(reply)
 
-    def _speak(self, res: UnitResult) -> None:
+    def _overlapped(self, res: UnitResult, forced: bool) -> bool:
+        """Judge the speech over the assistant's voice; True when this unit's move is made."""
+        m, turn, utt = self.machine, self.turn, self.utterance
+        verdict = self.overlap.judge(utt, self.captions.heard(utt.serial))
+        if verdict is Verdict.INTERRUPTION:
+            if turn.reply is None:
+                return False                            # the reply had ended: an ordinary utterance now
+            self._cut(res)
+            return True
+        if verdict is Verdict.BACKCHANNEL:
+            utt.close()                                 # dropped: never a turn of its own
+        if m.phase is DuplexPhase.SPEAKING and not forced and turn.emitted:
+            self._speak(res, wait=False)                # the reply goes on (the page ducks it meanwhile)
+        return True
+
+    def _cut(self, res: UnitResult) -> None:
+        res.end_of_turn = self.turn.interrupt()        # the reply is cut: tell the client to stop playing
+        self.audible.clear()
+        self.machine.to(DuplexPhase.LISTENING, "barge-in")
+
+    def _speak(self, res: UnitResult, wait: bool = True) -> None:
+        """Hand out this unit's share of the reply. With nothing to hand out yet and the client's
+        audio about to run dry, wait (a share of the unit at most) for it: out as soon as it exists."""
+        if wait and self.audible.running_low:
+            self._waited += self.turn.wait_for_output(self.wait_s)
         if self.turn.drain(res):
             self.machine.to(DuplexPhase.LISTENING, "reply handed out")
             self.turn.finish()

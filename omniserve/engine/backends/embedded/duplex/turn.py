@@ -11,6 +11,7 @@ audio each, ``AUDIO_LEAD_MS`` more on the first unit with audio.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,6 +29,8 @@ from .camera import CameraNotes
 from .captions import Captioner
 from .tuning import (AUDIO_LEAD_MS, CAPTION_POLL_S, CAPTION_WAIT_S, FINAL_ASR_FAST, FIRST_WORDS, OUT_SAMPLES_PER_MS,
                      REPLY_MAX_TOKENS, TTS_FRAME)
+
+WAIT_POLL_S = 0.005
 
 CONTEXT_SLACK = 64      # tokens kept free besides the reply's when the conversation window slides
 
@@ -55,6 +58,7 @@ class ReplyTurn:
         self.out_chunk = int(cfg.chunk_ms) * OUT_SAMPLES_PER_MS
         self.reply: Optional[SpokenReply] = None
         self.spec_voiced = 0.0                  # voiced ms of the utterance when the reply started unconfirmed
+        self.words = ""                         # the words the current reply answers, once they are known
         self.emitted = False                    # some text or audio was handed out
         self._audio_started = False
         self._attempt = _Attempt()
@@ -86,10 +90,12 @@ class ReplyTurn:
                 if text:
                     return text
             with meter.busy("asr"):
-                return b.transcribe(audio, fast=FINAL_ASR_FAST).strip()
+                return b.transcribe(audio, fast=FINAL_ASR_FAST, language=self.cfg.language).strip()
 
         def before() -> bool:
             words = transcript()
+            if self._attempt is attempt:
+                self.words = words
             if not words or self._closed():
                 return False
             self.captions.set_text(words)
@@ -119,6 +125,7 @@ class ReplyTurn:
                     b.warm_next_turn(messages)
 
         self._attempt = attempt
+        self.words = ""
         self.spec_voiced = spec_voiced or 0.0
         self.emitted = self._audio_started = False
         self.reply = b.reply(self.params, voice=self.voice if self.cfg.generate_audio else None,
@@ -126,6 +133,22 @@ class ReplyTurn:
         return self.reply
 
     # ------------------------------------------------------------------ hand out
+    def wait_for_output(self, budget_s: float) -> float:
+        """Wait, at most ``budget_s``, until the reply has something new to hand out (audio when
+        it speaks, else text) or has ended; returns the seconds waited."""
+        reply = self.reply
+        t0 = time.perf_counter()
+        while reply is not None and reply.producing and not reply.cancelled and not self._has_output(reply):
+            if time.perf_counter() - t0 >= budget_s:
+                break
+            time.sleep(WAIT_POLL_S)
+        return time.perf_counter() - t0
+
+    def _has_output(self, reply: SpokenReply) -> bool:
+        if self.cfg.generate_audio:
+            return reply.buffered_samples() > 0
+        return len(reply.text) > len(reply.spoken)
+
     def drain(self, res: UnitResult) -> bool:
         """Hand this unit's share of the reply out into ``res``; True when the reply has ended
         (``end_of_turn`` is set if any of it was handed out; ``finish`` it then)."""

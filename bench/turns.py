@@ -1,21 +1,21 @@
-"""Turn-taking bench: semantic end of turn (Smart Turn v3.2 on Silero VAD) against the silence timer
-alone, in one run, on the real embedded engine: "silence" (the timer, the default), "semantic" (the
-model may only lengthen a pause it hears unfinished) and "eager" (it is also asked
-after 300 ms, so a finished-sounding turn ends sooner).
+"""Turn-taking bench: how a voice turn ends (``engine.api.END_OF_TURN_MODES``), in one run, on the
+real embedded engine: "silence" (the timer alone), "words" (the timer, held while the turn's
+transcript sounds unfinished), "semantic" (and Smart Turn v3.2 may hold a pause it hears
+unfinished) and "eager" (Smart Turn is also asked after 300 ms, so a finished turn ends sooner).
 
     .venv/bin/python bench/turns.py [--turns 20] [--skip duplex]
 
 Speech is made here, in 6 voices: espeak-ng en-us and en-gb, male and female, at two speaking rates,
-plus Piper and Kokoro (nothing is checked in). "silence" is the behaviour before Smart Turn, so
-the columns are an A/B of this change. Figures:
+plus Piper and Kokoro (nothing is checked in). "silence" is the behaviour before any end-of-turn
+judge, so the columns are an A/B. Figures:
 
 - half-duplex: true end of speech (the last sample of the question) → first reply audio, p50 / p95,
   spoken in real time in 100 ms chunks with the protocol's default VAD (800 ms silence);
-- turns cut inside a 500–900 ms mid-sentence pause, 20 utterances (the engine's segmenter);
+- turns cut inside a 500–900 ms mid-sentence pause, 20 utterances, half-duplex in real time;
 - duplex, 1 s units: end of speech → first reply audio, p50;
 - Smart Turn inference per call (p50, on one thread);
 - right answers on simple spoken questions (keyword-checked) and the word error of the turn's
-  transcript — today's figures for the rest of the conversation-feel work.
+  transcript (bench/answers.py compares the ASR settings).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from omniserve.audio import resample  # noqa: E402
 from omniserve.engine import load_processor  # noqa: E402
+from omniserve.knobs import DUPLEX_PAGE  # noqa: E402
 from omniserve.engine.api import (Delta, DuplexSettings, GenerationParams, Prefilled, SpeechEnded,  # noqa: E402
                                   VadSettings, Voice)
 from omniserve.engine.backends.embedded.components.turn import SmartTurn  # noqa: E402
@@ -87,18 +88,25 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def half_duplex(proc, voices: Voices, n: int, mode: str) -> dict:
-    """Real-time turns; returns latencies (ms), transcripts, replies."""
+def answered(text: str, keys: list[str]) -> bool:
+    """A keyword of the right answer is in the reply (a whole word, for words in Latin letters)."""
+    t = text.lower()
+    return any(re.search(rf"\b{re.escape(kw)}\b", t) if kw.isascii() else kw in t for kw in keys)
+
+
+def half_duplex(proc, voices: Voices, n: int, mode: str, *, language: str = "",
+                prompt: str = "You are a friendly voice assistant.", questions=QUESTIONS, say=None) -> dict:
+    """Real-time turns; returns latencies (ms), transcripts, replies (text, and their speech at 24 kHz)."""
     view = proc.set_half_duplex_mode()
-    view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=48),
+    view.prepare(prompt, generation=GenerationParams(max_new_tokens=48, language=language),
                  voice=proc.voice(), vad=VadSettings(end_of_turn=mode))
-    out = {"lat": [], "heard": [], "said": [], "ok": []}
+    out: dict[str, list] = {"lat": [], "heard": [], "said": [], "ok": [], "audio": []}
     step = 1600
-    for k, (q, keys) in enumerate((QUESTIONS * 4)[:n]):
-        sp = trim(voices.say(k, q))
+    for k, (q, keys) in enumerate((list(questions) * 4)[:n]):
+        sp = trim(say(k, q) if say else voices.say(k, q))
         stream = np.concatenate([silence(0.4), sp, silence(3.0)])
         end = time.monotonic()                           # set when the last speech sample goes in
-        first, heard, said, t_start = None, "", [], time.monotonic()
+        first, heard, said, audio, t_start = None, "", [], [], time.monotonic()
         ended = False
         for i in range(0, stream.size, step):
             time.sleep(max(0.0, t_start + i / 16000 - time.monotonic()))
@@ -111,15 +119,17 @@ def half_duplex(proc, voices: Voices, n: int, mode: str) -> dict:
                     heard = e.heard
                 elif isinstance(e, Delta):
                     said.append(e.text)
-                    if e.audio is not None and first is None:
-                        first = time.monotonic()
+                    if e.audio is not None:
+                        audio.append(e.audio)
+                        first = first or time.monotonic()
             if ended:
                 break
         out["lat"].append((first - end) * 1000 if first else float("nan"))
         out["heard"].append((q, heard))
-        text = "".join(said).lower()
+        text = "".join(said)
         out["said"].append(text)
-        out["ok"].append(any(re.search(rf"\b{re.escape(kw)}\b", text) for kw in keys))
+        out["ok"].append(answered(text, keys))
+        out["audio"].append(np.concatenate(audio) if audio else np.zeros(0, np.float32))
     view.reset()
     return out
 
@@ -129,15 +139,45 @@ PAUSES_S = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 def splits(proc, voices: Voices, mode: str) -> int:
     """Turns cut inside a 500–900 ms mid-sentence pause, over 20 utterances (voices and pauses vary),
-    with the protocol's default VAD, through the engine's own segmenter."""
+    with the protocol's default VAD: half-duplex sessions fed in real time (the words' judge needs
+    the turn's transcript, made while the user pauses)."""
     cuts = 0
-    c = proc.backend.cascade
+    view = proc.set_half_duplex_mode()
     for k, (a, b) in enumerate(PAUSED * 2):
+        view.prepare("You are a friendly voice assistant.", generation=GenerationParams(max_new_tokens=8),
+                     voice=None, vad=VadSettings(end_of_turn=mode))
         pause = PAUSES_S[k % len(PAUSES_S)]
         pcm = np.concatenate([silence(0.3), trim(voices.say(k, a)), silence(pause), trim(voices.say(k, b)), silence(2.0)])
-        seg = c.segmenter(VadSettings(end_of_turn=mode))
-        ends = sum(isinstance(e, SpeechEnded) for i in range(0, pcm.size, 1600) for e in seg.feed(pcm[i:i + 1600]))
+        ends, t0 = 0, time.monotonic()
+        for i in range(0, pcm.size, 1600):
+            time.sleep(max(0.0, t0 + i / 16000 - time.monotonic()))
+            ends += sum(isinstance(e, SpeechEnded) for e in view.feed(pcm[i:i + 1600]))
         cuts += ends > 1
+        view.reset()
+    return cuts
+
+
+def duplex_splits(proc, voices: Voices, chunk_ms: int) -> int:
+    """The same 20 paused utterances in duplex (our pages' unit), in real time: a turn cut inside
+    the pause is answered twice (the first half, then the rest)."""
+    cuts = 0
+    n = chunk_ms * 16
+    view = proc.set_duplex_mode()
+    for k, (a, b) in enumerate(PAUSED * 2):
+        view.prepare("You are a friendly voice assistant.", config=DuplexSettings(chunk_ms=chunk_ms, force_listen_count=1))
+        pause = PAUSES_S[k % len(PAUSES_S)]
+        pcm = np.concatenate([silence(0.5), trim(voices.say(k, a)), silence(pause), trim(voices.say(k, b)), silence(4.0)])
+        pcm = np.concatenate([pcm, silence((-pcm.size % n) / 16000)])
+        replies, listening, nxt = 0, True, time.monotonic()
+        for i in range(0, pcm.size, n):
+            time.sleep(max(0.0, nxt - time.monotonic()))
+            nxt += chunk_ms / 1000
+            r = view.unit(pcm[i:i + n])
+            if listening and not r.is_listen:
+                replies += 1
+            listening = r.is_listen
+        cuts += replies > 1
+        view.reset()
     return cuts
 
 
@@ -153,25 +193,24 @@ def duplex(proc, voices: Voices, turns: int) -> list[float]:
         ends.append(pos + 2 * n + q.size)
         pos += 2 * n + q.size + 6 * n + pad
     stream = np.concatenate(parts)
-    first: dict[int, int] = {}
-    nxt = time.monotonic()
-    for u, i in enumerate(range(0, stream.size - n + 1, n)):
-        time.sleep(max(0.0, nxt - time.monotonic()))
-        nxt += 1.0
+    first: dict[int, float] = {}
+    t0 = time.monotonic()                 # when the stream's first sample is captured
+    for i in range(0, stream.size - n + 1, n):
+        time.sleep(max(0.0, t0 + (i + n) / 16000 - time.monotonic()))   # the unit exists once captured
         r = view.unit(stream[i:i + n])
         if r.audio is not None:
             k = max((j for j, e in enumerate(ends) if e <= i + n), default=None)
             if k is not None and k not in first:
-                first[k] = u
+                first[k] = time.monotonic()       # the result carrying the reply's first audio is back
     view.reset()
-    return [((u + 1) * n - ends[k]) / 16 for k, u in first.items()]
+    return [(t - (t0 + ends[k] / 16000)) * 1000 for k, t in first.items()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--turns", type=int, default=20, help="spoken questions per configuration (default 20)")
     ap.add_argument("--duplex-turns", type=int, default=6)
-    ap.add_argument("--skip", default="", help="comma-separated: duplex, splits, half_duplex")
+    ap.add_argument("--skip", default="", help="comma-separated: duplex, splits, duplex_splits, half_duplex")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     proc = load_processor()
@@ -185,19 +224,22 @@ def main() -> None:
         t0 = time.perf_counter()
         model.complete(probe)
         cost.append((time.perf_counter() - t0) * 1000)
-    rows.append(("Smart Turn inference per call, p50 / max (one thread)", "",
+    rows.append(("Smart Turn inference per call, p50 / max (one thread)", "", "",
                  f"{statistics.median(cost):.1f} / {max(cost):.1f} ms", ""))
     res = {}
-    modes = ("silence", "semantic", "eager")
+    default = parts.turn_mode
+    modes = ("silence", "words", "semantic", "eager")
     for mode in modes:
         parts.turn, parts.turn_mode = model, mode         # duplex follows the engine's mode (no VAD settings)
         if "half_duplex" not in skip:
             res[mode] = half_duplex(proc, voices, a.turns, mode)
         if "splits" not in skip:
             res[mode + "_splits"] = splits(proc, voices, mode)
+        if "duplex_splits" not in skip:
+            res[mode + "_dsplits"] = duplex_splits(proc, voices, DUPLEX_PAGE.chunk_ms.default)
         if "duplex" not in skip:
             res[mode + "_duplex"] = duplex(proc, voices, a.duplex_turns)
-    parts.turn, parts.turn_mode = model, "silence"
+    parts.turn, parts.turn_mode = model, default
 
     def cols(f) -> tuple[str, ...]:
         return tuple(f(m) for m in modes)
@@ -206,18 +248,20 @@ def main() -> None:
         rows.append(("half-duplex end of speech → first audio p50 / p95",
                      *cols(lambda m: f"{pct(res[m]['lat'], 50):.0f} / {pct(res[m]['lat'], 95):.0f} ms")))
         rows.append(("right answers (keyword-checked)", *cols(lambda m: f"{sum(res[m]['ok'])}/{len(res[m]['ok'])}")))
-        rows.append(("ASR word error of the turns (tiny.en)",
+        rows.append(("ASR word error of the turns",
                      *cols(lambda m: f"{statistics.mean(word_error_rate(q, h) for q, h in res[m]['heard']) * 100:.1f} %")))
     if "splits" not in skip:
         rows.append(("turns cut inside a 500–900 ms mid-sentence pause", *cols(lambda m: f"{res[m + '_splits']}/20")))
+    if "duplex_splits" not in skip:
+        rows.append((f"… duplex ({DUPLEX_PAGE.chunk_ms.default} ms units)", *cols(lambda m: f"{res[m + '_dsplits']}/20")))
     if "duplex" not in skip:
         rows.append(("duplex (1 s units) end of speech → first audio p50",
                      *cols(lambda m: f"{pct(res[m + '_duplex'], 50):.0f} ms")))
     load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
     print(f"\nturns bench — real engine, {len(voices.names)} voices ({', '.join(voices.names)}), load {' '.join(load)}\n")
-    print(f"{'figure':<54}{'silence (default)':>18}{'semantic':>20}{'eager':>16}")
+    print(f"{'figure':<54}" + "".join(f"{m + (' (default)' if m == default else ''):>20}" for m in modes))
     for name, *vals in rows:
-        print(f"{name:<54}{vals[0]:>18}{vals[1]:>20}{vals[2]:>16}")
+        print(f"{name:<54}" + "".join(f"{v:>20}" for v in vals))
     if "half_duplex" not in skip:
         r = res["semantic"]
         misses = [(q, h, s) for (q, h), s, ok in zip(r["heard"], r["said"], r["ok"]) if not ok]

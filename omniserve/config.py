@@ -36,11 +36,16 @@ class EngineSettings(BaseModel):
     asr_model: str = "base"                    # "base" (Whisper base) | "tiny.en"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tts_engine: str = "piper"                  # "piper" | "kokoro"
-    end_of_turn: str = "silence"               # half-duplex and duplex turns: "silence" (the timer) | "semantic"
-                                               # (Smart Turn may lengthen a pause it hears unfinished) | "eager"
-                                               # (it may also end a finished turn after 300 ms); bench/turns.py
+    end_of_turn: str = "words"                 # half-duplex and duplex turns (engine.api.END_OF_TURN_MODES): "silence"
+                                               # (the timer) | "words" (the timer, held while the words so far
+                                               # sound unfinished) | "semantic" (Smart Turn may hold a pause too)
+                                               # | "eager" (it may also end a finished turn after 300 ms);
+                                               # bench/turns.py
     smart_turn: bool = True                    # load Smart Turn v3.2 (needed by semantic / eager, realtime semantic_vad)
     turn_max_silence_ms: int = Field(default=1600, ge=200, le=10_000)  # the longest pause inside an unfinished turn
+    language: Literal["auto", "en", "zh"] = "auto"   # a session's language when the client names none:
+                                               # "auto" English or Chinese, per turn (Whisper base) | "en"
+                                               # (Whisper tiny.en) | "zh"; bench/answers.py
     threads: int = 0                           # 0 = all cores
     cache_dir: Optional[str] = None            # joined model files; default <repo>/.cache/models or ~/.cache/omniserve
 

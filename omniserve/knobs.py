@@ -53,7 +53,7 @@ class Knob:
     def describe(self) -> str:
         """The range in words: "between 1 and 4096", "in (0, 1]", ">= 0", "16000"."""
         if self.choices:
-            return " or ".join(f"{c:g}" if isinstance(c, (int, float)) else str(c) for c in self.choices)
+            return " or ".join(f"{c:g}" if isinstance(c, (int, float)) else repr(c) for c in self.choices)
         lo, lo_open = (self.gt, True) if self.gt is not None else (self.ge, False)
         hi, hi_open = (self.lt, True) if self.lt is not None else (self.le, False)
         if lo is None and hi is None:
@@ -91,6 +91,11 @@ TEMPERATURE = Knob(0.7, ge=0.0, le=2.0)
 TOP_P = Knob(0.8, gt=0.0, le=1.0)
 TOP_K = Knob(20, ge=0, le=1000)
 LENGTH_PENALTY = Knob(1.1, gt=0.0, le=5.0)
+# The language the session hears and answers in (an addition to PROTOCOL.md): "en" English (the
+# fast English-only ASR), "zh" Mandarin Chinese, "auto" whichever of the two each turn is spoken
+# in; "" = the engine decides ("auto" when the system prompt is written in Chinese, else its
+# ``engine.language`` setting).
+LANGUAGE = Knob("", choices=("", "auto", "en", "zh"))
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Generation(Group):
     top_p: Knob = TOP_P
     top_k: Knob = TOP_K
     length_penalty: Knob = LENGTH_PENALTY
+    language: Knob = LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class HalfDuplexGeneration(Group):
     max_new_tokens: Knob = MAX_NEW_TOKENS
     length_penalty: Knob = LENGTH_PENALTY
     temperature: Knob = TEMPERATURE
+    language: Knob = LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,16 @@ class Duplex(Group):
     length_penalty: Knob = LENGTH_PENALTY
     chunk_ms: Knob = Knob(1000, ge=100, le=5000)
     sample_rate: Knob = Knob(16000, choices=(16000,))
+    language: Knob = LANGUAGE
+
+
+@dataclass(frozen=True)
+class DuplexPage(Group):
+    """What our own duplex pages (omni, audio duplex) send where it differs from the protocol's
+    default: a shorter unit. Third-party clients keep ``Duplex.chunk_ms`` (1000). Measured with
+    ``bench/duplex_feel.py``: end of speech → first reply audio falls with the unit, and 250 ms
+    units still keep pace on 2 CPU cores without playback gaps (docs/engine.md has the table)."""
+    chunk_ms: Knob = Knob(250, ge=100, le=5000)
 
 
 GENERATION = Generation()
@@ -147,3 +164,4 @@ HALF_DUPLEX_GENERATION = HalfDuplexGeneration()
 VAD = Vad()
 HALF_DUPLEX_SESSION = HalfDuplexTimeouts()
 DUPLEX = Duplex()
+DUPLEX_PAGE = DuplexPage()

@@ -88,6 +88,7 @@ class GenerationParams:
     top_p: float = GENERATION.top_p.default
     top_k: int = GENERATION.top_k.default
     length_penalty: float = GENERATION.length_penalty.default
+    language: str = GENERATION.language.default     # "" (the engine decides) | "auto" | "en" | "zh"
 
 
 @dataclass
@@ -176,10 +177,17 @@ class VadSettings:
     min_speech_duration_ms: int = VAD.min_speech_duration_ms.default
     min_silence_duration_ms: int = VAD.min_silence_duration_ms.default
     speech_pad_ms: int = VAD.speech_pad_ms.default
-    # "" = the backend's default; "semantic": a backend with an end-of-turn model lets a turn it
-    # hears unfinished pause longer than min_silence_duration_ms; "eager": it also ends a
-    # finished-sounding turn after a shorter silence; "silence": min_silence_duration_ms alone
+    # one of END_OF_TURN_MODES, "" = the backend's default
     end_of_turn: str = ""
+
+
+# How a voice turn ends (VadSettings.end_of_turn, engine.end_of_turn):
+#   "silence"   min_silence_duration_ms of silence, the timer alone;
+#   "words"     the timer, but a turn whose words so far sound unfinished ("I'd like to go to")
+#               may pause longer, up to a cap;
+#   "semantic"  as "words", and an end-of-turn model that hears the turn unfinished also holds it;
+#   "eager"     as "semantic", and the model is asked sooner, so a finished turn also ends sooner.
+END_OF_TURN_MODES = ("silence", "words", "semantic", "eager")
 
 
 @dataclass
@@ -195,6 +203,7 @@ class DuplexSettings:
     length_penalty: float = DUPLEX.length_penalty.default
     chunk_ms: int = DUPLEX.chunk_ms.default
     sample_rate: int = DUPLEX.sample_rate.default
+    language: str = DUPLEX.language.default         # as GenerationParams.language
     omni: bool = True                      # False for audio-only duplex (from the session id, not a knob)
 
 
@@ -240,7 +249,9 @@ class RealtimeView(Protocol):
     """A conversation the client edits item by item (OpenAI Realtime): the worker keeps the items,
     finds turns with ``listener``, reads them with ``transcribe`` and answers with ``reply``."""
     def listener(self, vad: VadSettings) -> Listener: ...
-    def transcribe(self, pcm16k: np.ndarray) -> str: ...    # a user turn's words ("" = none)
+    def transcribe(self, pcm16k: np.ndarray, language: str = "", instructions: str = "") -> str: ...
+    # a user turn's words ("" = none); ``language`` as ``GenerationParams.language``, ``instructions``
+    # the session's system prompt
     def reply(self, messages: Sequence[Message], *, generation: GenerationParams = GenerationParams(),
               voice: Optional[Voice] = None, stop: Optional[threading.Event] = None,
               tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]: ...

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..knobs import DUPLEX, GENERATION, VAD, Group
-from .api import DuplexSettings, EngineInputError, GenerationParams, Tool, ToolChoice, VadSettings
+from .api import END_OF_TURN_MODES, DuplexSettings, EngineInputError, GenerationParams, Tool, ToolChoice, VadSettings
 
 SAMPLE_RATE = 16000
 MAX_AUDIO_S = 600.0
@@ -37,8 +37,9 @@ def check_generation(params: GenerationParams) -> GenerationParams:
 def check_vad(vad: VadSettings) -> VadSettings:
     """Ranges: ``omniserve.knobs.VAD`` (the wire's ``VADConfig`` has the same)."""
     _check(VAD, vad, "VAD ")
-    if vad.end_of_turn not in ("", "semantic", "eager", "silence"):
-        raise EngineInputError(f"VAD end_of_turn must be semantic, eager or silence, not {str(vad.end_of_turn)[:40]!r}")
+    if vad.end_of_turn not in ("", *END_OF_TURN_MODES):
+        raise EngineInputError(f"VAD end_of_turn must be one of {', '.join(END_OF_TURN_MODES)}, "
+                               f"not {str(vad.end_of_turn)[:40]!r}")
     return vad
 
 

@@ -191,12 +191,16 @@ def _matches(model: type[BaseModel], group: knobs.Group) -> None:
         raise AssertionError(f"{model.__name__} fields {tuple(model.model_fields)} != {group.names()}")
 
 
+Language = Literal["", "auto", "en", "zh"]     # knobs.LANGUAGE's choices (checked below)
+
+
 class GenerationConfig(_Client):
     max_new_tokens: int = _knob(knobs.GENERATION.max_new_tokens)
     temperature: float = _knob(knobs.GENERATION.temperature)
     top_p: float = _knob(knobs.GENERATION.top_p)
     top_k: int = _knob(knobs.GENERATION.top_k)
     length_penalty: float = _knob(knobs.GENERATION.length_penalty)
+    language: Language = _knob(knobs.GENERATION.language)
 
 
 class TTSConfig(_Client):
@@ -283,6 +287,7 @@ class HDGenerationConfig(_Client):
     max_new_tokens: int = _knob(knobs.HALF_DUPLEX_GENERATION.max_new_tokens)
     length_penalty: float = _knob(knobs.HALF_DUPLEX_GENERATION.length_penalty)
     temperature: float = _knob(knobs.HALF_DUPLEX_GENERATION.temperature)
+    language: Language = _knob(knobs.HALF_DUPLEX_GENERATION.language)
 
 
 class HDTTSConfig(_Client):
@@ -330,6 +335,7 @@ class DuplexConfig(_Client):
     length_penalty: float = _knob(knobs.DUPLEX.length_penalty)
     chunk_ms: int = _knob(knobs.DUPLEX.chunk_ms)
     sample_rate: Literal[16000] = _knob(knobs.DUPLEX.sample_rate)   # the Literal is the knob's one choice (checked below)
+    language: Language = _knob(knobs.DUPLEX.language)
 
 
 for _model, _group in ((GenerationConfig, knobs.GENERATION), (HDGenerationConfig, knobs.HALF_DUPLEX_GENERATION),
@@ -337,6 +343,8 @@ for _model, _group in ((GenerationConfig, knobs.GENERATION), (HDGenerationConfig
     _matches(_model, _group)
 if get_args(DuplexConfig.model_fields["sample_rate"].annotation) != knobs.DUPLEX.sample_rate.choices:
     raise AssertionError("DuplexConfig.sample_rate must accept exactly knobs.DUPLEX.sample_rate.choices")
+if get_args(Language) != knobs.LANGUAGE.choices:
+    raise AssertionError("Language must accept exactly knobs.LANGUAGE.choices")
 
 
 class DuplexPrepare(_Client):

@@ -64,6 +64,7 @@ class SessionConfig:
     output_format: str = "pcm16"
     turn_detection: Optional[TurnDetection] = TurnDetection()
     transcription_model: Optional[str] = None
+    language: str = ""              # the transcription's language: "en" | "zh" | "" (the engine decides)
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: str = "auto"                              # auto | none | required | a tool's name
     temperature: float = GENERATION.temperature.default   # our extension to GA sessions (beta has it)
@@ -96,6 +97,7 @@ class _TurnDetectionIn(_Loose):
 
 class _Transcription(_Loose):
     model: Optional[str] = Field(default=None, max_length=100)
+    language: Optional[Literal["en", "zh"]] = None     # ISO-639-1; the engine hears English and Chinese
 
 
 class _AudioInput(_Loose):
@@ -240,6 +242,7 @@ def apply_session(cfg: SessionConfig, s: SessionIn) -> SessionConfig:
     if tr_set or "input_audio_transcription" in fs:
         tr = a_in.transcription if tr_set and a_in is not None else s.input_audio_transcription
         out["transcription_model"] = (tr.model or "whisper") if tr is not None else None
+        out["language"] = (tr.language or "") if tr is not None else ""
     if s.tools is not None:
         names = [t.name for t in s.tools]
         if len(set(names)) != len(names):

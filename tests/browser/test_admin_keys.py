@@ -53,6 +53,7 @@ def test_admin_creates_and_revokes_a_key(kpage, keyed):
     page.fill("[data-testid=admin-token]", g.token)
     page.click("[data-testid=admin-login]")
     page.wait_for_selector("[data-testid=keys] tbody tr td")
+    page.wait_for_function("document.querySelector('#keys-mode').textContent.length > 0")   # its own fetch
     assert "require_keys is on" in page.inner_text("#keys-mode")
     page.fill("[data-testid=key-name]", "Kiosk <b>1</b>")
     page.click("[data-testid=key-create]")

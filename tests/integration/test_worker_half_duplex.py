@@ -136,6 +136,38 @@ async def test_half_duplex_timeout_is_capped_and_voice_from_reference(idle):
     assert meta["ref_audio"] is True and meta["voice"] and meta["system_prompt"] == "Be brief."
 
 
+async def test_half_duplex_chinese_turn_is_heard_answered_and_spoken_in_chinese(idle):
+    """The Chinese preset's prompt (no language named): the turn is heard by Whisper base as
+    Chinese, the model answers in Chinese, and the reply is spoken by the Chinese-capable voice —
+    Whisper hears Chinese words in it."""
+    import yaml
+
+    from omniserve.audio import resample
+    from omniserve.engine.backends.embedded.components.asr import WhisperASR
+    from omniserve.engine.backends.embedded.components.tts import KokoroTTS
+    from omniserve.gateway.presets import PRESET_DIR
+
+    preset = next(p for p in yaml.safe_load((PRESET_DIR / "half_duplex.yaml").read_text())["presets"]
+                  if p["id"] == "chinese_call")
+    q = resample(KokoroTTS(threads=1).synthesize("中国的首都是哪里？", voice="kokoro:jm_kumo"), 24000, 16000)
+    ws = await connect(idle.ws + "/ws/half_duplex/hd_zh")
+    await ws.send(json.dumps({"type": "prepare", "system_prompt": preset["system_prompt"], "config": {
+        "vad": {"min_silence_duration_ms": 600}, "generation": {"max_new_tokens": 40, "temperature": 0.0}}}))
+    await recv_until(ws, "prepared", 60)
+    await asyncio.sleep(0.6)
+    await say(ws, np.concatenate([silence(1.0), q, silence(1.5)]))
+    msgs = await recv_until(ws, "turn_done", 180)
+    done = msgs[-1]
+    han = lambda s: sum("\u4e00" <= ch <= "\u9fff" for ch in s)   # noqa: E731
+    assert han(done.get("user_text", "")) >= 4 and "中国" in done["user_text"], done
+    assert han(done["text"]) >= 2, done
+    audio = np.concatenate([decode_f32(m["audio_data"]) for m in msgs if m["type"] == "chunk" and m["audio_data"]])
+    back = WhisperASR("base", threads=1).transcribe(resample(audio, 24000, 16000), language="zh")
+    assert han(back) >= 2, (done["text"], back)
+    await ws.send(json.dumps({"type": "stop"}))
+    await recv_until(ws, "stopped", 20)
+
+
 async def test_half_duplex_invalid_messages_keep_session(idle):
     ws = await connect(idle.ws + "/ws/half_duplex/hd_bad")
     bad = [
@@ -144,6 +176,7 @@ async def test_half_duplex_invalid_messages_keep_session(idle):
         (json.dumps({"no": "type"}), "type"),
         (json.dumps({"type": "prepare", "config": {"vad": {"threshold": 5}}}), "threshold"),
         (json.dumps({"type": "prepare", "config": {"session": {"timeout_s": -1}}}), "timeout_s"),
+        (json.dumps({"type": "prepare", "config": {"generation": {"language": "fr"}}}), "language"),
         (json.dumps({"type": "prepare", "ref_audio_base64": "%%%"}), "ref_audio_base64"),
         (json.dumps({"type": "audio_chunk", "audio_base64": b64(silence(0.5))}), "prepare"),
     ]

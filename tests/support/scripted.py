@@ -165,6 +165,9 @@ class ScriptedASR:
         _work(self.work_s)
         return heard(pcm16k) if self.script is None else _pick(self.script, n, pcm16k)
 
+    def hear(self, pcm16k: np.ndarray, languages: Sequence[str] = ("en", "zh")) -> tuple[str, str]:
+        return self.transcribe(pcm16k), languages[0]
+
 
 def tokens(text: str) -> list[str]:
     """The scripted LM's tokens: words, each with the space before it."""

@@ -99,6 +99,41 @@ def test_asr_transcribes_espeak_speech(asr, has_espeak):
     assert word_error_rate(ref, text) <= 0.2, text
 
 
+def test_asr_reads_a_turn_in_a_short_window_as_well_as_in_whisper_s_30_s(asr):
+    """The short window (turn + silence to 10 s) hears what the 30 s window hears; audio longer
+    than the short window's limit still goes through faster-whisper's own windows."""
+    from omniserve.engine.backends.embedded.components import asr as asr_mod
+
+    pcm = piper_speech(SENTENCE)
+    short = asr.transcribe(pcm)
+    segments, _ = asr._model.transcribe(pcm, language="en", beam_size=1, without_timestamps=True,
+                                        condition_on_previous_text=False)
+    full = " ".join(s.text.strip() for s in segments)
+    assert word_error_rate(SENTENCE, short) <= word_error_rate(SENTENCE, full) + 0.1, (short, full)
+    long = np.concatenate([pcm, np.zeros(int(16000 * asr_mod.SHORT_MAX_S), np.float32), pcm])
+    assert word_error_rate(SENTENCE + " " + SENTENCE, asr.transcribe(long)) <= 0.25
+
+
+def test_asr_hears_which_language_is_spoken(asr):
+    from omniserve.engine.backends.embedded.components.tts import KokoroTTS
+
+    text, lang = asr.hear(piper_speech(SENTENCE))
+    assert lang == "en" and word_error_rate(SENTENCE, text) <= 0.2, text
+    zh = resample(KokoroTTS(threads=2).synthesize("今天天气很好，我们去公园散步吧。", voice="kokoro:jm_kumo"), 24000, 16000)
+    text, lang = asr.hear(zh)
+    assert lang == "zh" and any("\u4e00" <= ch <= "\u9fff" for ch in text), text
+    assert asr.hear(zh, ("en",))[1] == "en"          # one language allowed: no detection
+
+
+def test_asr_cuts_a_decoder_loop_to_one_pass():
+    from omniserve.engine.backends.embedded.components.asr import cut_repeat
+
+    assert cut_repeat("What is ten? What is ten? What is") == "What is ten?"
+    assert cut_repeat("二加三等于几二加三等于几二加") == "二加三等于几"
+    for kept in ("I think I think that is fine", "very very good", "What is ten?", ""):
+        assert cut_repeat(kept) == kept
+
+
 @pytest.mark.parametrize("pcm, message", [
     (np.zeros(16000, np.int16), "float32"),
     (np.zeros(0, np.float32), "empty"),

@@ -83,3 +83,37 @@ def test_by_default_the_model_only_lengthens_a_pause():
     done, open_ = _Verdict(0.9), _Verdict(0.1)
     same, late = _endpoint_ms(done, speech, check_ms=None), _endpoint_ms(open_, speech, check_ms=None)
     assert abs(same - silent) < 70 and late > silent + 500, (silent, same, late)
+
+
+# ------------------------------------------------------------------ the words' judge
+@pytest.mark.parametrize("text, unfinished", [
+    ("I'd like to go to.", True), ("and then we went to the", True), ("So the reason I am calling is", True),
+    ("My number is five five five,", True), ("我想去北京，然后", True), ("我想要", True),
+    ("I'd like to go to the station.", False), ("Where are you from?", False), ("Turn it on.", False),
+    ("Yes I can.", False), ("我想去北京。", False), ("是的", False), ("", False),
+])
+def test_the_words_judge_hears_where_a_sentence_cannot_end(text, unfinished):
+    from omniserve.engine.backends.embedded.components.unfinished import sounds_unfinished
+
+    assert sounds_unfinished(text) is unfinished
+
+
+def test_unfinished_words_hold_a_pause_up_to_the_cap_finished_ones_do_not():
+    """``hold`` lengthens a pause the timer would end (only that: it never ends one sooner), up to
+    ``turn_max_silence_ms``; each held pause is counted once."""
+    speech = piper_speech("What is the capital of France?")
+
+    def endpoint(hold) -> tuple[float, int]:
+        seg = VadSegmenter(SileroVAD(), threshold=0.5, min_silence_duration_ms=800, turn_max_silence_ms=1600)
+        seg.hold = hold
+        pcm = np.concatenate([silence(0.3), speech, silence(2.5)])
+        for i in range(0, pcm.size, 512):
+            if any(isinstance(e, SpeechEnded) for e in seg.feed(pcm[i:i + 512])):
+                return seg.position_ms - (4800 + speech.size) / 16, seg.holds
+        raise AssertionError("no end of turn")
+
+    timer, _ = endpoint(None)
+    same, never = endpoint(lambda: False)
+    held, holds = endpoint(lambda: True)
+    assert abs(same - timer) < 1 and never == 0, (timer, same)
+    assert 1300 < held < 1800 and held > timer + 600 and holds == 1, (timer, held, holds)

@@ -56,7 +56,7 @@ def _outside(knob: knobs.Knob) -> list[Any]:
     if knob.lt is not None:
         out.append(knob.lt)
     if knob.choices:
-        out.append(max(knob.choices) + 1)
+        out.append(max(knob.choices) + 1 if isinstance(knob.default, (int, float)) else "xx")
     return out
 
 
@@ -96,7 +96,7 @@ def test_a_value_just_outside_the_range_is_refused_by_wire_and_engine(model, gro
 
 def test_engine_dataclasses_keep_their_fields_and_positional_order():
     assert [f.name for f in dataclasses.fields(GenerationParams)] == [
-        "max_new_tokens", "temperature", "top_p", "top_k", "length_penalty"]
+        "max_new_tokens", "temperature", "top_p", "top_k", "length_penalty", "language"]
     assert [f.name for f in dataclasses.fields(VadSettings)] == [
         "threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms",
         "end_of_turn"]   # the engine's own (not a wire knob): "semantic" | "silence"
@@ -147,7 +147,8 @@ PAGE_KNOBS = {
                              **{n: (knobs.VAD, n) for n in knobs.VAD.names() if n != "threshold"},
                              **{n: (knobs.HALF_DUPLEX_GENERATION, n) for n in knobs.HALF_DUPLEX_GENERATION.names()},
                              "timeout_s": (knobs.HALF_DUPLEX_SESSION, "timeout_s")},
-    "duplex-page.js": {n: (knobs.DUPLEX, n) for n in knobs.DUPLEX.names() if n != "sample_rate"},
+    "duplex-page.js": {**{n: (knobs.DUPLEX, n) for n in knobs.DUPLEX.names() if n != "sample_rate"},
+                       "chunk_ms": (knobs.DUPLEX_PAGE, "chunk_ms")},   # our pages' shorter unit
 }
 # page script -> its HTML form
 PAGE_HTML = {"pages/turnbased.js": "turnbased.html", "pages/half_duplex.js": "half_duplex.html",

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from omniserve.protocol import realtime as rt
 from omniserve.telephony_audio import decode_input, encode_output
@@ -68,6 +69,18 @@ def test_turn_detection_null_is_manual_and_semantic_vad_maps_to_silence():
     assert cfg.turn_detection is not None and cfg.turn_detection.silence_duration_ms == 300
     # an update without turn_detection keeps it
     assert rt.apply_session(cfg, rt.SessionIn.model_validate({"instructions": "x"})).turn_detection == cfg.turn_detection
+
+
+def test_transcription_language_is_kept_and_only_english_or_chinese():
+    ga = rt.apply_session(rt.SessionConfig(), rt.SessionIn.model_validate(
+        {"audio": {"input": {"transcription": {"model": "whisper-1", "language": "zh"}}}}))
+    beta = rt.apply_session(rt.SessionConfig(), rt.SessionIn.model_validate(
+        {"input_audio_transcription": {"model": "whisper-1", "language": "zh"}}))
+    assert ga.language == beta.language == "zh" and ga.transcription_model == "whisper-1"
+    off = rt.apply_session(ga, rt.SessionIn.model_validate({"audio": {"input": {"transcription": None}}}))
+    assert off.language == "" and off.transcription_model is None
+    with pytest.raises(ValidationError, match="language"):
+        rt.SessionIn.model_validate({"input_audio_transcription": {"language": "fr"}})
 
 
 @pytest.mark.parametrize("session, text", [

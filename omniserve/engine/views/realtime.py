@@ -11,9 +11,10 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..api import Event, GenerationParams, Listener, Message, Tool, ToolChoice, VadSettings, Voice
+from ..api import EngineInputError, Event, GenerationParams, Listener, Message, Tool, ToolChoice, VadSettings, Voice
 from ..backends.base import Backend
 from ..checks import check_audio, check_vad
+from ...knobs import LANGUAGE
 from .chat import ChatSessionView
 
 MAX_TURN_S = 120.0     # one user turn to transcribe (a client's commit of more is refused)
@@ -29,8 +30,10 @@ class RealtimeSessionView:
     def listener(self, vad: VadSettings) -> Listener:
         return self._b.listener(check_vad(vad))
 
-    def transcribe(self, pcm16k: np.ndarray) -> str:
-        return self._b.transcribe(check_audio(pcm16k, what="input audio", max_seconds=MAX_TURN_S))
+    def transcribe(self, pcm16k: np.ndarray, language: str = "", instructions: str = "") -> str:
+        if language not in LANGUAGE.choices:
+            raise EngineInputError(LANGUAGE.problem("language", language) or "")
+        return self._b.transcribe(check_audio(pcm16k, what="input audio", max_seconds=MAX_TURN_S), language, instructions)
 
     def reply(self, messages: Sequence[Message], *, generation: GenerationParams = GenerationParams(),
               voice: Optional[Voice] = None, stop: Optional[threading.Event] = None,

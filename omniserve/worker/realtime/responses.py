@@ -242,7 +242,7 @@ class Responder:
 
     def _stream(self, r: Response, messages: list[Message]) -> AsyncGenerator[Event, None]:
         cfg = r.cfg
-        gen = GenerationParams(temperature=cfg.temperature)
+        gen = GenerationParams(temperature=cfg.temperature, language=cfg.language)
         if cfg.max_output_tokens is not None:
             gen.max_new_tokens = cfg.max_output_tokens
         voice = self.voice if cfg.audio_out else None

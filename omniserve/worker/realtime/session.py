@@ -354,7 +354,8 @@ class RealtimeConnection(StreamingConnection):
         assert view is not None
         if pcm.size > MAX_BUFFER_S * SAMPLE_RATE:
             pcm = pcm[-int(MAX_BUFFER_S * SAMPLE_RATE):]
-        return (await asyncio.to_thread(view.transcribe, pcm)).strip()
+        cfg = self.cfg_rt
+        return (await asyncio.to_thread(view.transcribe, pcm, cfg.language, cfg.instructions)).strip()
 
     # ------------------------------------------------------------------ items and responses
     async def _item_create(self, ev: ItemCreate) -> None:

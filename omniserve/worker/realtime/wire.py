@@ -37,7 +37,9 @@ class RealtimeWire:
                   "interrupt_response": t.interrupt_response}
         tools = [{"type": "function", "name": f.name, "description": f.description, "parameters": f.parameters}
                  for f in cfg.tools]
-        tr = {"model": cfg.transcription_model} if cfg.transcription_model else None
+        tr: Optional[dict[str, Any]] = {"model": cfg.transcription_model} if cfg.transcription_model else None
+        if tr is not None and cfg.language:
+            tr["language"] = cfg.language
         choice: Any = cfg.tool_choice
         if choice not in ("auto", "none", "required") and not self.beta:    # beta names the function as a string
             choice = {"type": "function", "name": choice}

@@ -53,5 +53,6 @@ class EmbeddedBackend:
     def listener(self, vad: VadSettings) -> VadSegmenter:
         return self.cascade.segmenter(vad)
 
-    def transcribe(self, pcm16k: np.ndarray) -> str:
-        return self.cascade.transcribe(pcm16k, fast=TURN_ASR_FAST).strip()
+    def transcribe(self, pcm16k: np.ndarray, language: str = "", instructions: str = "") -> str:
+        lang = self.cascade.language(language, instructions)
+        return self.cascade.transcribe(pcm16k, fast=TURN_ASR_FAST, language=lang).strip()

@@ -12,6 +12,7 @@ duplex caption can run while a reply is spoken.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -19,7 +20,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from omniserve.config import EngineSettings, LLMSettings
-from omniserve.engine.api import GenerationParams, VadSettings, Voice
+from omniserve.engine.api import END_OF_TURN_MODES, GenerationParams, VadSettings, Voice
 from omniserve.engine.checks import DEFAULT_SYSTEM, check_audio
 
 from .components.base import EndOfTurnModel, ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
@@ -34,6 +35,9 @@ EAGER_CHECK_MS = 300       # an "eager" VAD asks the end-of-turn model after thi
 
 SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three short, plain spoken "
                 "sentences. No markdown, lists, headings, emojis, code, or symbols.")
+LANGUAGES = ("auto", "en", "zh")          # engine.language (knobs.LANGUAGE adds "": the engine decides)
+AUTO_LANGUAGES = ("en", "zh")             # what "auto" tells apart
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 MEDIA_NOTE = ("Pictures and videos the user attaches reach you as descriptions in parentheses, made by a "
               "camera reader; treat them as what you see and answer from them.")
 
@@ -47,8 +51,9 @@ class Parts:
     speaker: Speaker
     vision: ImageDescriber
     turn: Optional[EndOfTurnModel] = None    # Smart Turn (engine.smart_turn); None = the silence timer only
-    turn_mode: str = "silence"              # engine.end_of_turn: a VAD's default (silence | semantic | eager)
+    turn_mode: str = "words"                # engine.end_of_turn: a VAD's default (api.END_OF_TURN_MODES)
     turn_max_silence_ms: int = 1600
+    language: str = "auto"                  # engine.language: a session's language when it names none
 
 
 def load_parts(settings: EngineSettings) -> Parts:
@@ -73,10 +78,13 @@ def load_parts(settings: EngineSettings) -> Parts:
         from .components.turn import SmartTurn
 
         turn = SmartTurn()
-    if settings.end_of_turn not in ("silence", "semantic", "eager"):
-        raise ValueError(f"engine.end_of_turn must be silence, semantic or eager, not {settings.end_of_turn!r}")
+    if settings.end_of_turn not in END_OF_TURN_MODES:
+        raise ValueError(f"engine.end_of_turn must be one of {', '.join(END_OF_TURN_MODES)}, "
+                         f"not {settings.end_of_turn!r}")
+    if settings.language not in LANGUAGES:
+        raise ValueError(f"engine.language must be one of {', '.join(LANGUAGES)}, not {settings.language!r}")
     return Parts(SileroVAD(), asr, fast, lm, speaker, VisionDescriber(), turn, settings.end_of_turn,
-                 settings.turn_max_silence_ms)
+                 settings.turn_max_silence_ms, settings.language)
 
 
 def make_lm(settings: LLMSettings, *, threads: int, cache_dir: Optional[str]) -> TextLM:
@@ -109,10 +117,23 @@ class Cascade:
         self._vision_lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading
-    def transcribe(self, pcm16k: np.ndarray, *, fast: bool = False) -> str:
+    def language(self, requested: str, system_prompt: str = "") -> str:
+        """A session's language: the client's, else "auto" for a system prompt written in Chinese,
+        else ``engine.language``."""
+        if requested:
+            return requested
+        return "auto" if _HAN.search(system_prompt or "") else self.parts.language
+
+    def transcribe(self, pcm16k: np.ndarray, *, fast: bool = False, language: str = "en") -> str:
+        """The words of ``pcm16k`` in ``language`` ("en": ``fast`` picks Whisper tiny.en; "zh" and
+        "auto" — English or Chinese, whichever it sounds like — need the multilingual model)."""
         pcm = check_audio(pcm16k)
         with self._asr_lock:
-            return (self.parts.fast_asr if fast else self.parts.asr).transcribe(pcm)
+            if language == "en":
+                return (self.parts.fast_asr if fast else self.parts.asr).transcribe(pcm, language="en")
+            if language == "auto":
+                return self.parts.asr.hear(pcm, AUTO_LANGUAGES)[0]
+            return self.parts.asr.transcribe(pcm, language=language)
 
     def describe_image(self, data: bytes) -> str:
         data = check_image(data)
@@ -168,14 +189,18 @@ class Cascade:
     # ------------------------------------------------------------------ speech
     def segmenter(self, vad: VadSettings) -> VadSegmenter:
         p = self.parts
-        mode = vad.end_of_turn or p.turn_mode
+        mode = self.turn_mode(vad)
         return VadSegmenter(p.vad.fork(), threshold=vad.threshold,
                             min_speech_duration_ms=vad.min_speech_duration_ms,
                             min_silence_duration_ms=vad.min_silence_duration_ms,
                             speech_pad_ms=vad.speech_pad_ms,
-                            end_of_turn=p.turn if mode != "silence" else None,
+                            end_of_turn=p.turn if mode in ("semantic", "eager") else None,
                             turn_check_ms=EAGER_CHECK_MS if mode == "eager" else None,
                             turn_max_silence_ms=p.turn_max_silence_ms)
+
+    def turn_mode(self, vad: VadSettings) -> str:
+        """How the session's turns end (``api.END_OF_TURN_MODES``): the VAD's own, else the engine's."""
+        return vad.end_of_turn or self.parts.turn_mode
 
     def vad_stream(self) -> VoiceActivityModel:
         return self.parts.vad.fork()

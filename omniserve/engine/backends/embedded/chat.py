@@ -21,7 +21,8 @@ from .tools import ToolCallParser, call_text, template_calls, template_tools
 
 def chat_reply(c: Cascade, messages: Sequence[Message], params: GenerationParams, voice: Optional[Voice],
                stop: threading.Event, tools: Sequence[Tool] = (), tool_choice: ToolChoice = "auto") -> Iterator[Event]:
-    encoded = [encode(c, m, stop) for m in messages]
+    language = params.language or "auto"      # a chat's audio is read by the multilingual model anyway
+    encoded = [encode(c, m, stop, language) for m in messages]
     if stop.is_set():
         return
     offered = [] if tool_choice == "none" else [t for t in tools if tool_choice in ("auto", "required", t.name)]

@@ -24,7 +24,8 @@ class EncodedMessage:
     heard: str = ""            # what the message's audio said, if it had audio
 
 
-def encode(c: Cascade, message: Message, stop: Optional[threading.Event] = None) -> EncodedMessage:
+def encode(c: Cascade, message: Message, stop: Optional[threading.Event] = None, language: str = "auto") -> EncodedMessage:
+    """``language``: of the audio (``Cascade.transcribe``); "auto" tells English from Chinese."""
     spoken_words = not any(isinstance(i, Text) and str(i.text).strip() for i in message.items)
     parts: list[str] = []
     heard: list[str] = []
@@ -36,11 +37,11 @@ def encode(c: Cascade, message: Message, stop: Optional[threading.Event] = None)
         elif isinstance(item, Image):
             parts.append(f"(Attached picture: {c.describe_image(item.data)})")
         elif isinstance(item, Audio):
-            said = c.transcribe(check_audio(item.pcm, item.sample_rate, what=f"audio item {k + 1}"))
+            said = c.transcribe(check_audio(item.pcm, item.sample_rate, what=f"audio item {k + 1}"), language=language)
             heard.append(said)
             parts.append(said if spoken_words else f'(Audio clip that says: "{said}")' if said else "(Audio clip without speech)")
         elif isinstance(item, Video):
-            text, said = _video(c, item)
+            text, said = _video(c, item, language)
             heard.append(said)
             parts.append(text)
         else:
@@ -48,14 +49,14 @@ def encode(c: Cascade, message: Message, stop: Optional[threading.Event] = None)
     return EncodedMessage(message.role, "\n".join(p for p in parts if p).strip(), " ".join(h for h in heard if h))
 
 
-def _video(c: Cascade, item: Video) -> tuple[str, str]:
+def _video(c: Cascade, item: Video, language: str) -> tuple[str, str]:
     video = split_video(item.data, max_frames=max(2, min(8, 2 * int(item.stack_frames or 1))))
     seen: list[str] = []
     for t, jpeg in video.frames:
         d = c.describe_image(jpeg)
         if not seen or not seen[-1].endswith(d):
             seen.append(f"at {t:.0f} s: {d}")
-    said = c.transcribe(video.audio) if video.audio is not None else ""
+    said = c.transcribe(video.audio, language=language) if video.audio is not None else ""
     text = f"(Attached video, {video.duration_s:.0f} s. Frames {'; '.join(seen)}."
     text += f' Its audio says: "{said}")' if said else " No speech in its audio.)"
     return text, said

@@ -28,13 +28,15 @@ from .cascade import Cascade
 from .chat import stream_reply
 from .conversation import Conversation
 from .lm import PrefillStats
+from .components.unfinished import sounds_unfinished
 from .reply import SpokenReply
 
 SPECULATE_MS = 96           # silence after speech that starts the speculative reply
 PREROLL_CHUNKS = 3          # audio kept from before speech_start (the segmenter pads inside it)
 CONTEXT_SLACK = 64          # tokens kept free besides max_new_tokens when the window slides
-# Turns are transcribed with the fast ASR (Whisper tiny.en): it halves the end of speech → first
-# audio latency (bench/engine.py). False = use engine.asr_model (Whisper base).
+# An English-only session ("en") transcribes its turns with the fast ASR (Whisper tiny.en); False =
+# engine.asr_model (Whisper base) for those too. "auto" and "zh" sessions need Whisper base: read
+# in a short window it is about as fast (bench/answers.py).
 TURN_ASR_FAST = True
 
 
@@ -51,7 +53,7 @@ class _Speculation:
 
         def before() -> bool:
             try:
-                self.heard = c.transcribe(audio, fast=TURN_ASR_FAST).strip()
+                self.heard = c.transcribe(audio, fast=TURN_ASR_FAST, language=s.language).strip()
                 if not self.heard:
                     return False
                 self.conv.add("user", self.heard)
@@ -81,9 +83,12 @@ class EmbeddedVoiceSession:
         self.c = c
         self.params = params
         self.voice = voice
+        self.language = c.language(params.language, prompt)
         self.budget = c.n_ctx - int(params.max_new_tokens) - CONTEXT_SLACK
         self.conv = Conversation(c.system_prompt(prompt, spoken=voice is not None))
         self.segmenter = c.segmenter(vad)
+        if c.turn_mode(vad) != "silence":
+            self.segmenter.hold = self._words_unfinished
         self.speculation_hits = 0
         self._spec: Optional[_Speculation] = None
         self._dropped: list[SpokenReply] = []  # cancelled speculations, until their threads end
@@ -126,6 +131,12 @@ class EmbeddedVoiceSession:
                 if stop.is_set():
                     return
 
+    def _words_unfinished(self) -> bool:
+        """The VAD's second judge: the speculation (started at ``SPECULATE_MS`` of silence) has
+        heard the turn, and its words stop where a sentence cannot ("I'd like to go to")."""
+        spec = self._spec
+        return spec is not None and sounds_unfinished(spec.heard)      # "" until it has heard
+
     def _drop_speculation(self) -> None:
         if self._spec is not None:
             self._spec.cancel()
@@ -160,7 +171,7 @@ class EmbeddedVoiceSession:
                 spec.cancel()
                 self._forget(spec)
         if reply is None:
-            heard = self.c.transcribe(segment, fast=TURN_ASR_FAST).strip()
+            heard = self.c.transcribe(segment, fast=TURN_ASR_FAST, language=self.language).strip()
             if not heard:
                 raise EngineInputError("no words were recognized in this speech segment")
             self.conv.add("user", heard)

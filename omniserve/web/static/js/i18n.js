@@ -11,6 +11,11 @@ let lang = "en";
 
 export function currentLang() { return lang; }
 
+/** The spoken language a voice session asks for (generation/config ``language``): the page's own
+ * setting if the user chose one, else "auto" (English or Chinese, per turn) when the page is in
+ * Chinese, else "" (the server's default). */
+export function speechLanguage(chosen) { return chosen || (lang === "zh" ? "auto" : ""); }
+
 function pickLang() {
   const saved = loadJSON("lang", null);
   if (saved && saved in LANGS) return saved;

@@ -1,11 +1,12 @@
 /**
  * System-prompt presets from /api/presets for one mode: a <select> that fills the prompt
  * textarea. Accepts a list or a {mode: [...]} map; each preset has id, name and the prompt text
- * (system_prompt | prompt | text). Also reads /api/frontend_defaults for an initial prompt.
+ * (system_prompt | prompt | text). Also reads /api/frontend_defaults for an initial prompt; a page
+ * shown in Chinese starts from the mode's Chinese preset.
  */
 import { api, asList } from "./api.js";
 import { h, fill } from "./dom.js";
-import { t } from "./i18n.js";
+import { currentLang, t } from "./i18n.js";
 
 const MODE_ALIASES = {
   turnbased: ["turnbased", "chat", "turn_based"],
@@ -57,8 +58,10 @@ export class PresetPicker {
       const d = await frontendDefaults();
       const key = this.mode === "turnbased" ? "chat" : this.mode;   // /api/frontend_defaults calls it "chat"
       const prompt = d && (d[key]?.system_prompt ?? d[this.mode]?.system_prompt);
+      // a page shown in Chinese starts from a preset written in Chinese (the reply follows its language)
+      const native = currentLang() === "zh" ? this.presets.find((p) => /[\u4e00-\u9fff]/.test(presetText(p))) : null;
       const first = this.presets[0];
-      const text = typeof prompt === "string" && prompt ? prompt : first ? presetText(first) : "";
+      const text = native ? presetText(native) : typeof prompt === "string" && prompt ? prompt : first ? presetText(first) : "";
       if (text) { this.textarea.value = text; this.textarea.dispatchEvent(new Event("change")); }
     }
     const match = this.presets.find((p) => presetText(p).trim() === this.textarea.value.trim());

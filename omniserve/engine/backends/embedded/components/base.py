@@ -6,7 +6,7 @@ All audio in is float32 mono 16 kHz; TTS output is float32 mono 24 kHz.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -27,6 +27,8 @@ class EndOfTurnModel(Protocol):
 class SpeechRecognizer(Protocol):
     def transcribe(self, pcm16k: np.ndarray, *, language: Optional[str] = "en",
                    initial_prompt: Optional[str] = None) -> str: ...
+    # (text, language): the likeliest of ``languages`` picked from the audio, then transcribed in it
+    def hear(self, pcm16k: np.ndarray, languages: Sequence[str] = ("en", "zh")) -> tuple[str, str]: ...
 
 
 @dataclass

@@ -8,7 +8,7 @@ calls — the same protocol as silero's own ``OnnxWrapper``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -117,6 +117,11 @@ class VadSegmenter:
         self.turn_recheck = int(TURN_RECHECK_MS * SAMPLE_RATE / 1000)   # a "not yet" is asked again after this
         self.turn_checks = 0                       # model calls so far (diagnostics, tests)
         self.last_turn_p: Optional[float] = None   # the last call's P(complete)
+        # a second judge, from the words (``unfinished.sounds_unfinished`` on the turn's transcript,
+        # asked by the session that has one): True holds a pause the timer or the model would
+        # end, up to ``turn_cap``; it can only lengthen a pause
+        self.hold: Optional[Callable[[], bool]] = None
+        self.holds = 0                             # pauses held by it (diagnostics, tests)
         self.reset()
 
     def reset(self) -> None:
@@ -131,6 +136,7 @@ class VadSegmenter:
         self.speaking = False                      # SpeechStarted emitted, SpeechEnded not yet
         self.last_prob = 0.0
         self.last_segment_ms: Optional[tuple[float, float]] = None   # (start, end) of the last padded segment in the stream
+        self._held_at: Optional[int] = None        # the last pause ``hold`` lengthened
         self._asked_at: Optional[int] = None       # the pause (its first silent sample) the model heard
         self._asks = 0                             # how often it was asked about that pause
         self._complete = False
@@ -209,12 +215,22 @@ class VadSegmenter:
         return events
 
     def _turn_over(self, silence: int) -> bool:
-        """Whether ``silence`` samples after speech end the turn: the silence timer alone, or with an
-        end-of-turn model its verdict (asked once per pause, at ``turn_check``) and ``turn_cap``."""
-        if self.end_of_turn is None:
-            return silence >= self.min_silence
+        """Whether ``silence`` samples after speech end the turn: the silence timer, or with an
+        end-of-turn model its verdict (asked once per pause, at ``turn_check``) — either held while
+        ``hold`` says the words are unfinished — and, whatever they say, ``turn_cap``."""
         if silence >= self.turn_cap:
             return True
+        if not self._sound_over(silence):
+            return False
+        if self.hold is not None and self.hold():
+            if self._held_at != self._temp_end:
+                self._held_at, self.holds = self._temp_end, self.holds + 1
+            return False
+        return True
+
+    def _sound_over(self, silence: int) -> bool:
+        if self.end_of_turn is None:
+            return silence >= self.min_silence
         if silence < self.turn_check:
             return False
         due = 1 + (silence - self.turn_check) // self.turn_recheck if self.turn_recheck else 1

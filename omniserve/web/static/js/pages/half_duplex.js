@@ -6,7 +6,7 @@
 import { initPage, notify, clearNotice, markReady } from "../layout.js";
 import { keyReady, mountKeyField } from "../access.js";
 import { $ } from "../dom.js";
-import { t } from "../i18n.js";
+import { speechLanguage, t } from "../i18n.js";
 import { Settings } from "../settings.js";
 import { ServiceSocket } from "../ws.js";
 import { QueueView } from "../queue-view.js";
@@ -20,7 +20,8 @@ import { setupVoicePage, openMic, showState } from "../voice-page.js";
 const CHUNK = 8000;  // 0.5 s at 16 kHz (PROTOCOL.md)
 const settings = new Settings("half_duplex", {
   system_prompt: "", tts: true, vad_threshold: 0.8, min_speech_duration_ms: 128, min_silence_duration_ms: 800,
-  speech_pad_ms: 30, max_new_tokens: 256, temperature: 0.7, length_penalty: 1.1, timeout_s: 180, start_delay_ms: 120,
+  speech_pad_ms: 30, max_new_tokens: 256, temperature: 0.7, length_penalty: 1.1, language: "", timeout_s: 180,
+  start_delay_ms: 120,
 });
 
 const s = {
@@ -72,7 +73,8 @@ function prepareMessage(ref) {
         threshold: settings.get("vad_threshold"), min_speech_duration_ms: settings.get("min_speech_duration_ms"),
         min_silence_duration_ms: settings.get("min_silence_duration_ms"), speech_pad_ms: settings.get("speech_pad_ms"),
       },
-      generation: { max_new_tokens: settings.get("max_new_tokens"), length_penalty: settings.get("length_penalty"), temperature: settings.get("temperature") },
+      generation: { max_new_tokens: settings.get("max_new_tokens"), length_penalty: settings.get("length_penalty"),
+        temperature: settings.get("temperature"), language: speechLanguage(settings.get("language")) },
       tts: { enabled: settings.get("tts") },
       session: { timeout_s: settings.get("timeout_s") },
     },

@@ -463,7 +463,8 @@ def test_a_bad_camera_frame_is_an_input_error_and_the_session_goes_on(runs):
 
 @pytest.mark.parametrize("caption,content", [("Yeah.", 0), ("Uh-uh. Okay!", 0), ("I see, got it.", 0),
                                              ("Mm-hmm, right", 0), ("No, wait.", 2), ("I see, but why?", 2),
-                                             ("Kill them.", 2)])
+                                             ("Kill them.", 2), ("嗯，对对对。", 0), ("好的好的", 0),
+                                             ("不是，等一下", 4), ("是的，不过", 2)])
 def test_backchannel_words_and_phrases_are_not_counted(caption, content):
     from omniserve.engine.backends.embedded.duplex.overlap import Verdict, content_words, judge
     assert content_words(caption) == content

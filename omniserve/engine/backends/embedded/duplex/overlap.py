@@ -22,8 +22,8 @@ import re
 from enum import Enum
 from typing import Optional
 
-from .tuning import (BACKCHANNEL_END_MS, BACKCHANNEL_PHRASES, BACKCHANNEL_WORDS, BARGE_IN_MS, BARGE_IN_WORDS,
-                     OUT_SAMPLES_PER_MS, WORDS_MIN_MS)
+from .tuning import (BACKCHANNEL_END_MS, BACKCHANNEL_HAN, BACKCHANNEL_PHRASES, BACKCHANNEL_WORDS, BARGE_IN_MS,
+                     BARGE_IN_WORDS, OUT_SAMPLES_PER_MS, WORDS_MIN_MS)
 from .utterance import UtteranceTracker
 
 
@@ -34,11 +34,15 @@ class Verdict(Enum):
 
 
 def content_words(text: str) -> int:
-    """Words of ``text`` that are not backchannel words or phrases."""
+    """Words of ``text`` that are not backchannel words or phrases (a Chinese character is a word)."""
     words = " ".join(w for w in re.findall(r"[a-z0-9'-]+", text.lower()) if w.strip("'-"))
     for phrase in BACKCHANNEL_PHRASES:
         words = re.sub(rf"\b{re.escape(phrase)}\b", " ", words)
-    return sum(w not in BACKCHANNEL_WORDS for w in words.split())
+    han = sum(ch not in BACKCHANNEL_HAN for ch in _HAN.findall(text))
+    return han + sum(w not in BACKCHANNEL_WORDS for w in words.split())
+
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def judge(voiced_ms: float, silence_ms: float, words: str) -> Verdict:

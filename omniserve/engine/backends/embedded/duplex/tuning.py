@@ -32,6 +32,9 @@ BACKCHANNEL_END_MS = 320                   # silence that ends speech over a rep
 BACKCHANNEL_WORDS = frozenset("""yeah yes yep yup ya yah ok okay right sure mm mhm mmhm hm hmm mm-hm mm-hmm mm-mm
     uh-huh uh-uh uh huh um ah oh wow aha alright cool nice great""".split())
 BACKCHANNEL_PHRASES = ("i see", "got it", "of course", "i know", "that's right", "uh huh")   # not counted either
+# Chinese has no spaces: each character counts as a word, except these backchannel characters
+# (嗯 对 好的 是的 哦 啊 …: "对对对", "好的好的" are backchannels; "不是", "等一下" are not)
+BACKCHANNEL_HAN = frozenset("嗯对好的是哦啊呀哈唔呃噢喔行")
 # A unit with nothing to hand out while the reply is still being made waits this share of chunk_ms
 # (at most WAIT_MAX_MS) for it, so audio goes out as soon as it exists, not a unit later.
 WAIT_SHARE = 0.7

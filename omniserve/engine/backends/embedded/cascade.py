@@ -12,7 +12,6 @@ duplex caption can run while a reply is spoken.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -24,6 +23,7 @@ from omniserve.engine.api import END_OF_TURN_MODES, GenerationParams, VadSetting
 from omniserve.engine.checks import DEFAULT_SYSTEM, check_audio
 
 from .components.base import EndOfTurnModel, ImageDescriber, SamplingParams, SpeechRecognizer, VoiceActivityModel
+from .components.text import HAN
 from .components.vad import VadSegmenter
 from .lm import PrefillStats, TextLM
 from .media import check_image
@@ -37,7 +37,6 @@ SPOKEN_STYLE = ("Your words are spoken aloud by a voice: answer in one to three 
                 "sentences. No markdown, lists, headings, emojis, code, or symbols.")
 LANGUAGES = ("auto", "en", "zh")          # engine.language (knobs.LANGUAGE adds "": the engine decides)
 AUTO_LANGUAGES = ("en", "zh")             # what "auto" tells apart
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 MEDIA_NOTE = ("Pictures and videos the user attaches reach you as descriptions in parentheses, made by a "
               "camera reader; treat them as what you see and answer from them.")
 
@@ -122,7 +121,7 @@ class Cascade:
         else ``engine.language``."""
         if requested:
             return requested
-        return "auto" if _HAN.search(system_prompt or "") else self.parts.language
+        return "auto" if HAN.search(system_prompt or "") else self.parts.language
 
     def transcribe(self, pcm16k: np.ndarray, *, fast: bool = False, language: str = "en") -> str:
         """The words of ``pcm16k`` in ``language`` ("en": ``fast`` picks Whisper tiny.en; "zh" and

@@ -19,6 +19,8 @@ from pypinyin import Style, lazy_pinyin
 from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
 from pypinyin.seg.mmseg import seg as _phrases
 
+from .text import HAN
+
 _TONES = {"1": "→", "2": "↗", "3": "↓", "4": "↘", "5": ""}
 _INITIALS = {
     "b": "p", "p": "pʰ", "m": "m", "f": "f", "d": "t", "t": "tʰ", "n": "n", "l": "l", "g": "k", "k": "kʰ",
@@ -47,7 +49,6 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _DIGITS = "零一二三四五六七八九"
 _IN_NUMBER = set(_DIGITS + "十第")
-_HANZI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # 2 before these reads 两 (两个, 两点); elsewhere 二
 _LIANG_BEFORE = set("个只位件条张次种本块头台辆双对岁天周年小分秒点千万亿")
 
@@ -141,7 +142,7 @@ def _words(text: str) -> list[str]:
     words: list[list[tuple[str, str]]] = []
     for i, part in enumerate(text.split("|")):
         for word in [part] if i % 2 else _phrases.cut(part):     # odd parts: one number each
-            chars = [c for c in word if _HANZI.match(c)]
+            chars = [c for c in word if HAN.match(c)]
             pys = lazy_pinyin(word, style=Style.TONE3, neutral_tone_with_five=True, errors="ignore")
             if pys:
                 words.append(list(zip(chars, pys)) if len(chars) == len(pys) else [("", p) for p in pys])

@@ -61,14 +61,17 @@ def _speakable(ch: str) -> bool:
     return ch in "\n'"
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Chinese characters (CJK unified ideographs, extension A, compatibility ideographs): the one
+# definition the engine's language decisions share.
+HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+HAN = re.compile(f"[{HAN_RANGES}]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 
 def is_mainly_chinese(text: str) -> bool:
     """True when Chinese characters carry the text: a Chinese character weighs about three Latin
     letters (one syllable), so "我叫Tom" is Chinese and "I love 北京 in spring" is not."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(HAN.findall(text))
     return cjk > 0 and 3 * cjk >= len(_LATIN.findall(text))
 
 
@@ -102,14 +105,14 @@ def normalize_for_speech(text: str) -> str:
 
 _SENTENCE_END = re.compile(r"([.!?;:…]+[\"')\]]*)(\s+|$)|\n+"
                            # Chinese: full-width ends need no space; ASCII ones count before a Chinese character
-                           r"|[。！？；：]+[”’」』）\"')\]]*|[.!?;:…]+(?=[\u3400-\u4dbf\u4e00-\u9fff])")
-_CLAUSE_END = re.compile(r"(,)(\s+)|，|,(?=[\u3400-\u4dbf\u4e00-\u9fff])")
+                           r"|[。！？；：]+[”’」』）\"')\]]*|[.!?;:…]+(?=[" + HAN_RANGES + "])")
+_CLAUSE_END = re.compile(r"(,)(\s+)|，|,(?=[" + HAN_RANGES + "])")
 _CJK_WEIGHT = 3            # a Chinese character is a syllable: about three Latin letters of speech
 
 
 def speech_length(text: str) -> int:
     """Length in Latin-letter equivalents: a Chinese character counts ``_CJK_WEIGHT``."""
-    return len(text) + (_CJK_WEIGHT - 1) * len(_CJK.findall(text))
+    return len(text) + (_CJK_WEIGHT - 1) * len(HAN.findall(text))
 
 
 class SentenceSplitter:
@@ -179,7 +182,7 @@ class SentenceSplitter:
             return length
         n = 0
         for i, ch in enumerate(buf):
-            n += _CJK_WEIGHT if _CJK.match(ch) else 1
+            n += _CJK_WEIGHT if HAN.match(ch) else 1
             if n > length:
                 return max(i, 1)
         return len(buf)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from .text import HAN
+
 # Only words that (almost) never end an utterance: "in", "on", "it", "can", "do" end many ("turn it
 # on", "yes I can"), so they are not here.
 _EN_OPEN = frozenset("""
@@ -42,7 +44,7 @@ def sounds_unfinished(text: str) -> bool:
     t = t.rstrip(".。")
     if not t:
         return False
-    if "\u4e00" <= t[-1] <= "\u9fff":
+    if HAN.match(t[-1]):
         return t.endswith(_ZH_OPEN)
     words = _EN_WORD.findall(t.lower())
     return bool(words) and words[-1] in _EN_OPEN

@@ -22,6 +22,7 @@ import re
 from enum import Enum
 from typing import Optional
 
+from ..components.text import HAN
 from .tuning import (BACKCHANNEL_END_MS, BACKCHANNEL_HAN, BACKCHANNEL_PHRASES, BACKCHANNEL_WORDS, BARGE_IN_MS,
                      BARGE_IN_WORDS, OUT_SAMPLES_PER_MS, WORDS_MIN_MS)
 from .utterance import UtteranceTracker
@@ -38,11 +39,8 @@ def content_words(text: str) -> int:
     words = " ".join(w for w in re.findall(r"[a-z0-9'-]+", text.lower()) if w.strip("'-"))
     for phrase in BACKCHANNEL_PHRASES:
         words = re.sub(rf"\b{re.escape(phrase)}\b", " ", words)
-    han = sum(ch not in BACKCHANNEL_HAN for ch in _HAN.findall(text))
+    han = sum(ch not in BACKCHANNEL_HAN for ch in HAN.findall(text))
     return han + sum(w not in BACKCHANNEL_WORDS for w in words.split())
-
-
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def judge(voiced_ms: float, silence_ms: float, words: str) -> Verdict:

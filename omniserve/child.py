@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+from pydantic import ValidationError
+
+from .protocol.worker import WorkerHealth, WorkerStatus
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -125,7 +128,7 @@ class Child:
     # ------------------------------------------------------------------ health
     def poll_health(self, client: httpx.Client, timeout_s: float) -> None:
         """Any HTTP answer counts as alive; a 200 with a JSON object also updates ``body``."""
-        if not self.running():
+        if not self.running() or not self.spec.health_url:  # no URL (redis): watched for exit only
             return
         try:
             r = client.get(self.spec.health_url, headers=self.spec.headers, timeout=timeout_s)
@@ -147,12 +150,21 @@ class Child:
         return now - (self.last_answer or self.spawned_at)
 
     def label(self) -> str:
-        """For the progress display: starting | restarting | the worker's own status."""
+        """For the progress display: starting | restarting | the worker's own status (loading,
+        idle, error, busy_chat …), with its free slots when it has several ("idle 2/3 free");
+        "?" when its /health is not a ``WorkerHealth``."""
         if self.restart_at is not None:
             return "restarting"
         if self.last_answer is None:
             return "starting"
-        return str(self.body.get("worker_status") or "?")
+        try:
+            h = WorkerHealth.model_validate(self.body)
+        except ValidationError:
+            return "?"
+        status = h.worker_status.value
+        if h.slots_total > 1 and h.worker_status not in (WorkerStatus.LOADING, WorkerStatus.ERROR):
+            return f"{status} {h.slots_free}/{h.slots_total} free"
+        return status
 
     # ------------------------------------------------------------- lifecycle
     def schedule_restart(self, now: float) -> float:

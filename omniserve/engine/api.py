@@ -168,6 +168,10 @@ class Capabilities:
     camera: bool = False                   # duplex with camera frames (omni)
     media: tuple[str, ...] = ("text",)     # chat item types read: "text", "image", "audio", "video"
     voice_cloning: bool = False            # speaks with the reference voice itself
+    # sessions one loaded engine serves at once (the worker's slots are capped by it): 1 while the
+    # engine holds one session's state (one active view, one conversation, one decoder); more only
+    # for a backend whose sessions are independent (e.g. each one a stream to a remote server)
+    max_sessions: int = 1
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 import numpy as np
 
@@ -20,13 +20,25 @@ from .views import ChatSessionView, DuplexSessionView, HalfDuplexSessionView, Re
 View = Union[ChatSessionView, HalfDuplexSessionView, DuplexSessionView, RealtimeSessionView]
 
 
-def make_backend(settings: EngineSettings) -> Backend:
-    """The backend named by ``engine.backend``: one package under ``backends/`` each."""
-    if settings.backend == "embedded":
+class BackendType(Protocol):
+    """A backend's class: what it serves is known before it loads anything."""
+    capabilities: Capabilities
+
+    def __call__(self, settings: EngineSettings) -> Backend: ...
+
+
+def backend_type(name: str) -> BackendType:
+    """The backend named ``name`` (``engine.backend``): one package under ``backends/`` each.
+    Importing it loads no model (the worker reads ``capabilities`` before the engine loads)."""
+    if name == "embedded":
         from .backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(settings)
-    raise ValueError(f"unknown engine backend {settings.backend!r}; choose one of {ENGINE_BACKENDS}")
+        return EmbeddedBackend
+    raise ValueError(f"unknown engine backend {name!r}; choose one of {ENGINE_BACKENDS}")
+
+
+def make_backend(settings: EngineSettings) -> Backend:
+    return backend_type(settings.backend)(settings)
 
 
 class UnifiedProcessor:

@@ -26,6 +26,8 @@ class StatusOut(BaseModel):
     queue_length: int
     max_queue_size: int
     running_tasks: int
+    total_slots: int = 0           # sessions all workers can serve at once (a worker has 1 or more slots)
+    free_slots: int = 0
 
 
 class WorkerOut(BaseModel):
@@ -40,6 +42,11 @@ class WorkerOut(BaseModel):
     paused: bool = False
     cached_prefix_hashes: int = 0
     last_health_s_ago: Optional[float] = None
+    slots_total: int = 1           # sessions it serves at once; request_type … describe its first busy slot
+    slots_free: int = 0
+    slots: list[str] = Field(default_factory=list)   # each slot's status
+    backend: Optional[str] = None
+    registered: bool = False       # it registered itself (forgotten without heartbeats), not on the command line
 
 
 class QueueItemOut(BaseModel):
@@ -57,6 +64,7 @@ class RunningTaskOut(BaseModel):
     session_id: Optional[str] = None
     elapsed_s: float
     estimated_remaining_s: float
+    slot: int = 0
 
 
 class QueueOut(BaseModel):
@@ -187,22 +195,11 @@ class RefAudioUpload(_Body):
         return v
 
 
-# ------------------------------------------------------------------- workers
-
-class WorkerRegister(_Body):
-    url: str = Field(min_length=1, max_length=512)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        v = v.strip().rstrip("/")
-        if not (v.startswith("http://") or v.startswith("https://")):
-            raise ValueError("url must start with http:// or https://")
-        return v
-
-
 # ------------------------------------------------------------------- sessions
 
 class CommentIn(_Body):
     text: str = Field(min_length=1, max_length=4000)
     rating: Optional[int] = Field(None, ge=1, le=5)
+
+
+COMMENT_BODY_BYTES = 64 * 1024     # the most a CommentIn takes as JSON (4000 characters, escapes included)

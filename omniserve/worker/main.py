@@ -51,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from ..ws_server import AbortableWebSocketProtocol
 
+    try:
+        app = create_app(settings)
+    except ValueError as e:       # settings that cannot work (e.g. a public_url the gateway cannot register)
+        print(f"omniserve worker: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     # ws: uvicorn's default (websockets-sansio, flow-controlled) plus an abort for stuck peers
-    uvicorn.run(create_app(settings), host=w.host, port=w.port, log_level=args.log_level,
+    uvicorn.run(app, host=w.host, port=w.port, log_level=args.log_level,
                 ws=AbortableWebSocketProtocol, ws_max_size=biggest_frame(w),
                 ws_ping_interval=20.0, ws_ping_timeout=60.0)
     return 0

@@ -62,7 +62,9 @@ async def test_failed_engine_load_leaves_worker_in_error_and_it_registers(tmp_pa
                 break
             await asyncio.sleep(0.1)
         path, auth, body = _FakeGateway.calls[0]
-        assert path == "/api/workers/register" and auth == "Bearer s3cret" and body == {"url": h.base}
+        # a protocol.worker.WorkerRegister: its URL, the heartbeat's TTL and its slots
+        assert path == "/api/workers/register" and auth == "Bearer s3cret"
+        assert body == {"url": h.base, "ttl_s": 90.0, "slots": 1}, body
     finally:
         stop_worker(h)
         gw.shutdown()

@@ -1,10 +1,16 @@
 """A zero-compute test worker that speaks the worker protocol (for gateway scheduling tests only).
 
-It serves ``/health`` like a real worker (worker_status, cached_prefix_hashes, …) and the three
-WebSocket endpoints with configurable delays, and records a digest of every frame it received
-(``GET /debug/received``) so tests can check what the gateway forwarded, byte for byte.
+It serves ``/health`` shaped exactly like a real worker's (``protocol.worker.WorkerHealth``, plus
+``sessions_served``) and the three WebSocket endpoints with configurable delays, and records a
+digest of every frame it received (``GET /debug/received``: the latest session's;
+``/debug/received?slot=N``: slot N's latest) so tests can check what the gateway forwarded, byte
+for byte.
 
-    python -m tests.support.fake_worker --port 22490 [--chat-delay 0.5] [--load-delay 2]
+    python -m tests.support.fake_worker --port 22490 [--slots 3] [--chat-delay 0.5] [--load-delay 2]
+
+With ``--slots N`` it serves N sessions at once, like a worker whose backend is a remote server:
+a session names its slot in ``SLOT_HEADER`` (none: any idle slot); a busy slot, or a malformed or
+out-of-range header, is refused ("Worker busy", close 1013) as the real worker does.
 
 Chat prefill costs ``--prefill-per-msg`` seconds per message that is NOT in its cache, so cache
 affinity shows up as saved time; ``prefill_done`` also reports ``cached_messages``.
@@ -18,99 +24,158 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Optional
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from omniserve.protocol import modes
 from omniserve.protocol.affinity import longest_cached_prefix, prefix_hashes
+from omniserve.protocol.worker import (BUSY_STATUSES, MAX_SLOTS, SLOT_HEADER, Capability, SlotHealth, WorkerHealth,
+                                       WorkerStatus, slot_from_header)
+
+DEFAULT_CAPABILITIES = "chat,half_duplex,duplex"   # what this fake serves (no /ws/realtime)
+
+
+@dataclass
+class FakeSlot:
+    index: int
+    status: WorkerStatus = WorkerStatus.IDLE
+    session: Optional[str] = None
+    session_type: Optional[str] = None
+    started_at: Optional[float] = None
+    received: list[dict] = field(default_factory=list)
+
+    def health(self, loading: bool, now: float) -> SlotHealth:
+        busy = self.status in BUSY_STATUSES and self.started_at is not None
+        return SlotHealth(index=self.index, status=WorkerStatus.LOADING if loading else self.status,
+                          session_id=self.session, session_type=self.session_type,
+                          elapsed_s=round(now - self.started_at, 3) if busy else None,
+                          paused=self.status == WorkerStatus.DUPLEX_PAUSED)
 
 
 class FakeWorker:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.started = time.monotonic()
-        self.status = "loading" if args.load_delay > 0 else "idle"
-        self.session: Optional[str] = None
+        self.loading = args.load_delay > 0
+        self.slots = [FakeSlot(i) for i in range(args.slots)]
+        self.capabilities = [Capability(c).value for c in args.capabilities.split(",") if c]
         self.cached: list[str] = []
-        self.received: list[dict] = []
+        self.received: list[dict] = []         # the latest session's frames
         self.sessions_served = 0
 
     # ------------------------------------------------------------------ http
     def health(self) -> dict:
-        if self.status == "loading" and time.monotonic() - self.started >= self.args.load_delay:
-            self.status = "idle"
-        return {"status": "ok", "worker_status": self.status, "model_loaded": self.status != "loading",
-                "current_session_id": self.session, "kv_cache_length": 10 * len(self.cached),
-                "cached_prefix_hashes": self.cached, "index": self.args.index,
-                "sessions_served": self.sessions_served}
+        if self.loading and time.monotonic() - self.started >= self.args.load_delay:
+            self.loading = False
+        now = time.time()
+        slots = [s.health(self.loading, now) for s in self.slots]
+        s0, first = slots[0], self.slots[0]
+        held = s0.status in BUSY_STATUSES
+        busy = [s for s in slots if s.status in BUSY_STATUSES]
+        h = WorkerHealth(worker_status=s0.status, model_loaded=not self.loading, index=self.args.index,
+                         backend="fake", slots_total=len(slots),
+                         slots_free=sum(1 for s in slots if s.status == WorkerStatus.IDLE), slots=slots,
+                         paused=bool(busy) and all(s.paused for s in busy), capabilities=self.capabilities,
+                         cached_prefix_hashes=self.cached, current_session_id=first.session,
+                         kv_cache_length=10 * len(self.cached),
+                         session_started_at=first.started_at if held else None,
+                         session_type=s0.session_type if held else None, elapsed_s=s0.elapsed_s if held else None)
+        return h.model_dump(mode="json") | {"sessions_served": self.sessions_served}
 
     def process_request(self, conn: ServerConnection, request: Request) -> Optional[Response]:
         token = os.environ.get("OMNISERVE_WORKER__TOKEN")
         if token and request.headers.get("Authorization") != f"Bearer {token}":
             return Response(401, "Unauthorized", Headers([("Content-Length", "0")]), b"")
-        if request.path == "/health":
+        url = urlsplit(request.path)
+        if url.path == "/health":
             body = json.dumps(self.health())
-        elif request.path == "/debug/received":
-            body = json.dumps(self.received)
+        elif url.path == "/debug/received":
+            slot = parse_qs(url.query).get("slot")
+            try:
+                body = json.dumps(self.slots[int(slot[0])].received if slot else self.received)
+            except (ValueError, IndexError):
+                return Response(404, "Not Found", Headers([("Content-Length", "0")]), b"")
         else:
             return None
         return Response(200, "OK", Headers([("Content-Type", "application/json"),
                                             ("Content-Length", str(len(body)))]), body.encode())
 
     # -------------------------------------------------------------------- ws
+    def claim(self, header: Optional[str]) -> FakeSlot | str:
+        """The slot this session gets, or why it is refused (the real worker's texts)."""
+        if self.loading:
+            return "Worker loading"
+        try:
+            asked = slot_from_header(header, len(self.slots))
+        except ValueError as e:
+            return f"Worker busy ({e})"
+        if self.args.busy_first > 0:
+            self.args.busy_first -= 1
+            return "Worker busy"
+        wanted = self.slots if asked is None else [self.slots[asked]]
+        free = next((s for s in wanted if s.status == WorkerStatus.IDLE), None)
+        return free if free is not None else "Worker busy"
+
     async def handler(self, ws: ServerConnection) -> None:
         path = ws.request.path
-        if self.status != "idle" or self.args.busy_first > 0:
-            self.args.busy_first -= 1
-            why = "Worker loading" if self.status == "loading" else "Worker busy"
-            await ws.send(json.dumps({"type": "error", "error": why, "message": why}))
+        self.health()                              # notices the end of --load-delay
+        got = self.claim(ws.request.headers.get(SLOT_HEADER))
+        if isinstance(got, str):
+            await ws.send(json.dumps({"type": "error", "error": got, "message": got}))
             await ws.close(1013)
             return
-        self.received = []
-        self.session = path.rsplit("/", 1)[-1]
+        slot = got                                 # claimed before any await: no other session can take it
+        slot.status = WorkerStatus.BUSY_CHAT       # until the path says which mode
+        slot.received = self.received = []
+        slot.session = path.rsplit("/", 1)[-1]
+        slot.started_at = time.time()
         self.sessions_served += 1
         code, reason = 1000, ""
         try:
             if path == "/ws/chat":
-                self.status = "busy_chat"
-                await self.chat(ws)
+                slot.session_type = modes.CHAT.request_type
+                await self.chat(ws, slot)
             elif path.startswith("/ws/half_duplex/"):
-                self.status = "busy_half_duplex"
-                code, reason = await self.session_loop(ws, duplex=False)
+                slot.status, slot.session_type = WorkerStatus.BUSY_HALF_DUPLEX, modes.HALF_DUPLEX.request_type
+                code, reason = await self.session_loop(ws, slot, duplex=False)
             elif path.startswith("/ws/duplex/"):
-                self.status = "duplex_active"
-                code, reason = await self.session_loop(ws, duplex=True)
+                slot.status, slot.session_type = WorkerStatus.DUPLEX_ACTIVE, modes.duplex_variant(slot.session)
+                code, reason = await self.session_loop(ws, slot, duplex=True)
             else:
                 code = 1008
         except ConnectionClosed:
             pass
         finally:
-            self.session = None
+            slot.session = slot.session_type = None
             # like the real worker: idle first, then the socket closes (the gateway trusts that order)
             if self.args.stuck:
-                self.status = "busy_chat"          # never idle again (a stuck engine), never closes
+                slot.status = WorkerStatus.BUSY_CHAT   # never idle again (a stuck engine), never closes
                 await ws.wait_closed()
             else:
                 if self.args.linger:
                     await asyncio.sleep(self.args.linger)
-                self.status = "idle"
+                slot.status, slot.started_at = WorkerStatus.IDLE, None
                 await ws.close(code, reason)
 
-    def note(self, raw: str) -> dict:
+    @staticmethod
+    def note(slot: FakeSlot, raw: str) -> dict:
         try:
             t = json.loads(raw).get("type")
         except ValueError:
             t = None
         d = {"type": t, "len": len(raw), "sha256": hashlib.sha256(raw.encode()).hexdigest()}
-        self.received.append(d)
+        slot.received.append(d)
         return d
 
-    async def chat(self, ws: ServerConnection) -> None:
+    async def chat(self, ws: ServerConnection, slot: FakeSlot) -> None:
         raw = await ws.recv()
-        self.note(raw)
+        self.note(slot, raw)
         req = json.loads(raw)
         msgs = req.get("messages") or []
         hashes = prefix_hashes(msgs)
@@ -129,7 +194,7 @@ class FakeWorker:
                 extra = await asyncio.wait_for(ws.recv(), max(0.0, end - time.monotonic()))
             except asyncio.TimeoutError:
                 break
-            if self.note(extra)["type"] == "stop":
+            if self.note(slot, extra)["type"] == "stop":
                 stopped = True
             else:
                 await ws.send(json.dumps({"type": "error", "error": "Unknown message type"}))
@@ -141,11 +206,11 @@ class FakeWorker:
         await ws.send(json.dumps(done))
         self.cached = prefix_hashes(msgs + [{"role": "assistant", "content": text}])
 
-    async def session_loop(self, ws: ServerConnection, duplex: bool) -> tuple[int, str]:
+    async def session_loop(self, ws: ServerConnection, slot: FakeSlot, duplex: bool) -> tuple[int, str]:
         unit = 0
-        sid = self.session or ""
+        sid = slot.session or ""
         async for raw in ws:
-            d = self.note(raw)
+            d = self.note(slot, raw)
             t = d["type"]
             if t == "prepare":
                 rec = "rec_" + secrets.token_hex(8)
@@ -166,10 +231,10 @@ class FakeWorker:
                                               "audio_sample_rate": 24000, "chunk_index": unit}))
                 unit += 1
             elif t == "pause":
-                self.status = "duplex_paused"
+                slot.status = WorkerStatus.DUPLEX_PAUSED
                 await ws.send(json.dumps({"type": "paused", "timeout": 60}))
             elif t == "resume":
-                self.status = "duplex_active"
+                slot.status = WorkerStatus.DUPLEX_ACTIVE
                 await ws.send(json.dumps({"type": "resumed"}))
             elif t == "stop":
                 await ws.send(json.dumps({"type": "stopped", "session_id": sid}))
@@ -193,11 +258,21 @@ async def amain(args: argparse.Namespace) -> None:
     await asyncio.Future()
 
 
+def slots_arg(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"--slots must be 1 to {MAX_SLOTS}")
+    return n
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int)
     p.add_argument("--ports", help="comma-separated ports: one independent fake worker on each")
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--slots", type=slots_arg, default=1, metavar="N", help=f"sessions served at once (1-{MAX_SLOTS})")
+    p.add_argument("--capabilities", default=DEFAULT_CAPABILITIES,
+                   help=f"comma-separated capabilities advertised in /health (default {DEFAULT_CAPABILITIES})")
     p.add_argument("--chat-delay", type=float, default=0.2, help="seconds between the first chunk and done")
     p.add_argument("--prefill-per-msg", type=float, default=0.0)
     p.add_argument("--load-delay", type=float, default=0.0, help="seconds reported as loading after start")

@@ -13,7 +13,7 @@ outputs are the typed events of ``api`` (``Prefilled``, ``Delta``, ``ReplyDone``
 ``SpeechEnded``) and, in duplex, one ``UnitResult`` per unit. Everything one backend needs on top
 of its models (for the embedded cascade: ASR-to-text, a text conversation, speculation, KV-cache
 tricks) lives in that backend's package; adding a backend means one package under ``backends/``
-and its name in ``config.ENGINE_BACKENDS`` and ``processor.make_backend``. Nothing here knows
+and its name in ``config.ENGINE_BACKENDS`` and ``processor.backend_type``. Nothing here knows
 about WebSockets or the wire.
 """
 from __future__ import annotations

@@ -26,8 +26,13 @@ from .voice_session import TURN_ASR_FAST, EmbeddedVoiceSession
 
 class EmbeddedBackend:
     name = "embedded"
+    # One session at a time, whichever LLM: the cascade's VAD, Smart Turn, Whisper, Piper/Kokoro and
+    # vision models run in this process on the worker's one engine thread, and a session's state
+    # (the conversation, the in-process LLM's KV cache, speculation, duplex turn state) lives in the
+    # one view the processor has active. With ``llm.kind = openai`` only the text generation moves
+    # to the server; a second session would still share (and reset) that state.
     capabilities = Capabilities(chat=True, voice=True, duplex=True, camera=True,
-                                media=("text", "image", "audio", "video"), voice_cloning=False)
+                                media=("text", "image", "audio", "video"), voice_cloning=False, max_sessions=1)
 
     def __init__(self, settings: Optional[EngineSettings] = None, parts: Optional[Parts] = None) -> None:
         self.settings = settings or EngineSettings()

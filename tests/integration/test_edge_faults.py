@@ -1,11 +1,13 @@
 """The gateway's public edge against hostile clients, on a real gateway process (no workers):
 slowloris, foreign Host names and DNS rebinding, oversize bodies, cross-site and rate-limited voice
-uploads, security headers, private file modes, streamed recording uploads and the storage cap."""
+uploads, security headers, private file modes, streamed recording uploads (through the gateway to
+the worker that holds the recording) and the storage cap."""
 from __future__ import annotations
 
 import io
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,7 +15,8 @@ import psutil
 import pytest
 import soundfile as sf
 
-from tests.support.gateway_procs import GatewayProc, start_gateway
+from tests.support.gateway_procs import GatewayProc, Proc, start_gateway
+from tests.support.recordings_worker import start_recordings_worker
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
@@ -29,8 +32,7 @@ def g(tmp_path_factory):
            "OMNISERVE_GATEWAY__EDGE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
            "OMNISERVE_GATEWAY__EDGE__UPLOADS_PER_IP_PER_HOUR": str(UPLOADS_PER_HOUR),
            "OMNISERVE_GATEWAY__EDGE__MAX_VOICES": str(MAX_VOICES),
-           "OMNISERVE_GATEWAY__EDGE__TRUSTED_PROXIES": '["127.0.0.1"]',   # lets the tests speak for many addresses
-           "OMNISERVE_GATEWAY__SESSION_STORAGE_CAP_MB": str(STORAGE_CAP_MB)}
+           "OMNISERVE_GATEWAY__EDGE__TRUSTED_PROXIES": '["127.0.0.1"]'}   # lets the tests speak for many addresses
     gp = start_gateway(tmp_path_factory.mktemp("edge"), [], 0, env, "--public-name", "gw.example")
     yield gp
     gp.stop()
@@ -42,7 +44,7 @@ def c(g):
         yield client
 
 
-def rss(g: GatewayProc) -> int:
+def rss(g: Proc) -> int:
     return psutil.Process(g.proc.pid).memory_info().rss
 
 
@@ -262,8 +264,25 @@ def test_new_data_files_are_private(g, c):
 
 
 # ------------------------------------------------------- streamed recording upload
-def _session(g: GatewayProc, sid: str) -> None:
-    (g.data_dir / "sessions" / sid).mkdir(parents=True, exist_ok=True)
+@pytest.fixture
+def gw_rec(tmp_path):
+    """A gateway whose one worker serves recordings (its own data folder, a 150 MB storage cap)."""
+    token = {"OMNISERVE_WORKER__TOKEN": "wt-edge-" + "y" * 24}
+    w = start_recordings_worker(tmp_path, tmp_path / "worker_data",
+                                {**token, "OMNISERVE_WORKER__SESSION_STORAGE_CAP_MB": str(STORAGE_CAP_MB)})
+    try:
+        gp = start_gateway(tmp_path, [w.url], 0, {"OMNISERVE_GATEWAY__WORKER_TOKEN": token["OMNISERVE_WORKER__TOKEN"]})
+        try:
+            yield gp, w, tmp_path / "worker_data" / "sessions"
+        finally:
+            gp.stop()
+    finally:
+        w.stop()
+
+
+def _session(sessions: Path, sid: str) -> Path:
+    (sessions / sid).mkdir(parents=True, exist_ok=True)
+    return sessions / sid
 
 
 def _body(total: int, first: bytes = b"\x1aE\xdf\xa3"):
@@ -272,27 +291,37 @@ def _body(total: int, first: bytes = b"\x1aE\xdf\xa3"):
         yield b"\0" * MB
 
 
-def test_upload_recording_is_streamed_and_the_storage_cap_holds(g, c):
-    _session(g, "rec_big")
-    before = rss(g)
-    r = c.post("/api/sessions/rec_big/upload-recording", content=_body(100 * MB), headers={"Content-Type": "video/webm"})
-    assert r.status_code == 200, r.text
-    assert r.json() == {"stored": "client_recording.webm", "bytes": 100 * MB}
-    grew = rss(g) - before
-    assert grew < 30 * MB, grew                                 # streamed, never held whole
-    stored = g.data_dir / "sessions" / "rec_big" / "client_recording.webm"
-    assert stored.stat().st_size == 100 * MB and stored.stat().st_mode & 0o777 == 0o600
-    # 100 MB more would pass the 150 MB cap: refused, and nothing half-written stays behind
-    _session(g, "rec_big2")
-    r = c.post("/api/sessions/rec_big2/upload-recording", content=_body(100 * MB), headers={"Content-Type": "audio/webm"})
-    assert r.status_code == 507, r.text
-    assert list((g.data_dir / "sessions" / "rec_big2").iterdir()) == []
-    # what fits still fits; a wrong type is refused from its first bytes
-    assert c.post("/api/sessions/rec_big2/upload-recording", content=_body(2 * MB),
-                  headers={"Content-Type": "audio/webm"}).status_code == 200
-    assert c.post("/api/sessions/rec_big2/upload-recording", content=_body(2 * MB, b"#!/bin/sh\n"),
-                  headers={"Content-Type": "audio/webm"}).status_code == 415
-    assert sorted(p.name for p in (g.data_dir / "sessions" / "rec_big2").iterdir()) == ["client_recording.webm"]
+def test_upload_recording_is_streamed_and_the_storage_cap_holds(gw_rec):
+    """Through the gateway to the worker that holds the recording: streamed on both hops, the
+    worker's storage cap holds, and the gateway's own disk gets nothing."""
+    g, w, sessions = gw_rec
+    big = _session(sessions, "rec_big")
+    before, before_w = rss(g), rss(w)
+    with httpx.Client(base_url=g.url, trust_env=False, timeout=60) as c:
+        r = c.post("/api/sessions/rec_big/upload-recording", content=_body(100 * MB),
+                   headers={"Content-Type": "video/webm"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"stored": "client_recording.webm", "bytes": 100 * MB}
+        grew, grew_w = rss(g) - before, rss(w) - before_w
+        assert grew < 30 * MB and grew_w < 30 * MB, (grew, grew_w)     # streamed, never held whole
+        stored = big / "client_recording.webm"
+        assert stored.stat().st_size == 100 * MB and stored.stat().st_mode & 0o777 == 0o600
+        # 100 MB more would pass the 150 MB cap: refused, and nothing half-written stays behind
+        big2 = _session(sessions, "rec_big2")
+        r = c.post("/api/sessions/rec_big2/upload-recording", content=_body(100 * MB),
+                   headers={"Content-Type": "audio/webm"})
+        assert r.status_code == 507, r.text
+        assert list(big2.iterdir()) == []
+        # what fits still fits; a wrong type is refused from its first bytes
+        assert c.post("/api/sessions/rec_big2/upload-recording", content=_body(2 * MB),
+                      headers={"Content-Type": "audio/webm"}).status_code == 200
+        assert c.post("/api/sessions/rec_big2/upload-recording", content=_body(2 * MB, b"#!/bin/sh\n"),
+                      headers={"Content-Type": "audio/webm"}).status_code == 415
+        assert sorted(p.name for p in big2.iterdir()) == ["client_recording.webm"]
+        # past the edge's cap (gateway.max_upload_recording_bytes) the gateway refuses before the worker sees it
+        assert c.post("/api/sessions/rec_big2/upload-recording", content=_body(201 * MB),
+                      headers={"Content-Type": "audio/webm", "Content-Length": str(201 * MB)}).status_code == 413
+    assert not (g.data_dir / "sessions").exists()
 
 
 # ------------------------------------------------------------ worker registration

@@ -1,16 +1,12 @@
 """In-process checks of the gateway's pure parts: ETA estimates and layout, the wait queue's
-positions, session cleanup by age and size. (No sockets: the scheduling on real processes is in
-test_gateway_queue.py.)"""
+positions. (No sockets: the scheduling on real processes is in test_gateway_queue.py; recording
+cleanup is in test_recordings_remote.py.)"""
 from __future__ import annotations
-
-import os
-import time
 
 import pytest
 
 from omniserve.gateway.eta import OVERRUN_FLOOR_S, EtaEstimator
 from omniserve.gateway.queue import QueueFull, Ticket, WaitQueue
-from omniserve.gateway.sessions import SessionStore
 from omniserve.protocol.rest import EtaConfigUpdate
 
 
@@ -39,35 +35,22 @@ def test_layout_on_soonest_free_worker():
     assert sorted(heap) == [25.0, 30.0]
 
 
-def test_partial_update_persists(tmp_path):
+async def test_partial_update_persists(tmp_path):
     e = EtaEstimator(tmp_path / "eta.json")
-    e.update(EtaConfigUpdate(eta_chat_s=7))
+    await e.update(EtaConfigUpdate(eta_chat_s=7))
     again = EtaEstimator(tmp_path / "eta.json")
     assert again.config.eta_chat_s == 7 and again.config.eta_half_duplex_s == 180
 
 
 async def test_queue_positions_contiguous_after_removals():
     q = WaitQueue(capacity=5)
-    ts = [q.enqueue(Ticket(request_type="chat")) for _ in range(5)]
+    ts = [q.append(Ticket(request_type="chat")) for _ in range(5)]
     assert [t.position for t in ts] == [1, 2, 3, 4, 5]
     with pytest.raises(QueueFull, match=r"Queue full \(5 requests\)"):
-        q.enqueue(Ticket(request_type="chat"))
+        q.append(Ticket(request_type="chat"))
     q.remove(ts[1], "cancelled")
     q.remove(ts[3], "client left")
     q.refresh(everyone=False)
     live = [t for t in ts if t.cancelled is None]
     assert [t.position for t in live] == [1, 2, 3] and all(t.queue_length == 3 for t in live)
     assert ts[1].cancelled == "cancelled" and ts[1].event.is_set()
-
-
-def test_cleanup_by_age_and_size(tmp_path):
-    store = SessionStore(tmp_path / "sessions", 1000, 1000)
-    now = time.time()
-    for i, (age_days, size) in enumerate([(20, 10), (5, 600), (2, 600), (1, 100)]):
-        d = tmp_path / "sessions" / f"s{i}"
-        d.mkdir(parents=True)
-        (d / "a.bin").write_bytes(b"x" * size)
-        os.utime(d, (now - age_days * 86400, now - age_days * 86400))
-    removed = store.cleanup(retention_s=14 * 86400, cap_bytes=1000, now=now)
-    left = sorted(p.name for p in (tmp_path / "sessions").iterdir())
-    assert removed == 2 and left == ["s2", "s3"]   # s0 too old; s1 the oldest over the cap

@@ -1,11 +1,13 @@
 """Through the gateway to a REAL embedded worker, one test per mode: chat, half-duplex, duplex.
 
 Uses the shared ``real_worker`` of tests/integration/conftest.py (models load once per test run)
-and a gateway sharing its data folder, so the recording is served by the gateway's session API.
+and a gateway with a data folder of its own: the recording is served through the gateway's session
+API by the worker that made it.
 Skipped with a clear reason when the worker package is absent.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def gw(idle, tmp_path):
-    g = start_gateway(tmp_path, [idle.base], 1, data_dir=idle.data_dir)
+    g = start_gateway(tmp_path, [idle.base], 1)
     yield g
     g.stop()
 
@@ -80,7 +82,7 @@ async def test_audio_duplex_through_gateway(gw, idle):
                               "config": {"force_listen_count": 1, "chunk_ms": 1000}}))
     prepared = (await recv_until(ws, "prepared", 60))[-1]
     assert prepared["prompt_length"] > 0
-    await ws.send(json.dumps({"type": "client_diagnostic", "note": "gateway test"}))  # kept by the gateway
+    await ws.send(json.dumps({"type": "client_diagnostic", "note": "gateway test"}))  # kept with the recording
     pcm = np.concatenate([piper_speech("Hello, how are you today?"), silence(3.0)])
     results = []
     for c in chunks(pcm, 16000):
@@ -91,5 +93,11 @@ async def test_audio_duplex_through_gateway(gw, idle):
     assert results[0]["is_listen"] is True
     await ws.send(json.dumps({"type": "stop"}))
     assert (await recv_until(ws, "stopped", 30))[-1]["type"] == "stopped"
-    diag = list(gw.data_dir.rglob("client_diagnostics.jsonl"))
-    assert diag and "gateway test" in diag[0].read_text()
+    url = f"{gw.url}/api/sessions/{prepared['recording_session_id']}/assets/client_diagnostics.jsonl"
+    for _ in range(50):          # the gateway hands diagnostics to the worker off the relay's path
+        r = httpx.get(url, trust_env=False, timeout=10)
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert r.status_code == 200 and "gateway test" in r.text
+    assert not list(gw.data_dir.rglob("client_diagnostics.jsonl"))

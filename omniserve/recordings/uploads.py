@@ -1,10 +1,10 @@
 """What clients write to disk: a budget for all of it (uploads, comments, diagnostics), a file
 written in pieces, and the browser recording built on it.
 
-``StorageBudget`` keeps a running total of the bytes under the session folders: measured once
-(lazily, from a thread), then moved by every write the gateway makes, and set again from the
-periodic cleanup walk (which also sees what workers recorded). A write that would pass the cap is
-refused before it reaches the disk.
+``StorageBudget`` keeps a running total of the bytes under the recording folders: measured once
+(lazily, from a thread), then moved by every client write the store makes, and set again from the
+periodic cleanup walk (which also sees what the worker recorded). A write that would pass the cap
+is refused before it reaches the disk.
 
 ``StreamedFile`` writes into a private temp file in the destination folder, checking its own cap
 and the budget on every piece, and is renamed into place only when complete. ``RecordingUpload`` checks a recording's type from

@@ -135,7 +135,7 @@ class WaiterBuffer:
 def abort_transport(ws: WebSocket) -> None:
     """Drop the TCP connection under ``ws`` at once (``ws_server``'s abort; with another uvicorn
     WebSocket implementation only the bounded close attempt is made)."""
-    fn = abort_function(ws.scope)
+    fn = abort_function(dict(ws.scope) if not isinstance(ws.scope, dict) else ws.scope)
     if fn is not None:
         fn()
 
@@ -156,6 +156,7 @@ class ClientSide:
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self.dropped = False             # we dropped it (not reading, flooding)
+        self.refused = False             # we refused it (``refuse``)
         self.on_gone: Optional[Callable[[], None]] = None
         self.task: Optional[asyncio.Task] = None
 
@@ -216,6 +217,7 @@ class ClientSide:
 
     async def refuse(self, text: str, code: int) -> None:
         """``error`` then close ``code``; the client counts as gone."""
+        self.refused = True
         await self.send(self.error_frame(text))
         await self.close(code)
         self._left(code)

@@ -4,6 +4,8 @@
   camera for this origin only; on every HTTP response, errors included.
 - ``HostGuard`` — the Host allow-list (``auth.HostPolicy``) for pages, REST and WebSocket
   handshakes (HTTP 421 / 400, a refused handshake is HTTP 403), and the Origin rule for WebSockets.
+  ``/metrics`` passes under any Host: it needs a token, and a Prometheus server names its targets
+  by address (docs/metrics.md).
 - ``BodyCap`` — a body cap per route class, by ``Content-Length`` at once (413) and by counting
   streamed bytes, so no route ever receives more than its cap and nothing is buffered first.
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from ..config import GatewaySettings
+from ..metrics_common import METRICS_PATH
 from .auth import HostPolicy
 from .clients import RateLimiter, client_ip, rate_key
 
@@ -111,7 +114,7 @@ class HostGuard:
             else:
                 await send({"type": "websocket.close", "code": 1008})   # before accept: HTTP 403
             return
-        if host_ok:
+        if host_ok or scope.get("path") == METRICS_PATH:   # token-guarded; scrapers name us by address
             await self.app(scope, receive, send)
         elif host is None:
             await _plain(send, 400, "a Host header is required")

@@ -5,7 +5,8 @@ it opens to a worker. Without a valid token an HTTP request gets ``401`` and a W
 handshake is refused before it is accepted (``403``: an ASGI ``websocket.close`` before
 ``accept``). The check is ASGI middleware in front of the whole app, so no route (present or
 future) can be reached without it. A worker bound beyond loopback must have a token
-(``main.run`` refuses to start otherwise).
+(``main.run`` refuses to start otherwise). ``GET /metrics`` also takes ``worker.metrics_token``
+(a Prometheus server need not hold the worker token).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ipaddress
 from typing import Any, Awaitable, Callable, Optional
 
 from ..config import WorkerSettings
+from ..metrics_common import METRICS_PATH
 from ..tokens import bearer_ok
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -45,13 +47,16 @@ def _authorization(scope: dict) -> Optional[str]:
 class RequireToken:
     """ASGI middleware: pass a request on only when it carries ``Bearer <token>``."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, metrics_token: Optional[str] = None) -> None:
         self.app = app
         self.token = token
+        self.metrics_token = metrics_token or ""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope.get("type")
-        if kind not in ("http", "websocket") or bearer_ok(_authorization(scope), self.token):
+        auth = _authorization(scope)
+        scrape = kind == "http" and scope.get("path") == METRICS_PATH and bearer_ok(auth, self.metrics_token)
+        if kind not in ("http", "websocket") or bearer_ok(auth, self.token) or scrape:
             await self.app(scope, receive, send)
             return
         if kind == "http":

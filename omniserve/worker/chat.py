@@ -52,7 +52,7 @@ class ChatConnection(Connection):
             "tts": {"enabled": req.tts.enabled, "ref_audio": ref is not None}})
         record_request(self.rec, msgs)
         self.spawn_reader(self._read_controls())
-        observe = Observers[ChatEvent](ChatTimeline(self.rec),
+        observe = Observers[ChatEvent](ChatTimeline(self.rec), self.metrics.chat(self.request_type),
                                        ChatWire(self.send, streaming=req.streaming, recording_id=self.rec.id))
         try:
             reply = await self._generate(observe, req, msgs, ref)

@@ -62,7 +62,8 @@ class DuplexConnection(StreamingConnection):
 
     async def main(self) -> str:
         self.open_recording(label=self.session_id, variant=self.request_type)
-        self.observe = Observers(DuplexTimeline(self.rec), DuplexWire(self.send))
+        self.observe = Observers(DuplexTimeline(self.rec), self.metrics.duplex(self.request_type),
+                                 DuplexWire(self.send))
         return await self.run()
 
     # ------------------------------------------------------------------- reader
@@ -135,6 +136,7 @@ class DuplexConnection(StreamingConnection):
         try:
             res = await self.engine.call(view.unit, u.pcm, frames or None, u.force_listen)
         except (EngineInputError, EngineBackendError) as e:
+            self.metrics.engine_error(e)
             await self.send_error(str(e))
             return
         measured_ms = (time.monotonic() - t0) * 1000

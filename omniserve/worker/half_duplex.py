@@ -46,7 +46,8 @@ class HalfDuplexConnection(StreamingConnection):
 
     async def main(self) -> str:
         self.open_recording(label=self.session_id)
-        self.observe = Observers(HalfDuplexTimeline(self.rec), HalfDuplexWire(self.send))
+        self.observe = Observers(HalfDuplexTimeline(self.rec), self.metrics.voice(self.request_type),
+                                 HalfDuplexWire(self.send))
         return await self.run()
 
     # ------------------------------------------------------------------- reader
@@ -109,6 +110,7 @@ class HalfDuplexConnection(StreamingConnection):
                         await self._end_turn(reply)
                         reply = None
         except (EngineInputError, EngineBackendError) as e:
+            self.metrics.engine_error(e)
             await self.send_error(str(e))
             if reply is not None and reply.pre is None:
                 reply = None             # nothing was answered ("no words were recognized"): no turn

@@ -14,8 +14,8 @@ STEPS=7
 step() { printf '\n\033[1m==> [%s/%s] %s\033[0m\n' "$1" "$STEPS" "$2"; }
 pipq() { .venv/bin/pip "$@" 2>&1 | grep -v '^WARNING: Location' || true; test "${PIPESTATUS[0]}" -eq 0; }
 
-step 1 "Debian packages (espeak-ng, ffmpeg, sox, chromium, chromium-driver)"
-APT_PKGS="espeak-ng ffmpeg sox chromium chromium-driver libsndfile1"
+step 1 "Debian packages (espeak-ng, ffmpeg, sox, chromium, chromium-driver, redis-server)"
+APT_PKGS="espeak-ng ffmpeg sox chromium chromium-driver libsndfile1 redis-server"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -z "$missing" ]; then echo "all present"

@@ -1,21 +1,19 @@
-"""API keys (admin-managed, long-lived) and ephemeral tokens (short-lived, minted with a key).
+"""API keys: admin-managed, long-lived (``ephemeral``: the short-lived tokens minted with them;
+``key_auth``: what a WebSocket handshake must show).
 
 An API key is ``osk_`` + 32 random bytes (``secrets.token_urlsafe``). Only its SHA-256 is kept,
 in ``<data_dir>/api_keys.json`` (mode 0600, written to a temp file and renamed into place); the
 secret is shown once, in the answer to its creation. A key is checked by hashing what the client
 sent and comparing that with every stored hash in constant time (``hmac.compare_digest``).
 
-An ephemeral token is ``ek_`` + 32 random bytes, held in memory only (a restarted gateway forgets
-them), valid until it expires (``gateway.ephemeral_token_ttl_s``), any number of times within
-that lifetime. A token dies with the key that minted it: revoking the key refuses its tokens too.
-
-When ``gateway.require_keys`` is on, a WebSocket handshake needs ``Authorization: Bearer <key or
-token>`` or ``?token=<ephemeral token>`` (a long-lived key is never accepted in a URL); where the
-caller passes the offered subprotocols, also ``openai-insecure-api-key.<ephemeral token>``, the way
-OpenAI's browser clients send a token (again never a long-lived key).
+With ``gateway.redis_url`` (several gateways, docs/scaling.md) the keys' records live in a shared
+map that every gateway mirrors (``state.shared``): creating or revoking a key on one gateway holds
+on all of them within a second, and checking a key never waits on Redis. ``last_used_at`` is
+written there in the background, at most every ``USE_WRITE_EVERY_S`` per key and gateway.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,25 +22,25 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional
+
+from .state.link import StateUnavailable
+from .state.shared import MapFull, SharedMap, SharedMaps
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "osk_"
 TOKEN_PREFIX = "ek_"
-TOKEN_SUBPROTOCOL = "openai-insecure-api-key."   # a browser's token as a WebSocket subprotocol (OpenAI clients)
-MAX_TOKEN_TTL_S = 600.0
-MAX_TOKENS = 100_000          # live ephemeral tokens held at once (expired ones are pruned first)
-_MAX_SECRET_LEN = 200
+MAX_SECRET_LEN = 200
+USE_WRITE_EVERY_S = 10.0      # shared state: a key's last_used_at reaches Redis at most this often per gateway
 
 
 class TooManyKeys(Exception):
     """The configured number of API keys exists already (HTTP 409)."""
 
 
-def _hash(secret: str) -> str:
+def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -51,11 +49,11 @@ def bearer(authorization: Optional[str]) -> Optional[str]:
     if not authorization or not authorization.startswith("Bearer "):
         return None
     v = authorization[7:].strip()
-    return v if v and len(v) <= _MAX_SECRET_LEN else None
+    return v if v and len(v) <= MAX_SECRET_LEN else None
 
 
 class ApiKeyStore:
-    def __init__(self, path: Path, max_keys: int) -> None:
+    def __init__(self, path: Path, max_keys: int, shared: Optional[SharedMaps] = None) -> None:
         self._path = path
         self.max_keys = max(0, int(max_keys))
         self._keys: list[dict] = []
@@ -67,6 +65,36 @@ class ApiKeyStore:
                         self._keys.append(k)
             except Exception as e:
                 log.warning("ignoring %s: %s", path, e)
+        self._shared = shared
+        self._map: Optional[SharedMap] = None       # shared state: the records, id -> _record(k)
+        self._used: Optional[SharedMap] = None      # and id -> last_used_at (no notices: reloads spread it)
+        self._used_sent: dict[str, float] = {}
+        if shared is not None:      # the file is the first view only; the shared map rules from now on
+            self._map = shared.map("api_keys", self._changed, {k["id"]: _record(k) for k in self._keys})
+            self._used = shared.map("api_keys_used", self._used_changed, notify=False, seed={
+                k["id"]: repr(k["last_used_at"]) for k in self._keys if k.get("last_used_at")})
+
+    def _changed(self, data: dict[str, str]) -> None:
+        """The shared map changed: its records, with the latest use known here or there."""
+        old = {k["id"]: k for k in self._keys}
+        keys = []
+        for key_id, raw in data.items():
+            try:
+                r = json.loads(raw)
+                k = {"id": key_id, "name": str(r["name"]), "hash": str(r["hash"]),
+                     "created_at": float(r["created_at"])}
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring API key %s in Redis: not a key record", key_id)
+                continue
+            shared_use = self._used.data.get(key_id) if self._used is not None else None
+            k["last_used_at"] = _latest(old.get(key_id, {}).get("last_used_at"), shared_use)
+            keys.append(k)
+        self._keys = sorted(keys, key=lambda k: k["created_at"])
+        self._used_sent = {i: t for i, t in self._used_sent.items() if i in data}
+
+    def _used_changed(self, data: dict[str, str]) -> None:
+        for k in self._keys:
+            k["last_used_at"] = _latest(k.get("last_used_at"), data.get(k["id"]))
 
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -84,19 +112,44 @@ class ApiKeyStore:
     def list(self) -> list[dict]:
         return [self.view(k) for k in self._keys]
 
-    def create(self, name: str) -> dict:
-        """The new key's view plus ``key``, the secret (the only time it is seen)."""
-        with self._lock:
-            if len(self._keys) >= self.max_keys:
-                raise TooManyKeys(f"at most {self.max_keys} API keys; revoke one first")
-            secret = KEY_PREFIX + secrets.token_urlsafe(32)
-            k = {"id": "key_" + secrets.token_hex(8), "name": name, "hash": _hash(secret),
-                 "created_at": round(time.time(), 3), "last_used_at": None}
-            self._keys.append(k)
-            self._save()
+    async def create(self, name: str) -> dict:
+        """The new key's view plus ``key``, the secret (the only time it is seen). ``TooManyKeys``;
+        ``StateUnavailable`` when the shared map is unreachable."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        k: dict[str, Any] = {"id": "key_" + secrets.token_hex(8), "name": name, "hash": secret_hash(secret),
+                             "created_at": round(time.time(), 3), "last_used_at": None}
+        if self._map is None:
+            await asyncio.to_thread(self._create_in_file, k)
+        else:
+            try:
+                await self._map.write({k["id"]: _record(k)}, cap=self.max_keys)
+            except MapFull:
+                raise TooManyKeys(self._too_many()) from None
         return {**self.view(k), "key": secret}
 
-    def revoke(self, key_id: str) -> bool:
+    def _too_many(self) -> str:
+        return f"at most {self.max_keys} API keys; revoke one first"
+
+    def _create_in_file(self, k: dict) -> None:
+        with self._lock:
+            if len(self._keys) >= self.max_keys:
+                raise TooManyKeys(self._too_many())
+            self._keys.append(k)
+            self._save()
+
+    async def revoke(self, key_id: str) -> bool:
+        """False for an unknown key; ``StateUnavailable`` when the shared map is unreachable."""
+        if self._map is None or self._used is None:
+            return await asyncio.to_thread(self._revoke_in_file, key_id)
+        if not await self._map.write(delete=[key_id]):
+            return False
+        try:
+            await self._used.write(delete=[key_id])
+        except StateUnavailable:
+            pass        # an orphan "last used" entry is harmless
+        return True
+
+    def _revoke_in_file(self, key_id: str) -> bool:
         with self._lock:
             kept = [k for k in self._keys if k["id"] != key_id]
             if len(kept) == len(self._keys):
@@ -114,76 +167,43 @@ class ApiKeyStore:
 
     def check(self, secret: Optional[str]) -> Optional[str]:
         """The id of the key ``secret`` is, or None. Every stored hash is compared (constant time);
-        ``last_used_at`` is kept in memory and written with the next change to the file."""
+        ``last_used_at`` is kept in memory and written with the next change to the file (shared
+        state: to Redis in the background, at most every ``USE_WRITE_EVERY_S``)."""
         if not secret or not secret.startswith(KEY_PREFIX):
             return None
-        h = _hash(secret).encode()
+        h = secret_hash(secret).encode()
         found: Optional[dict] = None
         for k in self._keys:
             if hmac.compare_digest(h, k["hash"].encode()):
                 found = k
         if found is None:
             return None
-        found["last_used_at"] = round(time.time(), 3)
+        now = found["last_used_at"] = round(time.time(), 3)
+        if self._shared is not None and now - self._used_sent.get(found["id"], 0.0) >= USE_WRITE_EVERY_S:
+            self._used_sent[found["id"]] = now
+            self._shared.spawn(self._write_use(found["id"], now))
         return found["id"]
 
-
-@dataclass
-class _Token:
-    expires_at: float
-    key_id: Optional[str]       # None: minted with the admin token
-
-
-class EphemeralTokens:
-    """Short-lived tokens in memory: value -> expiry and the key that minted it."""
-
-    def __init__(self, keys: ApiKeyStore, ttl_s: float) -> None:
-        self.keys = keys
-        self.ttl_s = max(1.0, min(float(ttl_s), MAX_TOKEN_TTL_S))
-        self._tokens: dict[str, _Token] = {}
-
-    def mint(self, key_id: Optional[str], ttl_s: Optional[float] = None) -> tuple[str, int]:
-        """(token, expires_at in Unix seconds); ``ttl_s`` may only shorten the configured lifetime."""
-        now = time.time()
-        if len(self._tokens) >= MAX_TOKENS:
-            self._tokens = {v: t for v, t in self._tokens.items() if t.expires_at > now}
-            while len(self._tokens) >= MAX_TOKENS:
-                self._tokens.pop(next(iter(self._tokens)))
-        ttl = self.ttl_s if ttl_s is None else max(1.0, min(float(ttl_s), self.ttl_s))
-        value = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        t = _Token(expires_at=now + ttl, key_id=key_id)
-        self._tokens[value] = t
-        return value, int(t.expires_at)
-
-    def check(self, value: Optional[str]) -> bool:
-        if not value or not value.startswith(TOKEN_PREFIX):
-            return False
-        t = self._tokens.get(value)        # a dict lookup: the value is 256 random bits, no timing to learn
-        if t is None:
-            return False
-        if t.expires_at <= time.time() or (t.key_id is not None and not self.keys.exists(t.key_id)):
-            self._tokens.pop(value, None)
-            return False
-        return True
+    async def _write_use(self, key_id: str, t: float) -> None:
+        try:
+            if self._used is not None:
+                await self._used.write({key_id: repr(t)})
+        except StateUnavailable:
+            pass        # only the "last used" column: a later use writes it
 
 
-class KeyAuth:
-    """What the WebSocket endpoints ask when ``gateway.require_keys`` is on."""
+def _record(k: dict) -> str:
+    """A key as stored in the shared map (its id is the field)."""
+    return json.dumps({"name": k["name"], "hash": k["hash"], "created_at": k["created_at"]})
 
-    def __init__(self, keys: ApiKeyStore, tokens: EphemeralTokens, admin_ok) -> None:
-        self.keys = keys
-        self.tokens = tokens
-        self._admin_ok = admin_ok
 
-    def handshake_ok(self, authorization: Optional[str], query_token: Optional[str],
-                     subprotocols: Sequence[str] = ()) -> bool:
-        cred = bearer(authorization)
-        if cred is not None:
-            return (self.tokens.check(cred) or self.keys.check(cred) is not None
-                    or self._admin_ok(authorization))
-        # in a URL or a subprotocol only an ephemeral token: a long-lived key would end up in logs
-        # and histories
-        if query_token is not None:
-            return self.tokens.check(query_token)
-        offered = next((p for p in subprotocols if p.startswith(TOKEN_SUBPROTOCOL)), None)
-        return offered is not None and self.tokens.check(offered[len(TOKEN_SUBPROTOCOL):])
+def _latest(*times: Optional[float | str]) -> Optional[float]:
+    """The latest of these times (Unix seconds; as stored, or None when unknown)."""
+    seen = []
+    for t in times:
+        try:
+            if t is not None:
+                seen.append(float(t))
+        except ValueError:
+            pass
+    return max(seen) if seen else None

@@ -2,11 +2,11 @@
 OpenAI's GA path, and the beta ``/v1/realtime/sessions``: an API key or the admin token).
 
 Minting is rate-limited per client address before the key is even checked (so guessing keys is
-limited too); the admin token is not limited. See ``keys`` for what is stored and how it is checked.
+limited too); the admin token is not limited. See ``keys`` and ``ephemeral`` for what is stored and
+how it is checked; with ``gateway.redis_url`` a write that cannot reach Redis is HTTP 503.
 """
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Optional
 
@@ -45,14 +45,14 @@ def add_key_routes(app: FastAPI, gw: Gateway) -> None:
         gw.auth.require(request)
         body = _validate(ApiKeyCreate, await request.body())
         try:
-            return await asyncio.to_thread(gw.keys.create, body.name.strip() or "key")   # writes api_keys.json
+            return await gw.keys.create(body.name.strip() or "key")   # writes api_keys.json (or the shared map)
         except TooManyKeys as e:
             raise HTTPException(409, str(e)) from None
 
     @app.delete("/api/admin/keys/{key_id}")
     async def keys_revoke(key_id: str, request: Request) -> dict:
         gw.auth.require(request)
-        if not await asyncio.to_thread(gw.keys.revoke, key_id):
+        if not await gw.keys.revoke(key_id):
             raise HTTPException(404, "no such API key")
         return {"revoked": True, "id": key_id}
 
@@ -85,7 +85,7 @@ def add_key_routes(app: FastAPI, gw: Gateway) -> None:
             # the answer's session is a realtime one: never claim a kind of session we do not serve
             raise HTTPException(400, f"session.type {session.get('type')!r} is not supported (only 'realtime')")
         ttl = body.expires_after.seconds if body.expires_after else None
-        value, expires_at = gw.tokens.mint(key_id, ttl)
+        value, expires_at = await gw.tokens.mint(key_id, ttl)
         model = session.get("model")
         return {"value": value, "expires_at": expires_at,
                 "session": session_view(model if isinstance(model, str) else None, expires_at)}
@@ -95,7 +95,7 @@ def add_key_routes(app: FastAPI, gw: Gateway) -> None:
         key_id = authorise(request)
         body = _validate(BetaSessionRequest, await request.body())
         after = body.client_secret.expires_after if body.client_secret else None
-        value, expires_at = gw.tokens.mint(key_id, after.seconds if after else None)
+        value, expires_at = await gw.tokens.mint(key_id, after.seconds if after else None)
         v = session_view(body.model, expires_at)
         return {"id": v["id"], "object": v["object"], "model": v["model"], "modalities": ["audio", "text"],
                 "client_secret": {"value": value, "expires_at": expires_at}}

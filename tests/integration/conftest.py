@@ -195,3 +195,15 @@ async def idle(worker: WorkerHandle) -> WorkerHandle:
         await _OPEN.pop().close()
     assert hl["worker_status"] == "idle", f"worker not idle after the test: {hl}"
     assert hl["current_session_id"] is None
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on a free loopback port for the module (``tests/support/redis_server.py``:
+    ``.url``, ``.kill()``, ``.restart()``); skipped only where redis-server is not installed."""
+    from tests.support.redis_server import available, running_redis
+
+    if not available():
+        pytest.skip("redis-server is not installed (apt-get install redis-server; setup.sh installs it)")
+    with running_redis(tmp_path_factory.mktemp("redis")) as r:
+        yield r

@@ -16,7 +16,9 @@ from openai.types.beta.realtime.session_create_response import SessionCreateResp
 from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
 from websockets.exceptions import InvalidStatus
 
-from omniserve.gateway.keys import ApiKeyStore, EphemeralTokens, KeyAuth
+from omniserve.gateway.ephemeral import EphemeralTokens
+from omniserve.gateway.key_auth import KeyAuth
+from omniserve.gateway.keys import ApiKeyStore
 from tests.support.gateway_procs import start_fake_worker, start_gateway
 
 TTL_S = 3
@@ -277,27 +279,27 @@ async def test_keys_not_required_by_default(tmp_path):
         w.stop()
 
 
-def test_key_auth_rules(tmp_path):
+async def test_key_auth_rules(tmp_path):
     """``KeyAuth`` in process, as the WebSocket endpoints ask it, with the subprotocol form that
     OpenAI's browser clients use (``openai-insecure-api-key.<token>``)."""
     store = ApiKeyStore(tmp_path / "api_keys.json", 5)
     tokens = EphemeralTokens(store, 60)
     auth = KeyAuth(store, tokens, lambda a: a == "Bearer admin-token")
-    k = store.create("x")
-    tok, _ = tokens.mint(k["id"])
-    assert auth.handshake_ok(f"Bearer {k['key']}", None)
-    assert auth.handshake_ok(f"Bearer {tok}", None)
-    assert auth.handshake_ok("Bearer admin-token", None)
-    assert auth.handshake_ok(None, tok)
-    assert auth.handshake_ok(None, None, ["realtime", f"openai-insecure-api-key.{tok}"])
+    k = await store.create("x")
+    tok, _ = await tokens.mint(k["id"])
+    assert await auth.handshake_ok(f"Bearer {k['key']}", None)
+    assert await auth.handshake_ok(f"Bearer {tok}", None)
+    assert await auth.handshake_ok("Bearer admin-token", None)
+    assert await auth.handshake_ok(None, tok)
+    assert await auth.handshake_ok(None, None, ["realtime", f"openai-insecure-api-key.{tok}"])
     # a long-lived key only in a header
-    assert not auth.handshake_ok(None, k["key"])
-    assert not auth.handshake_ok(None, None, ["realtime", f"openai-insecure-api-key.{k['key']}"])
-    assert not auth.handshake_ok(None, None) and not auth.handshake_ok(None, None, ["realtime"])
-    assert not auth.handshake_ok("Bearer osk_nope", tok)        # a wrong header is not rescued by the URL
-    assert not auth.handshake_ok(None, "ek_" + "x" * 43)
-    assert store.revoke(k["id"])
-    assert not auth.handshake_ok(None, tok) and not auth.handshake_ok(f"Bearer {k['key']}", None)
+    assert not await auth.handshake_ok(None, k["key"])
+    assert not await auth.handshake_ok(None, None, ["realtime", f"openai-insecure-api-key.{k['key']}"])
+    assert not await auth.handshake_ok(None, None) and not await auth.handshake_ok(None, None, ["realtime"])
+    assert not await auth.handshake_ok("Bearer osk_nope", tok)        # a wrong header is not rescued by the URL
+    assert not await auth.handshake_ok(None, "ek_" + "x" * 43)
+    assert await store.revoke(k["id"])
+    assert not await auth.handshake_ok(None, tok) and not await auth.handshake_ok(f"Bearer {k['key']}", None)
     # an admin-minted token lives its time whatever happens to keys
-    admin_tok, _ = tokens.mint(None)
-    assert auth.handshake_ok(None, admin_tok)
+    admin_tok, _ = await tokens.mint(None)
+    assert await auth.handshake_ok(None, admin_tok)

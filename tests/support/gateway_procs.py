@@ -93,11 +93,15 @@ def start_fake_worker(tmp: Path, *flags: str, port: Optional[int] = None) -> Pro
 
 
 def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional[dict] = None,
-                  *flags: str, data_dir: Optional[Path] = None) -> GatewayProc:
+                  *flags: str, data_dir: Optional[Path] = None, redis_url: Optional[str] = None) -> GatewayProc:
+    """``env``: extra environment (settings as ``OMNISERVE_GATEWAY__…``); ``redis_url``: shared state
+    in that Redis (``gateway.redis_url``), so several gateways started so act as one."""
     port = free_port()
     data = data_dir or tmp / "gw_data"
     log = tmp / f"gateway_{port}.log"
     e = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__HEALTH_INTERVAL_S="0.3")
+    if redis_url:
+        e["OMNISERVE_GATEWAY__REDIS_URL"] = redis_url
     e.update(env or {})
     cmd = [sys.executable, "-m", "omniserve.cli", "gateway", "--http", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data), "--log-level", "warning", *flags]

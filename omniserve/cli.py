@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == wanted:
             importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given: `gateway --processes N` starts its members with it
     return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
 
 

@@ -10,6 +10,11 @@ child fails to start ``START_ATTEMPTS`` times during the initial load. Children 
 The launcher loads (or creates) ``<data_dir>/worker_token`` and hands it to the workers
 (``OMNISERVE_WORKER__TOKEN``) and the gateway (``OMNISERVE_GATEWAY__WORKER_TOKEN``); its own
 ``/health`` polls of the workers carry it too.
+
+``--redis`` also starts a local ``redis-server`` (``local_redis``: unix socket, persistence off,
+supervised, started first and stopped last) and hands its URL to the gateway
+(``OMNISERVE_GATEWAY__REDIS_URL``, not the command line); ``--redis-url URL`` hands over an existing
+one. ``--gateway-processes N`` runs the gateway as N processes on its port and needs one of them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import Optional
 
 from .child import Child, ChildSpec
 from .config import load_settings
+from .local_redis import LocalRedis
 from .supervisor import Supervisor
 from .tokens import ADMIN_TOKEN_FILE, WORKER_TOKEN_FILE, bearer, load_or_create
 
@@ -42,6 +48,13 @@ def _positive(text: str) -> float:
     return v
 
 
+def _count(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="number of local workers (default 1)")
     p.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
@@ -53,6 +66,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a host name or address clients use to reach the gateway (Host allow-list); repeatable")
     p.add_argument("--stuck-after", type=_positive, default=DEFAULT_STUCK_AFTER_S, metavar="SECONDS",
                    help="restart a worker whose /health has not answered for this long (default 6)")
+    r = p.add_mutually_exclusive_group()
+    r.add_argument("--redis", action="store_true",
+                   help="also start a local redis-server (a unix socket only, no TCP port; persistence off; "
+                        "restarted like the workers) and keep the gateway's shared state in it")
+    r.add_argument("--redis-url", metavar="URL",
+                   help="keep the gateway's shared state in this Redis instead (gateway.redis_url), "
+                        "e.g. redis://10.0.0.5:6379/0")
+    p.add_argument("--gateway-processes", type=_count, metavar="N",
+                   help="run the gateway as N processes on its port, e.g. one per core "
+                        "(gateway.processes; more than 1 needs --redis, --redis-url or gateway.redis_url)")
     p.add_argument("--worker-command", help=argparse.SUPPRESS)  # tests: a stand-in worker, {port} {index}
 
 
@@ -96,8 +119,13 @@ class Launcher:
         self.gateway_url = f"{'http' if self.http else 'https'}://localhost:{self.port}"
         self.worker_token, _ = load_or_create(g.worker_token, self.data_dir, WORKER_TOKEN_FILE)
         self.worker_urls = [f"http://127.0.0.1:{args.worker_base_port + i}" for i in range(args.workers)]
+        self.redis = LocalRedis(self.data_dir) if getattr(args, "redis", False) else None
+        self.redis_url = self.redis.url if self.redis else (getattr(args, "redis_url", None) or g.redis_url)
+        self.gateway_processes = getattr(args, "gateway_processes", None) or g.processes
+        services = [Child(self.redis.spec(self.logs / "redis.log"))] if self.redis else []
         self.sup = Supervisor(self._worker_children(), self._gateway_child(), args.stuck_after, self.display.say,
-                              admin_token_file=self.data_dir / ADMIN_TOKEN_FILE, admin_token=g.admin_token)
+                              admin_token_file=self.data_dir / ADMIN_TOKEN_FILE, admin_token=g.admin_token,
+                              services=services)
 
     def _config_flag(self) -> list[str]:
         return ["--config", self.args.config] if getattr(self.args, "config", None) else []
@@ -127,7 +155,11 @@ class Launcher:
             cmd += ["--public-name", name]
         if self.http:
             cmd.append("--http")
+        if self.gateway_processes > 1:
+            cmd += ["--processes", str(self.gateway_processes)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMNISERVE_GATEWAY__WORKER_TOKEN=self.worker_token)
+        if self.redis_url:  # not on the command line, where `ps` would show a password
+            env["OMNISERVE_GATEWAY__REDIS_URL"] = self.redis_url
         # its output (URL, first-run admin token) goes to this terminal
         return Child(ChildSpec("gateway", cmd, env, None, self.gateway_url + "/health"))
 
@@ -191,7 +223,15 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
+    if getattr(args, "redis", False) and LocalRedis.executable() is None:
+        print("--redis needs redis-server (Debian package redis-server; setup.sh installs it), "
+              "or use --redis-url URL", file=sys.stderr)
+        return 2
     lau = Launcher(args)
+    if lau.gateway_processes > 1 and not lau.redis_url:
+        print(f"{lau.gateway_processes} gateway processes need Redis: add --redis (a local redis-server) "
+              "or --redis-url URL", file=sys.stderr)
+        return 2
 
     def on_signal(signum, _frame):
         lau.stopping = True
@@ -202,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         lau.start()
         print(f"starting {args.workers} worker(s) (logs in {lau.logs}) and the gateway …", flush=True)
+        if lau.redis is not None:
+            print(f"redis: {lau.redis_url}", flush=True)
         if lau.wait_ready():
             print(f"\nomniserve is ready: {lau.gateway_url}   (Ctrl-C to stop)", flush=True)
             token_file = lau.data_dir / ADMIN_TOKEN_FILE
@@ -215,4 +257,6 @@ def run(args: argparse.Namespace) -> int:
         print("\nstopping …", flush=True)
         lau.sup.stop()
         lau.sup.close()
+        if lau.redis is not None:
+            lau.redis.cleanup()
     return code

@@ -10,6 +10,7 @@ deadline) and the gateway's ``GET /workers``, then acts, in the main thread:
   SIGKILLed and is then started again the same way — same port, same index, same log.
 
 The gateway is restarted when it exits, never for being slow. Each restart prints one line.
+*Services* (the local Redis of ``up --redis``) start first, stop last and are restarted when they exit.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import httpx
 
@@ -39,10 +40,11 @@ def poll_timeout(stuck_after_s: float) -> float:
 class Supervisor:
     def __init__(self, workers: list[Child], gateway: Child, stuck_after_s: float,
                  say: Callable[[str], None], admin_token_file: Optional[Path] = None,
-                 admin_token: Optional[str] = None) -> None:
+                 admin_token: Optional[str] = None, services: Sequence[Child] = ()) -> None:
         self.workers = workers
         self.gateway = gateway
-        self.children = [*workers, gateway]
+        self.services = list(services)
+        self.children = [*self.services, *workers, gateway]
         self.stuck_after_s = stuck_after_s
         self.say = say
         self._admin_file = admin_token_file
@@ -149,13 +151,17 @@ class Supervisor:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
-        """SIGTERM the gateway, then (once it exited, or after 3 s) the workers; SIGKILL what is left at 10 s."""
+        """SIGTERM the gateway, then (once it exited, or after 3 s) the workers, then the services;
+        SIGKILL what is left at 10 s."""
         deadline = time.monotonic() + STOP_WAIT_S
         self._terminate(self.gateway)
         self._wait(self.gateway, time.monotonic() + GATEWAY_FIRST_S)
         for c in self.workers:
             self._terminate(c)
-        for c in self.children:
+        for c in [*self.workers, self.gateway]:
+            self._wait(c, deadline)
+        for c in self.services:  # the gateway needs them until it has gone
+            self._terminate(c)
             self._wait(c, deadline)
         for c in self.children:
             if c.proc is not None and c.proc.poll() is None:

@@ -6,11 +6,12 @@ tier; the gateway reads only ``gateway`` (and ``data_dir``), a worker ``worker``
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +63,13 @@ class WorkerSettings(BaseModel):
     max_session_s: float = 3600.0
     record_sessions: bool = True
     max_recording_bytes: int = 200 * 1024 * 1024
+    # what clients add to this worker's recordings, and their cleanup (docs/worker.md, Recordings)
+    max_upload_recording_bytes: int = 200 * 1024 * 1024   # one browser recording upload
+    max_comment_bytes: int = 16 * 1024                 # all comment text of one recording
+    max_diagnostics_file_bytes: int = 1024 * 1024      # all client_diagnostic frames kept for one session
+    session_retention_days: float = 14.0               # recordings older than this are deleted
+    session_storage_cap_mb: float = 5000.0             # recordings + client writes; the oldest go past it
+    session_cleanup_interval_s: float = 600.0
     max_prepare_frame_bytes: int = 8 * 1024 * 1024      # a prepare may carry reference audio / images
     max_duplex_frame_bytes: int = 2 * 1024 * 1024        # one duplex unit: audio + camera frames
     duplex_pause_timeout_default_s: float = 60.0       # pause{} without a timeout
@@ -80,6 +88,10 @@ class WorkerSettings(BaseModel):
     public_url: Optional[str] = None           # URL the gateway should use to reach this worker
     gateway_ca_file: Optional[str] = None      # CA/cert that signs the gateway's TLS (e.g. its self-signed cert)
     register_interval_s: float = 30.0          # re-register this often (a restarted gateway re-learns us)
+    register_ttl_s: float = 90.0               # a registered worker not heard from this long is forgotten
+    slots: int = Field(1, ge=1, le=256)        # sessions served at once; the backend caps it (the embedded
+                                               # CPU engine serves 1; a worker whose backend is a remote server more)
+    metrics_token: Optional[str] = None        # /metrics also accepts this token (besides the worker token)
 
 
 class EdgeLimits(BaseModel):
@@ -122,17 +134,15 @@ class GatewaySettings(BaseModel):
     max_chat_frame_bytes: int = 16 * 1024 * 1024
     max_frame_bytes: int = 2 * 1024 * 1024
     max_diagnostic_bytes: int = 64 * 1024
-    max_diagnostics_file_bytes: int = 1024 * 1024     # all client_diagnostic frames kept for one session
-    session_retention_days: float = 14.0
-    session_storage_cap_mb: float = 5000.0
     max_ref_audio_bytes: int = 10 * 1024 * 1024
     max_ref_audio_s: float = 30.0
-    max_upload_recording_bytes: int = 200 * 1024 * 1024
+    max_upload_recording_bytes: int = 200 * 1024 * 1024   # the edge's body cap for a recording upload
+    recording_owner_ttl_days: float = Field(14.0, gt=0)   # how long Redis remembers which worker holds a
+                                               # recording (match worker.session_retention_days); after it,
+                                               # or in-process past 100,000 recordings, the workers are asked
     queue_update_interval_s: float = 2.0      # each waiter gets a queue_update at least this often (+ one tick; protocol: <= 3 s)
     worker_connect_timeout_s: float = 5.0
     health_timeout_s: float = 2.0
-    session_cleanup_interval_s: float = 600.0
-    max_comment_bytes: int = 16 * 1024
     tls_cert_file: Optional[str] = None        # default: self-signed into <data_dir>/tls/
     tls_key_file: Optional[str] = None
     uvicorn_ws: str = "websockets-sansio"      # uvicorn WebSocket implementation (the lightest per connection)
@@ -141,6 +151,17 @@ class GatewaySettings(BaseModel):
     max_api_keys: int = 100                    # admin-created API keys in all
     ephemeral_token_ttl_s: float = 60.0        # lifetime of /v1/realtime/client_secrets tokens (at most 600)
     client_secrets_per_ip_per_minute: int = 60  # token minting per client address (the admin token is not limited)
+    processes: int = Field(1, ge=1, le=256)    # gateway processes on this port (SO_REUSEPORT); more than 1 needs redis_url
+    redis_url: Optional[str] = None            # shared state in Redis (queue, slot claims, registries, ETA);
+                                               # None = in-process state (one gateway process, no extra service)
+    lease_s: float = Field(4.0, ge=1.0, le=60.0)  # a gateway's waiting tickets and slot claims end this long after it stops
+                                               # renewing (plus <= 0.75 s until another gateway reaps them)
+    metrics_token: Optional[str] = None        # /metrics accepts this token besides the admin token
+
+
+MOVED_TO_WORKER = ("session_retention_days", "session_storage_cap_mb", "session_cleanup_interval_s",
+                   "max_comment_bytes", "max_diagnostics_file_bytes")
+_WARNED: set[str] = set()
 
 
 class Settings(BaseSettings):
@@ -150,6 +171,29 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_worker(cls, data: Any) -> Any:
+        """Recording settings moved from ``gateway`` to ``worker`` (each worker keeps its own
+        recordings): an old ``gateway.<key>`` still works, for the worker section, with a warning."""
+        if not isinstance(data, dict) or not isinstance(data.get("gateway"), dict):
+            return data
+        gw = dict(data["gateway"])
+        moved = {k: gw.pop(k) for k in MOVED_TO_WORKER if k in gw}
+        if not moved:
+            return data
+        worker = data.get("worker")
+        wk = worker.model_dump(exclude_unset=True) if isinstance(worker, BaseModel) else dict(worker or {})
+        for k, v in moved.items():
+            wk.setdefault(k, v)
+        news = sorted(set(moved) - _WARNED)
+        if news:
+            _WARNED.update(news)
+            logging.getLogger(__name__).warning(
+                "settings: gateway.%s moved to worker.%s (recordings are kept by the worker that made them); "
+                "please move it", ", gateway.".join(news), ", worker.".join(news))
+        return {**data, "gateway": gw, "worker": wk}
 
 
 def _deep_update(base: dict, new: dict) -> dict:

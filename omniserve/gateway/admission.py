@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
 class IpCounter:
@@ -34,5 +34,5 @@ class IpCounter:
 
 
 def session_id_ok(session_id: Optional[str]) -> bool:
-    return session_id is None or bool(SESSION_ID_RE.match(session_id))
+    return session_id is None or bool(SESSION_ID_RE.fullmatch(session_id))
 

@@ -9,7 +9,6 @@ parsed; worker registration takes the worker token. Every request first passes t
 """
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from typing import Callable, TypeVar
 
@@ -22,14 +21,18 @@ from starlette.types import ASGIApp
 
 from ..config import Settings
 from ..protocol import modes
-from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut, WorkerRegister
+from ..protocol.rest import AppOut, AppUpdate, EtaConfigUpdate, EtaOut, QueueOut, StatusOut, WorkerOut
+from ..protocol.worker import WorkerRegister
 from . import ws as ws_endpoints
 from .edge import install as install_edge
 from .gateway import Gateway
+from .metrics import add_metrics_route
 from .pages import mount_pages
 from .routes_keys import add_key_routes
+from .state.shared_queue import SharedQueue
 from .routes_media import add_media_routes
 from .routes_sessions import add_session_routes
+from .state.link import UNAVAILABLE, StateUnavailable
 
 
 class GatewayApp(FastAPI):
@@ -67,6 +70,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.edge = lambda inner: install_edge(inner, settings.gateway, gw.hosts)
     app.state.gateway = gw
 
+    @app.exception_handler(StateUnavailable)
+    async def state_unavailable(request: Request, e: StateUnavailable) -> JSONResponse:
+        """Redis (``gateway.redis_url``) cannot be reached: a write is refused, try again soon."""
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "2"})
+
     # ------------------------------------------------------------ WebSockets
     # plain Starlette routes: no dependency injection on the hot path of 10,000 handshakes
     async def ws_chat(ws: WebSocket) -> None:
@@ -91,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "role": "gateway", "workers_ready": sum(1 for w in gw.pool.workers if w.ready),
-                "queue_length": len(gw.queue)}
+                "queue_length": len(gw.queue), "gateway_id": gw.gateway_id}
 
     @app.get("/status", response_model=StatusOut)
     def status() -> StatusOut:
@@ -105,7 +113,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def register_worker(request: Request) -> WorkerOut:
         gw.auth.require_worker(request)
         body = await _parse(request, WorkerRegister)
-        w = gw.pool.add(body.url)
+        w = gw.pool.add(body.url, ttl_s=body.ttl_s)
+        if gw.shared_pool is not None:   # every gateway learns it
+            try:
+                await gw.shared_pool.register(body.url, body.ttl_s)
+            except UNAVAILABLE:
+                raise HTTPException(503, "shared state unreachable; registered with this gateway only") from None
         await gw.pool.check(w)
         return next(v for v in gw.pool.worker_views() if v.url == w.url)
 
@@ -125,7 +138,20 @@ def create_app(settings: Settings) -> FastAPI:
         return t
 
     @app.get("/api/queue/{ticket_id}")
-    def queue_item(ticket_id: str, request: Request) -> dict:
+    async def queue_item(ticket_id: str, request: Request) -> dict:
+        if gw.shared_pool is not None:    # its global position, whichever process holds it
+            t = gw.queue.get(ticket_id)
+            if t is not None:
+                return {"ticket_id": ticket_id, "request_type": t.request_type, "position": t.position,
+                        "estimated_wait_s": round(t.estimated_wait_s, 1), "queue_length": len(gw.queue)}
+            found = await _shared(gw.shared_pool.lookup(ticket_id))
+            if found is None:
+                t = _find_ticket(ticket_id, request)    # an admin's public id of a local waiter, else 404
+                return {"ticket_id": ticket_id, "request_type": t.request_type, "position": t.position,
+                        "estimated_wait_s": round(t.estimated_wait_s, 1), "queue_length": len(gw.queue)}
+            return {"ticket_id": ticket_id, "request_type": found[0], "position": found[2] + 1,
+                    "estimated_wait_s": round(gw.queue.eta_at(found[2]) if isinstance(gw.queue, SharedQueue) else 0.0, 1),
+                    "queue_length": len(gw.queue)}
         t = _find_ticket(ticket_id, request)
         items = list(gw.queue)
         pos = items.index(t) + 1
@@ -134,10 +160,19 @@ def create_app(settings: Settings) -> FastAPI:
                 "estimated_wait_s": round(etas[-1], 1), "queue_length": len(items)}
 
     @app.delete("/api/queue/{ticket_id}")
-    def cancel(ticket_id: str, request: Request) -> dict:
-        t = _find_ticket(ticket_id, request)  # the secret ticket id is proof of ownership; else admin
-        gw.queue.remove(t, "cancelled")
+    async def cancel(ticket_id: str, request: Request) -> dict:
+        # the secret ticket id is proof of ownership; else admin
+        if gw.shared_pool is not None and gw.queue.get(ticket_id) is None \
+                and await _shared(gw.shared_pool.cancel(ticket_id)):
+            return {"cancelled": True}      # the process holding the client removes it
+        gw.queue.remove(_find_ticket(ticket_id, request), "cancelled")
         return {"cancelled": True}
+
+    async def _shared(op):
+        try:
+            return await op
+        except UNAVAILABLE:
+            raise HTTPException(503, "shared state unreachable") from None
 
     # -------------------------------------------------------------------- ETA
     @app.get("/api/config/eta", response_model=EtaOut)
@@ -148,7 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def eta_put(request: Request) -> EtaOut:
         gw.auth.require(request)
         body = await _parse(request, EtaConfigUpdate)
-        await asyncio.to_thread(gw.eta.update, body)      # writes eta_config.json
+        await gw.eta.update(body)      # writes eta_config.json (or the shared map)
         gw.queue.invalidate()
         return gw.eta.snapshot()
 
@@ -167,13 +202,14 @@ def create_app(settings: Settings) -> FastAPI:
         gw.auth.require(request)
         body = await _parse(request, AppUpdate)
         try:
-            return await asyncio.to_thread(gw.apps.set, app_id, body.enabled)   # writes apps.json
+            return await gw.apps.set(app_id, body.enabled)   # writes apps.json (or the shared map)
         except KeyError:
             raise HTTPException(404, f"unknown app {app_id!r}") from None
 
     add_key_routes(app, gw)
     add_media_routes(app, gw)
     add_session_routes(app, gw)
+    add_metrics_route(app, gw.metrics, (gw.admin_token, settings.gateway.metrics_token))
 
     mount_pages(app, gw.apps)
     return app

@@ -1,6 +1,6 @@
 """``Gateway``: everything one gateway process holds — the worker pool, the wait queue and its
-ETA, the registries (apps, presets, voices), the session store, the per-address counters and the
-tokens — and its start/stop.
+ETA, the registries (apps, presets, voices), who holds which recording and the proxy to it, the
+per-address counters and the tokens — and its start/stop.
 
 The routes (``app``, ``routes_media``, ``routes_sessions``, ``ws``) take a ``Gateway``; nothing
 here knows about routes, so no route module needs ``app`` (no import cycle).
@@ -18,12 +18,21 @@ from .apps import AppRegistry
 from .auth import AdminAuth, HostPolicy, load_admin_token
 from .client_side import BufferBudget
 from .eta import EtaEstimator
-from .keys import ApiKeyStore, EphemeralTokens, KeyAuth
+from .ephemeral import EphemeralTokens
+from .key_auth import KeyAuth
+from .keys import ApiKeyStore
+from .metrics import GatewayMetrics
 from .pool import WorkerPool
 from .presets import Presets
 from .queue import WaitQueue
 from .ref_audio import RefAudioRegistry
-from .sessions import SessionStore
+from .recording_owners import recording_owners
+from .recording_proxy import RecordingProxy
+from .state.link import Outbox, RedisLink, new_gateway_id
+from .state.scripts import Scripts
+from .state.shared_pool import SharedPool
+from .state.shared_queue import SharedQueue
+from .state.shared import SharedMaps
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +42,53 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.gateway_id = new_gateway_id()   # this process (one of gateway.processes); in /health
         s = settings.gateway
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.eta = EtaEstimator(self.data_dir / "eta_config.json")
-        self.queue = WaitQueue(s.max_queue_size, interval_s=s.queue_update_interval_s)
+        self.redis_link = RedisLink(s.redis_url, gateway_id=self.gateway_id) if s.redis_url else None
+        # registries every gateway mirrors from Redis (apps, API keys, ETA); loaded in start()
+        self.shared = SharedMaps(self.redis_link) if self.redis_link else None
+        self.eta = EtaEstimator(self.data_dir / "eta_config.json", self.shared)
+        self.queue: WaitQueue | SharedQueue
+        if self.redis_link is not None:   # the FIFO and the slot claims in Redis (state/)
+            scripts, outbox = Scripts(self.redis_link.client), Outbox(self.redis_link)
+            self.queue = SharedQueue(self.redis_link, scripts, outbox, self.eta, s.max_queue_size,
+                                     interval_s=s.queue_update_interval_s)
+        else:
+            self.queue = WaitQueue(s.max_queue_size, interval_s=s.queue_update_interval_s)
         self.worker_token, _ = load_or_create(s.worker_token, self.data_dir, WORKER_TOKEN_FILE)
         self.pool = WorkerPool(s.workers, self.queue, self.eta, s.health_interval_s, s.health_timeout_s,
                                worker_token=self.worker_token, release_idle_timeout_s=s.release_idle_timeout_s)
+        self.shared_pool = SharedPool(self.redis_link, scripts, outbox, self.pool, self.queue, s.lease_s) \
+            if self.redis_link is not None and isinstance(self.queue, SharedQueue) else None
+        self.metrics = GatewayMetrics(self.pool, self.queue)   # /metrics (docs/metrics.md)
         self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)
         self.ip_sockets = IpCounter(s.edge.max_ws_per_ip)
         self.ip_queued = IpCounter(s.edge.max_queued_per_ip)
-        self.apps = AppRegistry(self.data_dir / "apps.json")
+        self.apps = AppRegistry(self.data_dir / "apps.json", self.shared)
         self.presets = Presets()
         self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s)
-        self.sessions = SessionStore(self.data_dir / "sessions", s.max_upload_recording_bytes, s.max_comment_bytes,
-                                     cap_bytes=int(s.session_storage_cap_mb * 1024 * 1024),
-                                     max_diagnostics_bytes=s.max_diagnostics_file_bytes)
+        # recordings stay on the worker that made them: who holds which, and the proxy to it
+        self.recording_owners = recording_owners(s, self.redis_link)
+        self.recordings = RecordingProxy(self.recording_owners, lambda: [w.url for w in self.pool.workers],
+                                         self.worker_token, connect_timeout_s=s.worker_connect_timeout_s)
         self.hosts = HostPolicy(s.public_names, s.allowed_origins)
         token, self.token_generated = load_admin_token(s.admin_token, self.data_dir)
         self.admin_token = token
         self.auth = AdminAuth(token, self.worker_token)
-        self.keys = ApiKeyStore(self.data_dir / "api_keys.json", s.max_api_keys)
-        self.tokens = EphemeralTokens(self.keys, s.ephemeral_token_ttl_s)
+        self.keys = ApiKeyStore(self.data_dir / "api_keys.json", s.max_api_keys, self.shared)
+        self.tokens = EphemeralTokens(self.keys, s.ephemeral_token_ttl_s, self.redis_link)
         self.key_auth = KeyAuth(self.keys, self.tokens, self.auth.ok)
         self._tasks: list[asyncio.Task] = []
 
-    async def store_diagnostic(self, key: str, text: str) -> None:
-        await asyncio.to_thread(self.sessions.append_diagnostic, key, text)
+    async def store_diagnostic(self, worker_url: str, key: str, text: str) -> None:
+        """A client_diagnostic frame, for the worker of its session (queued, never waited for)."""
+        self.recordings.diagnostic(worker_url, key, text)
+
+    def recorded(self, recording_id: str, worker_url: str) -> None:
+        """The relay saw a recording id from ``worker_url``: remember who holds it."""
+        self.recordings.learned(recording_id, worker_url)
 
     async def start(self) -> None:
         import gc
@@ -70,19 +98,26 @@ class Gateway:
         # and let full collections come far less often (bench/gateway.py: max update gap).
         gc.set_threshold(50_000, 20, 100)
         _log_long_gc()
+        if self.shared is not None:
+            await self.shared.start()     # the registries' first view, before anyone is served
         self.queue.start()
         await self.pool.start()
-        s = self.settings.gateway
-        self._tasks.append(asyncio.get_running_loop().create_task(self.sessions.cleanup_loop(
-            s.session_cleanup_interval_s, s.session_retention_days * 86400, int(s.session_storage_cap_mb * 1024 * 1024))))
-
+        if self.shared_pool is not None:
+            await self.shared_pool.start(self.settings.gateway.health_interval_s)
         self._tasks.append(asyncio.get_running_loop().create_task(_watch_loop_lag()))
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await self.queue.stop()
+        if self.shared_pool is not None:
+            await self.shared_pool.stop()
         await self.pool.stop()
+        await self.recordings.close()
+        if self.shared is not None:
+            await self.shared.stop()
+        if self.redis_link is not None:
+            await self.redis_link.close()
 
 
 def _log_long_gc(warn_s: float = 0.1) -> None:

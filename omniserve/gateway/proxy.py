@@ -28,7 +28,9 @@ from ..protocol.messages import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from ..protocol.modes import CHAT, DUPLEX_TYPES
 from .client_side import ClientSide, Frame
 from .frames import CLOSE_INTERNAL, frame_type, recording_id, sendable
-from .pool import PooledWorker, WorkerPool
+from ..protocol.worker import SLOT_HEADER
+from .metrics import WORKER_LOST, WORKER_NOT_READING, WORKER_UNIT_DEADLINE, RelayMeter
+from .pool import Slot, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ END_FRAMES = {"stopped", "timeout"}
 class RelayOptions:
     request_type: str
     max_diagnostic_bytes: int
-    store_diagnostic: Callable[[str, str], Awaitable[None]]   # (session key, frame text)
+    store_diagnostic: Callable[[str, str, str], Awaitable[None]]   # (worker URL, session key, frame text)
     session_key: str
     connect_timeout_s: float = 5.0
     worker_headers: dict[str, str] = field(default_factory=dict)
@@ -49,13 +51,15 @@ class RelayOptions:
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 2.5
     unit_deadline_s: float = 5.0
+    recorded: Callable[[str, str], None] = lambda recording_id, worker_url: None   # who holds a recording
+    meter: RelayMeter = field(default_factory=RelayMeter)   # frames and bytes each way, failures (metrics.py)
 
 
 class Relay:
     """One assignment: connect, relay both ways, and a cleanup that always releases the worker —
     unless the worker refused the session before starting it (``refused``: the caller requeues)."""
 
-    def __init__(self, client: ClientSide, pool: WorkerPool, worker: PooledWorker, opts: RelayOptions) -> None:
+    def __init__(self, client: ClientSide, pool: WorkerPool, worker: Slot, opts: RelayOptions) -> None:
         self.client, self.pool, self.worker, self.opts = client, pool, worker, opts
         self.chat = opts.request_type == CHAT.request_type
         self.duplex = opts.request_type in DUPLEX_TYPES
@@ -66,6 +70,8 @@ class Relay:
         self.ended_normally = False
         self.worker_idle = False                # the worker closed the socket itself: it is idle again
         self.worker_failed = False
+        self.failure: Optional[str] = None      # how the worker failed this session (metrics.py's error kind)
+        self.meter = opts.meter
         self.diag_bytes = 0
         self.recording_id: Optional[str] = None
         self.early: Optional[list[Frame]] = []  # frames sent before the worker's first reply
@@ -80,7 +86,8 @@ class Relay:
             self.upstream = await connect(
                 url, open_timeout=self.opts.connect_timeout_s, compression=None, max_size=None,
                 ping_interval=self.opts.ping_interval_s, ping_timeout=self.opts.ping_timeout_s,
-                close_timeout=UPSTREAM_CLOSE_S, proxy=None, additional_headers=self.opts.worker_headers)
+                close_timeout=UPSTREAM_CLOSE_S, proxy=None,
+                additional_headers={**self.opts.worker_headers, SLOT_HEADER: str(self.worker.index)})
             return True
         except Exception as e:
             log.warning("connect to %s failed: %s", url, e)
@@ -128,7 +135,7 @@ class Relay:
             code = self.client.close_code if self.client.gone.is_set() else CLOSE_NORMAL
             await self._close_upstream(sendable(code), self.client.close_reason)
             if self.worker_failed:
-                self.pool.mark_offline(self.worker, "connection lost")
+                self.pool.mark_offline(self.worker.worker, "connection lost")
             self.release()
 
     async def _close_upstream(self, code: int, reason: str) -> None:
@@ -143,10 +150,12 @@ class Relay:
             if up.transport is not None and not up.transport.is_closing():
                 up.transport.abort()
 
-    async def _fail(self, text: str, *, offline: bool = True) -> None:
-        """The worker failed this session: tell the client and close it. ``offline``: the worker
-        itself is gone (else only its engine is stuck, and the pool's idle check decides)."""
+    async def _fail(self, text: str, kind: str, *, offline: bool = True) -> None:
+        """The worker failed this session (``kind``: how): tell the client and close it. ``offline``:
+        the worker itself is gone (else only its engine is stuck, and the pool's idle check decides)."""
         self.worker_failed = self.worker_failed or offline
+        self.failure = kind
+        self.meter.failed(kind)
         self.ended_normally = False
         await self.client.send(self.client.error_frame(text))
         await self.client.close(CLOSE_INTERNAL)
@@ -178,9 +187,10 @@ class Relay:
         try:
             async with asyncio.timeout(self.opts.send_timeout_s):   # no extra task per frame
                 await self.upstream.send(text)
+            self.meter.up(len(text))
         except asyncio.TimeoutError:
             log.warning("worker %s did not read for %.0f s", self.worker.url, self.opts.send_timeout_s)
-            await self._fail("Worker not responding")
+            await self._fail("Worker not responding", WORKER_NOT_READING)
             return False
         except ConnectionClosed:
             pass  # the worker side ended: the down pump tells why
@@ -191,7 +201,7 @@ class Relay:
             return  # capped: later diagnostics of this session are dropped
         self.diag_bytes += len(text)
         try:
-            await self.opts.store_diagnostic(self.recording_id or self.opts.session_key, text)
+            await self.opts.store_diagnostic(self.worker.url, self.recording_id or self.opts.session_key, text)
         except Exception as e:
             log.warning("client_diagnostic not stored: %s", e)
 
@@ -221,10 +231,13 @@ class Relay:
                 t = frame_type(text) if (self.chat or len(text) < 4096) else None
                 if t in ("prepared", "done") and self.recording_id is None:
                     self.recording_id = recording_id(text)
+                    if self.recording_id is not None:
+                        self.opts.recorded(self.recording_id, self.worker.url)
                 if t == "prepared":
                     self.prepared = True
                 if not await self.client.send(text):
                     return
+                self.meter.down(len(text))
                 if t == "done" and self.chat:
                     self.ended_normally = True
                     self.release()  # the worker is free as soon as done is relayed
@@ -235,7 +248,7 @@ class Relay:
         except ConnectionClosed as e:
             if e.rcvd is None and not self.client.gone.is_set() and not (self.chat and self.released):
                 log.warning("worker %s: connection lost (%s)", self.worker.url, e)
-                await self._fail("Worker connection lost")
+                await self._fail("Worker connection lost", WORKER_LOST)
                 return
             code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (CLOSE_INTERNAL, "")
             self.worker_idle = bool(e.rcvd_then_sent)
@@ -252,5 +265,6 @@ class Relay:
             since = self.unanswered_since
             if since is not None and not self.worker.paused and time.monotonic() - since > self.opts.unit_deadline_s:
                 log.warning("worker %s answered no unit for %.1f s", self.worker.url, self.opts.unit_deadline_s)
-                await self._fail(f"Worker did not answer within {self.opts.unit_deadline_s:g} s", offline=False)
+                await self._fail(f"Worker did not answer within {self.opts.unit_deadline_s:g} s", WORKER_UNIT_DEADLINE,
+                                 offline=False)
                 return

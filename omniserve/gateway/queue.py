@@ -52,9 +52,10 @@ class Ticket:
     position: int = 0
     estimated_wait_s: float = 0.0
     queue_length: int = 0
-    worker: Any = None              # the PooledWorker once assigned
+    worker: Any = None              # the pool's Slot once assigned
     cancelled: Optional[str] = None  # reason, once removed without a worker
     update_seq: int = 0             # bumped by every broadcast that touched this ticket
+    seq: int = 0                    # its order in the shared (Redis) queue
     last_update: float = field(default_factory=time.monotonic)  # when its owner was last woken to send
 
     @functools.cached_property
@@ -103,8 +104,11 @@ class WaitQueue:
     def head(self) -> Optional[Ticket]:
         return next(iter(self._items.values()), None)
 
-    def enqueue(self, ticket: Ticket) -> Ticket:
+    async def enqueue(self, ticket: Ticket) -> Ticket:
         """Append at the tail (never ahead of anyone). Raises QueueFull."""
+        return self.append(ticket)
+
+    def append(self, ticket: Ticket) -> Ticket:
         if len(self._items) >= self.capacity:
             raise QueueFull(self.capacity)
         self._items[ticket.ticket_id] = ticket

@@ -26,8 +26,10 @@ from .admission import session_id_ok
 from .client_side import ClientSide, WaiterBuffer
 from .clients import client_ip
 from .gateway import Gateway
+from .metrics import HANDSHAKE_REFUSED, IP_LIMIT, QUEUE_FULL, STATE_UNAVAILABLE, UNAUTHORIZED
 from .proxy import Relay, RelayOptions
 from .queue import QueueFull, Ticket
+from .state.link import StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +78,30 @@ async def serve(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Optional[str
     # ---- admission: a refused handshake is an HTTP 403 (401 for a missing or bad key)
     if not gw.hosts.origin_allowed(ws.headers.get("origin")) \
             or not gw.apps.enabled(mode.app_id) or not session_id_ok(session_id):
+        gw.metrics.error(HANDSHAKE_REFUSED)
         await ws.close(CLOSE_POLICY)
         return
     if need_key is None:
         need_key = gw.settings.gateway.require_keys
     offered = tuple(ws.scope.get("subprotocols") or ())
-    if need_key and not gw.key_auth.handshake_ok(
-            ws.headers.get("authorization"), ws.query_params.get("token"), offered):
-        # a refused handshake is an HTTP 401 (403 where the server cannot send a denial response)
-        await ws.send_denial_response(PlainTextResponse(
-            "API key or ephemeral token required (Authorization: Bearer <key>, or ?token=<ephemeral token>)",
-            status_code=401, headers={"WWW-Authenticate": "Bearer"}))
-        return
+    if need_key:
+        try:
+            key_ok = await gw.key_auth.handshake_ok(ws.headers.get("authorization"),
+                                                    ws.query_params.get("token"), offered)
+        except StateUnavailable as e:     # a token another gateway minted, and Redis cannot be asked
+            gw.metrics.error(STATE_UNAVAILABLE)
+            await ws.send_denial_response(PlainTextResponse(str(e), status_code=503, headers={"Retry-After": "2"}))
+            return
+        if not key_ok:
+            # a refused handshake is an HTTP 401 (403 where the server cannot send a denial response)
+            gw.metrics.error(UNAUTHORIZED)
+            await ws.send_denial_response(PlainTextResponse(
+                "API key or ephemeral token required (Authorization: Bearer <key>, or ?token=<ephemeral token>)",
+                status_code=401, headers={"WWW-Authenticate": "Bearer"}))
+            return
     ip = client_ip(ws.scope, edge.trusted_proxies)
     if not gw.ip_sockets.acquire(ip):
+        gw.metrics.error(IP_LIMIT)
         await ws.close(CLOSE_POLICY)
         return
     try:
@@ -113,7 +125,9 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
     client.error_frame = dialect.error
     client.start()
     ticket: Optional[Ticket] = None
+    relay: Optional[Relay] = None
     queued_here = False
+    meter = gw.metrics.session(request_type)     # its wait, its relay, why it ended (metrics.py)
     try:
         hashes: list[str] = []
         if chat:
@@ -122,32 +136,39 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
                 return
             hashes = got
         if not gw.ip_queued.acquire(ip):
+            meter.refused(IP_LIMIT)
             await client.refuse(f"Too many requests from your address ({edge.max_queued_per_ip} at most)",
                                 CLOSE_TRY_AGAIN)
             return
         queued_here = True
         ticket = Ticket(request_type=request_type, session_id=session_id, prefix_hashes=hashes)
         try:
-            gw.queue.enqueue(ticket)
-        except QueueFull as e:
+            await gw.queue.enqueue(ticket)
+        except (QueueFull, StateUnavailable) as e:
+            meter.refused(QUEUE_FULL if isinstance(e, QueueFull) else STATE_UNAVAILABLE)
             await client.refuse(str(e), CLOSE_TRY_AGAIN)
             return
+        meter.enqueued()
         t = ticket
-        client.on_gone = lambda: gw.queue.remove(t, "client left")
+
+        def left() -> None:
+            gw.queue.remove(t, "client left")
+        client.on_gone = left
         if client.gone.is_set():
             return   # left before on_gone was set (request and close in one read): the finally removes it
         gw.pool.dispatch()
         opts = RelayOptions(
             request_type=request_type, max_diagnostic_bytes=s.max_diagnostic_bytes,
-            store_diagnostic=gw.store_diagnostic, session_key=session_id or ticket.ticket_id,
+            store_diagnostic=gw.store_diagnostic, recorded=gw.recorded, session_key=session_id or ticket.ticket_id,
             connect_timeout_s=s.worker_connect_timeout_s, worker_headers=gw.pool.headers,
             send_timeout_s=s.worker_send_timeout_s, ping_interval_s=s.worker_ping_interval_s,
-            ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s)
+            ping_timeout_s=s.worker_ping_timeout_s, unit_deadline_s=s.duplex_unit_deadline_s, meter=meter.relay())
         told_queued = told_done = False
         while True:
             if ticket.worker is None:
                 if not told_done and not told_queued:
                     told_queued = True
+                    meter.told(ticket.estimated_wait_s)
                     await client.send(dialect.queued(ticket))
                 if not await _wait(client, ticket, dialect, silent=told_done):
                     return
@@ -157,6 +178,7 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
                 connected = await relay.connect(worker.ws_base + worker_path)
                 if connected and not told_done:
                     told_done = True
+                    meter.started()
                     await client.send(dialect.assigned())
             except BaseException:   # cancelled (shutdown) before the relay's own cleanup could run
                 if relay.upstream is not None:
@@ -170,11 +192,13 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
             if relay.refused is None:
                 return
             # the worker would not start it: back to the head of the queue (unless the client left)
+            meter.worker_refused(reachable=relay.upstream is not None)
             gw.pool.refused(worker, ticket, relay.refused, reachable=relay.upstream is not None,
                             requeue=not client.gone.is_set())
             if client.gone.is_set():
                 return
     finally:
+        meter.end(client, ticket, relay)
         if ticket is not None and ticket.worker is None:
             gw.queue.remove(ticket, "gone")
         if queued_here:

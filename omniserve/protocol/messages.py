@@ -220,7 +220,7 @@ class ChatRequest(_Client):
     streaming: bool = True
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
-    image: ImageConfig = Field(default_factory=ImageConfig)
+    image: ImageConfig = Field(default_factory=lambda: ImageConfig.model_validate({}))
     omni_mode: bool = False
     enable_thinking: bool = False
     tools: Optional[list[ChatTool]] = None                # addition: functions the reply may call

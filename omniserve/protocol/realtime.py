@@ -356,7 +356,7 @@ class OutputAudioClear(_Event):
 ClientEvent = Union[SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ItemTruncate, ItemDelete,
                     ItemRetrieve, ResponseCreate, ResponseCancel, OutputAudioClear]
 _BY_TYPE: dict[str, type[BaseModel]] = {
-    m.model_fields["type"].annotation.__args__[0]: m    # type: ignore[union-attr]
+    m.model_fields["type"].annotation.__args__[0]: m
     for m in ClientEvent.__args__                        # type: ignore[attr-defined]
 }
 CLIENT_EVENT_TYPES = tuple(_BY_TYPE)

@@ -1,5 +1,6 @@
-"""What every WebSocket connection shares: claiming the worker, the session's lifecycle
-(``lifecycle.py``, which the worker's status follows), framed I/O with size caps and send
+"""What every WebSocket connection shares: claiming a slot of the worker (the one its
+``SLOT_HEADER`` names, else any idle one), the session's lifecycle (``lifecycle.py``, which the
+slot's status follows), framed I/O with size caps and send
 deadlines, the engine (``bridge.py``) and its voice, and the ONE cleanup path.
 
 A subclass implements ``main()`` and returns why the session ended (``"stop"``, ``"done"`` …),
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Coroutine, Mapping, Optional, TypeVar, Union
 
 import numpy as np
@@ -23,10 +24,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..config import Settings
 from ..engine.api import Processor, Voice
 from ..protocol.messages import CLOSE_NORMAL, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ErrorMsg
+from ..protocol.worker import slot_from_header
 from ..ws_server import abort_function
 from .bridge import EngineBridge
 from .lifecycle import Lifecycle, Phase
 from .limits import FrameTooBig
+from .metrics import CLIENT_NOT_READING, ENGINE_STUCK, REFUSED, WorkerMetrics
 from .recorder import AnyRecorder, NullRecorder, open_recorder
 from .state import Busy, Status, WorkerRuntime
 
@@ -43,6 +46,16 @@ V = TypeVar("V")
 class WorkerContext:
     settings: Settings
     runtime: WorkerRuntime
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+
+
+def requested_slot(header: Optional[str], runtime: WorkerRuntime) -> Optional[int]:
+    """The slot a session's ``SLOT_HEADER`` names (None: any); a malformed or out-of-range one is
+    refused like a busy slot (the gateway then claims again)."""
+    try:
+        return slot_from_header(header, runtime.slots_total)
+    except ValueError as e:
+        raise Busy(f"Worker busy ({e})") from None
 
 
 class Disconnected(Exception):
@@ -68,12 +81,15 @@ class Connection:
     statuses: ClassVar[Mapping[Phase, Status]] = {}   # the worker's /health status in each phase
     session_limit: ClassVar[bool] = False             # whether ``max_session_s`` bounds the session
 
-    def __init__(self, ws: WebSocket, ctx: WorkerContext, session_id: str) -> None:
+    def __init__(self, ws: WebSocket, ctx: WorkerContext, session_id: str, slot: Optional[str] = None) -> None:
         self.ws = ws
         self.ctx = ctx
         self.cfg = ctx.settings.worker
         self.runtime = ctx.runtime
+        self.metrics = ctx.metrics
         self.session_id = session_id
+        self.slot_header = slot                # SLOT_HEADER as sent (the gateway's claim), validated in serve()
+        self.slot: Optional[int] = None        # the slot this session holds, once it holds one
         self.stop = threading.Event()          # handed to the engine: set = return at next chunk
         self.engine = EngineBridge(self.runtime, self.stop)
         self.life = Lifecycle(prepare_wait_s=self.cfg.prepare_wait_s,
@@ -96,8 +112,10 @@ class Connection:
             self.abort()
             return
         try:
-            self.runtime.try_acquire(self, self.statuses[Phase.AWAIT_PREPARE], self.session_id, self.request_type)
+            self.slot = self.runtime.try_acquire(self, self.statuses[Phase.AWAIT_PREPARE], self.session_id,
+                                                 self.request_type, requested_slot(self.slot_header, self.runtime))
         except Busy as e:
+            self.metrics.session_ended(self.request_type, REFUSED)
             await self.send(ErrorMsg(error=str(e)))
             await self._close(CLOSE_TRY_AGAIN)
             return
@@ -138,6 +156,7 @@ class Connection:
             await asyncio.wait_for(self.engine.idle(), ENGINE_DRAIN_S)
             await self.after_engine_idle()
         except asyncio.TimeoutError:
+            self.metrics.error(ENGINE_STUCK)
             log.error("session %s: engine did not return within %.0f s of stop", self.session_id, ENGINE_DRAIN_S)
         except Exception:
             log.exception("session %s: engine cleanup failed", self.session_id)
@@ -147,8 +166,9 @@ class Connection:
         except Exception:
             log.exception("session %s: finishing the recording failed", self.session_id)
         self.runtime.release(self)
+        self.metrics.session_ended(self.request_type, end_reason)   # before the close: a client that saw it sees this
         await self._close(self.close_code)
-        log.info("session %s (%s) ended: %s", self.session_id, self.request_type, end_reason)
+        log.info("session %s (%s, slot %s) ended: %s", self.session_id, self.request_type, self.slot, end_reason)
 
     async def after_engine_idle(self) -> None:
         """Hook: reset engine state once no engine call is running (override per mode)."""
@@ -200,6 +220,7 @@ class Connection:
                 await self._send_text(text)
             return True
         except asyncio.TimeoutError:
+            self.metrics.error(CLIENT_NOT_READING)
             log.warning("session %s: the client took no data for %.1f s; dropping it",
                         self.session_id, self.cfg.send_timeout_s)
             self.mark_gone(abort=True)

@@ -234,3 +234,30 @@ async def test_disconnect_after_assignment_releases(one):
         await holder.close()
     st = await wait_idle(g)
     assert st["busy_workers"] == 0 and st["idle_workers"] == 1 and st["queue_length"] == 0
+
+
+async def test_a_worker_with_three_slots_serves_three_sessions_at_once(tmp_path):
+    """Dispatch is per slot: three sessions run at once on one worker, the fourth waits for a slot."""
+    w = start_fake_worker(tmp_path, "--slots", "3")
+    g = start_gateway(tmp_path, [w.url], n_ready=1)
+    try:
+        held = [await hold_worker(g, f"omni_slot{i}") for i in range(3)]
+        view = httpx.get(g.url + "/workers", timeout=5, trust_env=False).json()[0]
+        assert view["slots_total"] == 3 and view["slots_free"] == 0, view
+        st = status(g)
+        assert (st["total_slots"], st["free_slots"], st["running_tasks"]) == (3, 0, 3), st
+        fourth = await websockets.connect(g.ws + "/ws/duplex/omni_slot3", max_size=None)
+        assert (await recv(fourth))["type"] == "queued"
+        await finish_session(held[1])
+        assert (await recv_type(fourth, "queue_done"))["type"] == "queue_done"
+        await fourth.send(json.dumps({"type": "prepare", "system_prompt": "fourth"}))
+        await recv_type(fourth, "prepared")
+        sessions = {s["session_id"] for s in httpx.get(w.url + "/health", timeout=5, trust_env=False).json()["slots"]}
+        assert sessions == {"omni_slot0", "omni_slot2", "omni_slot3"}, sessions
+        for ws in (held[0], held[2], fourth):
+            await finish_session(ws)
+        await asyncio.sleep(0.3)
+        assert status(g)["free_slots"] == 3
+    finally:
+        g.stop()
+        w.stop()

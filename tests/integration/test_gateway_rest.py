@@ -1,5 +1,5 @@
 """Gateway REST API against a real gateway process: admin auth, ETA config validation, voices,
-presets, sessions (no path traversal), pages."""
+presets, sessions (proxied to the worker that holds them, no path traversal), pages."""
 from __future__ import annotations
 
 import base64
@@ -15,12 +15,25 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.support.gateway_procs import start_gateway
+from tests.support.gateway_procs import Proc, start_gateway
+from tests.support.recordings_worker import start_recordings_worker
+
+WORKER_TOKEN = "wt-rest-" + "x" * 24
 
 
 @pytest.fixture(scope="module")
-def g(tmp_path_factory):
-    gp = start_gateway(tmp_path_factory.mktemp("gwrest"), [])
+def rw(tmp_path_factory):
+    """A worker serving recordings only (no engine): the sessions routes are proxied to it."""
+    tmp = tmp_path_factory.mktemp("gwrest_worker")
+    w = start_recordings_worker(tmp, tmp / "data", {"OMNISERVE_WORKER__TOKEN": WORKER_TOKEN})
+    w.data_dir = tmp / "data"   # type: ignore[attr-defined]
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def g(tmp_path_factory, rw):
+    gp = start_gateway(tmp_path_factory.mktemp("gwrest"), [rw.url], 0, {"OMNISERVE_GATEWAY__WORKER_TOKEN": WORKER_TOKEN})
     yield gp
     gp.stop()
 
@@ -74,7 +87,8 @@ def test_eta_config_validated_and_partial(c, g):
 
 def test_status_and_queue_shapes(c):
     st = c.get("/status").json()
-    assert set(st) == {"total_workers", "idle_workers", "busy_workers", "queue_length", "max_queue_size", "running_tasks"}
+    assert set(st) == {"total_workers", "idle_workers", "busy_workers", "queue_length", "max_queue_size", "running_tasks",
+                       "total_slots", "free_slots"}
     q = c.get("/api/queue").json()
     assert q == {"queue_length": 0, "items": [], "running_tasks": []}
     assert c.get("/api/queue/tk_nope").status_code == 404
@@ -138,8 +152,8 @@ def test_default_voice_presets_frontend_defaults(c):
     assert fd["omni"]["config"]["chunk_ms"] == 1000 and fd["half_duplex"]["config"]["vad"]["threshold"] == 0.8
 
 
-def _make_session(g, sid="rec_abc123"):
-    d = g.data_dir / "sessions" / sid
+def _make_session(w: Proc, sid="rec_abc123"):
+    d = w.data_dir / "sessions" / sid   # type: ignore[attr-defined]
     (d / "frames").mkdir(parents=True, exist_ok=True)
     (d / "meta.json").write_text(json.dumps({"mode": "omni", "created_at": 1}))
     (d / "recording.json").write_text(json.dumps({"events": [{"t": 0, "type": "prepared"}]}))
@@ -148,8 +162,8 @@ def _make_session(g, sid="rec_abc123"):
     return sid
 
 
-def test_sessions_read_download_comment_upload(c, g):
-    sid = _make_session(g)
+def test_sessions_read_download_comment_upload(c, g, rw):
+    sid = _make_session(rw)
     m = c.get(f"/api/sessions/{sid}").json()
     assert m["mode"] == "omni" and "frames/0001.jpg" in m["files"]
     assert c.get(f"/api/sessions/{sid}/recording").json()["events"][0]["type"] == "prepared"
@@ -168,19 +182,24 @@ def test_sessions_read_download_comment_upload(c, g):
     assert c.post(f"/api/sessions/{sid}/upload-recording", content=b"#!/bin/sh\nrm -rf /",
                   headers={"Content-Type": "video/webm"}).status_code == 415
     assert c.get("/api/sessions/rec_missing").status_code == 404
+    assert (rw.data_dir / "sessions" / sid / "client_recording.webm").is_file()
+    assert not (g.data_dir / "sessions").exists()      # nothing of it on the gateway's disk
 
 
-def test_no_path_traversal(c, g):
-    sid = _make_session(g, "rec_trav")
-    secret = g.data_dir / "admin_token"
-    os.symlink(secret, g.data_dir / "sessions" / sid / "link")
-    os.symlink(g.data_dir, g.data_dir / "sessions" / "rec_dirlink")
-    for path in [f"/api/sessions/{sid}/assets/../../admin_token", f"/api/sessions/{sid}/assets/..%2F..%2Fadmin_token",
-                 f"/api/sessions/{sid}/assets/%2e%2e/%2e%2e/admin_token", f"/api/sessions/{sid}/assets/link",
+def test_no_path_traversal(c, g, rw):
+    sid = _make_session(rw, "rec_trav")
+    secret = rw.data_dir / "secret"
+    secret.write_text(g.token)      # a file beside the worker's recordings that must never be served
+    os.symlink(secret, rw.data_dir / "sessions" / sid / "link")
+    os.symlink(rw.data_dir, rw.data_dir / "sessions" / "rec_dirlink")
+    for path in [f"/api/sessions/{sid}/assets/../../secret", f"/api/sessions/{sid}/assets/..%2F..%2Fsecret",
+                 f"/api/sessions/{sid}/assets/%2e%2e/%2e%2e/secret", f"/api/sessions/{sid}/assets/link",
                  f"/api/sessions/{sid}/assets//etc/passwd", f"/api/sessions/{sid}/assets/%2Fetc%2Fpasswd",
-                 "/api/sessions/..%2F/assets/admin_token", "/api/sessions/rec_dirlink/assets/admin_token",
-                 "/api/sessions/..", "/api/sessions/%2e%2e/download", "/static/../gateway/app.py",
-                 "/static/%2e%2e/%2e%2e/config.py"]:
+                 f"/api/sessions/{sid}/assets/..%2F..%2F..%2Frecordings%2Fnone",        # another worker route
+                 f"/api/sessions/{sid}/assets/%2e%2e%2f%2e%2e%2fhealth", f"/api/sessions/{sid}/assets/frames%2F..%2F..",
+                 "/api/sessions/..%2F/assets/secret", "/api/sessions/rec_dirlink/assets/secret",
+                 "/api/sessions/..", "/api/sessions/%2e%2e/download", "/api/sessions/rec_trav%0A",
+                 "/static/../gateway/app.py", "/static/%2e%2e/%2e%2e/config.py"]:
         r = c.get(path)
         assert r.status_code == 404 and g.token not in r.text, (path, r.status_code)
     names = zipfile.ZipFile(io.BytesIO(c.get(f"/api/sessions/{sid}/download").content)).namelist()

@@ -41,10 +41,12 @@ async function refreshLive() {
     fill($("#status"), [
       ["admin.s_workers", status.total_workers], ["admin.s_idle", status.idle_workers], ["admin.s_busy", status.busy_workers],
       ["admin.s_queue", `${status.queue_length} / ${status.max_queue_size}`], ["admin.s_running", status.running_tasks],
+      ["admin.s_slots", status.total_slots != null ? `${status.free_slots} / ${status.total_slots}` : null],
     ].map(([k, v]) => h("div.stat", h("span.k", t(k)), h("span.v", String(v ?? "—")))));
     const ws = asList(workers, "workers");
     fill($("#workers"), ws.length ? ws.map((w) => h("tr",
-      h("td", String(w.index ?? "")), h("td.mono", String(w.url ?? "")), h("td", statusBadge(w.status), w.paused ? h("span.badge.warn", t("admin.paused")) : null),
+      h("td", String(w.index ?? "")), h("td.mono", String(w.url ?? "")), h("td", statusBadge(w.status), w.paused ? h("span.badge.warn", t("admin.paused")) : null,
+        (w.slots_total ?? 1) > 1 ? h("span.faint", " " + t("admin.slots_free", { free: w.slots_free, total: w.slots_total })) : null),
       h("td", w.request_type ? `${w.request_type}${w.session_id ? ` · ${w.session_id}` : ""}` : "—"),
       h("td", secs(w.busy_for_s)), h("td.faint", w.online === false ? t("admin.offline") : w.last_health_s_ago != null ? t("admin.ago", { s: Number(w.last_health_s_ago).toFixed(1) }) : "—")))
       : h("tr", h("td.empty", { colSpan: 6 }, t("admin.no_workers"))));

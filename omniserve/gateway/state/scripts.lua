@@ -1,0 +1,256 @@
+-- The atomic steps of the shared queue and slot claims (omniserve/gateway/state/shared_pool.py).
+-- Each section between "--@ NAME" lines is loaded as one script; ARGV[1] is the key prefix.
+-- Keys (all under the prefix):
+--   q            zset  ticket id -> order (INCR seq for arrivals, DECR front for requeues at the head)
+--   tk:<id>      hash  type, gw (owner gateway), hashes (chat affinity chain, space-separated), seq
+--   types        hash  request type -> tickets waiting
+--   qver         int   bumped whenever someone leaves the queue or is put back at its head
+--   gws          set   gateway ids;  gw:<gid> its lease (PX);  gwt:<gid> its tickets;  gwc:<gid> its claims
+--   slots        set   slot keys "<worker url>#<index>";  slot:<key> hash state, epoch, ticket, gw, type, since, used
+--   free         zset  free slot key -> when last used (ms): dispatch takes the least recently used
+--   hashes:<url> set   a worker's cached chat prefix hashes
+--   asgd:<id>    str   the slot a ticket was given (kept a minute: a gateway that missed the notice finds it)
+--   channel asg:<gid>  "<ticket id> <slot key>" to the gateway holding the ticket's client
+-- States of a slot: free (its worker said idle, nobody holds it), claimed, busy (its worker is busy,
+-- or a release waits for an idle report taken after it: epoch), down (offline, loading, error, stuck).
+
+--@ now
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+--@ enqueue
+-- ARGV: prefix, ticket id, type, gateway id, hashes, capacity  ->  {rank, length, seq} or -1 (full)
+local P = ARGV[1]
+if redis.call('ZCARD', P .. 'q') >= tonumber(ARGV[6]) then return -1 end
+local seq = redis.call('INCR', P .. 'seq')
+redis.call('ZADD', P .. 'q', seq, ARGV[2])
+redis.call('HSET', P .. 'tk:' .. ARGV[2], 'type', ARGV[3], 'gw', ARGV[4], 'hashes', ARGV[5], 'seq', seq)
+redis.call('SADD', P .. 'gwt:' .. ARGV[4], ARGV[2])
+redis.call('HINCRBY', P .. 'types', ARGV[3], 1)
+return {redis.call('ZRANK', P .. 'q', ARGV[2]), redis.call('ZCARD', P .. 'q'), seq}
+
+--@ remove
+-- ARGV: prefix, ticket id  ->  1 if it was waiting
+local P = ARGV[1]
+local tk = P .. 'tk:' .. ARGV[2]
+local t = redis.call('HMGET', tk, 'type', 'gw')
+local removed = redis.call('ZREM', P .. 'q', ARGV[2])
+if removed == 1 then
+  if t[1] then redis.call('HINCRBY', P .. 'types', t[1], -1) end
+  redis.call('INCR', P .. 'qver')
+end
+if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], ARGV[2]) end
+redis.call('DEL', tk)
+return removed
+
+--@ requeue_front
+-- ARGV: prefix, ticket id, type, gateway id, hashes  ->  the ticket's new order (negative: ahead of arrivals)
+local P = ARGV[1]
+if redis.call('ZSCORE', P .. 'q', ARGV[2]) then return 0 end
+local seq = redis.call('DECR', P .. 'front')
+redis.call('ZADD', P .. 'q', seq, ARGV[2])
+redis.call('HSET', P .. 'tk:' .. ARGV[2], 'type', ARGV[3], 'gw', ARGV[4], 'hashes', ARGV[5], 'seq', seq)
+redis.call('SADD', P .. 'gwt:' .. ARGV[4], ARGV[2])
+redis.call('HINCRBY', P .. 'types', ARGV[3], 1)
+redis.call('INCR', P .. 'qver')
+return seq
+
+--@ claim
+-- ARGV: prefix, most assignments  ->  {ticket, gateway, slot, ...}
+-- Pop the head, claim a free slot, as long as there are both. A ticket whose gateway's lease is
+-- gone is dropped (its client went with its gateway). Chat: the slot whose worker holds the longest
+-- cached prefix of the history, else a worker with nothing cached, else the least recently used.
+local P = ARGV[1]
+local out = {}
+local now = now_ms()
+for _ = 1, tonumber(ARGV[2]) do
+  if redis.call('ZCARD', P .. 'free') == 0 then break end
+  local head = redis.call('ZRANGE', P .. 'q', 0, 0)
+  if #head == 0 then break end
+  local tid = head[1]
+  local tk = P .. 'tk:' .. tid
+  local t = redis.call('HMGET', tk, 'type', 'gw', 'hashes')
+  redis.call('ZREM', P .. 'q', tid)
+  redis.call('INCR', P .. 'qver')
+  if t[1] then redis.call('HINCRBY', P .. 'types', t[1], -1) end
+  redis.call('DEL', tk)
+  if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], tid) end
+  if t[2] and redis.call('EXISTS', P .. 'gw:' .. t[2]) == 1 then
+    local free = redis.call('ZRANGE', P .. 'free', 0, -1)
+    local chosen = nil
+    if t[1] == 'chat' and t[3] and t[3] ~= '' then
+      local hs = {}
+      for h in string.gmatch(t[3], '%S+') do hs[#hs + 1] = h end
+      local best = 0
+      for _, sk in ipairs(free) do
+        local url = string.match(sk, '^(.*)#%d+$')
+        for k = #hs, best + 1, -1 do
+          if redis.call('SISMEMBER', P .. 'hashes:' .. url, hs[k]) == 1 then best = k; chosen = sk; break end
+        end
+      end
+    end
+    if not chosen then
+      for _, sk in ipairs(free) do
+        if redis.call('SCARD', P .. 'hashes:' .. string.match(sk, '^(.*)#%d+$')) == 0 then chosen = sk; break end
+      end
+    end
+    chosen = chosen or free[1]
+    redis.call('ZREM', P .. 'free', chosen)
+    redis.call('HSET', P .. 'slot:' .. chosen, 'state', 'claimed', 'ticket', tid, 'gw', t[2], 'type', t[1], 'since', now)
+    redis.call('HINCRBY', P .. 'slot:' .. chosen, 'epoch', 1)
+    redis.call('SADD', P .. 'gwc:' .. t[2], chosen)
+    redis.call('SET', P .. 'asgd:' .. tid, chosen, 'PX', 60000)
+    redis.call('PUBLISH', P .. 'asg:' .. t[2], tid .. ' ' .. chosen)
+    out[#out + 1] = tid; out[#out + 1] = t[2]; out[#out + 1] = chosen
+  end
+end
+return out
+
+--@ release
+-- ARGV: prefix, slot, ticket, unused ("1": the session never reached the worker, the slot is free
+-- again at once)  ->  1 if the claim was this ticket's
+local P = ARGV[1]
+local sk = P .. 'slot:' .. ARGV[2]
+local s = redis.call('HMGET', sk, 'state', 'ticket', 'gw')
+if s[1] ~= 'claimed' or s[2] ~= ARGV[3] then return 0 end
+if s[3] then redis.call('SREM', P .. 'gwc:' .. s[3], ARGV[2]) end
+redis.call('HINCRBY', sk, 'epoch', 1)
+local now = now_ms()
+if ARGV[4] == '1' then
+  redis.call('HSET', sk, 'state', 'free', 'ticket', '', 'gw', '', 'type', '', 'used', now)
+  redis.call('ZADD', P .. 'free', now, ARGV[2])
+else
+  redis.call('HSET', sk, 'state', 'busy', 'ticket', '', 'gw', '', 'type', '', 'used', now)
+end
+return 1
+
+--@ report
+-- ARGV: prefix, worker url, slot count, hashes (space-separated), then per slot: index, epoch seen
+-- before the health request ("" = learned directly), state (free | busy | down)  ->  slots now free
+-- The worker is the source of truth: a claimed slot is left alone (its gateway ends the claim); a
+-- report is ignored for a slot claimed or released since it was requested (the epoch moved).
+local P = ARGV[1]
+local url = ARGV[2]
+local n = tonumber(ARGV[3])
+local hk = P .. 'hashes:' .. url
+redis.call('DEL', hk)
+for h in string.gmatch(ARGV[4], '%S+') do redis.call('SADD', hk, h) end
+local freed = 0
+local i = 5
+for _ = 1, n do
+  local sk = url .. '#' .. ARGV[i]
+  local seen, want = ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  redis.call('SADD', P .. 'slots', sk)
+  local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'epoch', 'used')
+  local state, epoch = s[1] or 'down', s[2] or '0'
+  if state ~= 'claimed' and (seen == '' or seen == epoch) and state ~= want then
+    if want == 'free' then
+      local used = tonumber(s[3]) or 0
+      redis.call('ZADD', P .. 'free', used, sk)
+      freed = freed + 1
+    elseif state == 'free' then
+      redis.call('ZREM', P .. 'free', sk)
+    end
+    redis.call('HSET', P .. 'slot:' .. sk, 'state', want)
+  end
+end
+return freed
+
+--@ epochs
+-- ARGV: prefix, slot keys...  ->  their epochs ("0" for a slot never seen)
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV do out[#out + 1] = redis.call('HGET', P .. 'slot:' .. ARGV[i], 'epoch') or '0' end
+return out
+
+--@ renew
+-- ARGV: prefix, gateway id, lease ms  ->  1 if the lease was still held, 0 if it had lapsed (or
+-- Redis lost it: the caller puts its tickets and claims back)
+local P = ARGV[1]
+redis.call('SADD', P .. 'gws', ARGV[2])
+local old = redis.call('SET', P .. 'gw:' .. ARGV[2], '1', 'PX', tonumber(ARGV[3]), 'GET')
+if old then return 1 end
+return 0
+
+--@ restore
+-- ARGV: prefix, gateway id, ticket count, then per ticket: id, type, hashes, seq; then per claim:
+-- slot, ticket, type. Puts back what this gateway holds after Redis lost it (a restart without
+-- persistence) or reaped it (this gateway stalled past its lease). A slot claimed meanwhile by
+-- another gateway is left to it (the worker refuses one of the two; that one is requeued).
+local P = ARGV[1]
+local gw = ARGV[2]
+local n = tonumber(ARGV[3])
+local i = 4
+local top = tonumber(redis.call('GET', P .. 'seq') or '0')
+for _ = 1, n do
+  local tid, ty, hs, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  i = i + 4
+  if not redis.call('ZSCORE', P .. 'q', tid) then
+    redis.call('ZADD', P .. 'q', seq, tid)
+    redis.call('HSET', P .. 'tk:' .. tid, 'type', ty, 'gw', gw, 'hashes', hs, 'seq', seq)
+    redis.call('SADD', P .. 'gwt:' .. gw, tid)
+    redis.call('HINCRBY', P .. 'types', ty, 1)
+    if seq > top then top = seq end
+  end
+end
+redis.call('SET', P .. 'seq', top)
+local now = now_ms()
+while i <= #ARGV do
+  local sk, tid, ty = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'gw')
+  if s[1] ~= 'claimed' or s[2] == gw then
+    redis.call('SADD', P .. 'slots', sk)
+    redis.call('ZREM', P .. 'free', sk)
+    redis.call('HSET', P .. 'slot:' .. sk, 'state', 'claimed', 'ticket', tid, 'gw', gw, 'type', ty, 'since', now)
+    redis.call('SADD', P .. 'gwc:' .. gw, sk)
+  end
+end
+redis.call('INCR', P .. 'qver')
+return 1
+
+--@ reap
+-- ARGV: prefix  ->  how many gateways were gone. A gateway whose lease lapsed loses its waiting
+-- tickets; the slots it held become busy until their workers report idle (they see the sockets close).
+local P = ARGV[1]
+local gone = 0
+for _, gid in ipairs(redis.call('SMEMBERS', P .. 'gws')) do
+  if redis.call('EXISTS', P .. 'gw:' .. gid) == 0 then
+    gone = gone + 1
+    for _, tid in ipairs(redis.call('SMEMBERS', P .. 'gwt:' .. gid)) do
+      local tk = P .. 'tk:' .. tid
+      local ty = redis.call('HGET', tk, 'type')
+      if redis.call('ZREM', P .. 'q', tid) == 1 and ty then redis.call('HINCRBY', P .. 'types', ty, -1) end
+      redis.call('DEL', tk)
+    end
+    for _, sk in ipairs(redis.call('SMEMBERS', P .. 'gwc:' .. gid)) do
+      local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'gw')
+      if s[1] == 'claimed' and s[2] == gid then
+        redis.call('HSET', P .. 'slot:' .. sk, 'state', 'busy', 'ticket', '', 'gw', '', 'type', '')
+        redis.call('HINCRBY', P .. 'slot:' .. sk, 'epoch', 1)
+      end
+    end
+    redis.call('DEL', P .. 'gwt:' .. gid, P .. 'gwc:' .. gid)
+    redis.call('SREM', P .. 'gws', gid)
+    redis.call('INCR', P .. 'qver')
+  end
+end
+return gone
+
+--@ view
+-- ARGV: prefix, ticket ids...  ->  {length, qver, now ms, {rank or -1 per id}, {type, count, ...},
+-- {state, type, since, ...} per slot}: one round trip gives a gateway its waiters' positions (ranks,
+-- never recomputed per event) and what the ETA needs.
+local P = ARGV[1]
+local ranks = {}
+for i = 2, #ARGV do ranks[#ranks + 1] = redis.call('ZRANK', P .. 'q', ARGV[i]) or -1 end
+local slots = {}
+for _, sk in ipairs(redis.call('SMEMBERS', P .. 'slots')) do
+  local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'type', 'since')
+  slots[#slots + 1] = s[1] or 'down'; slots[#slots + 1] = s[2] or ''; slots[#slots + 1] = s[3] or '0'
+end
+return {redis.call('ZCARD', P .. 'q'), tonumber(redis.call('GET', P .. 'qver') or '0'), now_ms(), ranks,
+        redis.call('HGETALL', P .. 'types'), slots}

@@ -176,14 +176,16 @@ if old then return 1 end
 return 0
 
 --@ restore
--- ARGV: prefix, gateway id, ticket count, then per ticket: id, type, hashes, seq; then per claim:
--- slot, ticket, type. Puts back what this gateway holds after Redis lost it (a restart without
+-- ARGV: prefix, gateway id, lease ms, ticket count, then per ticket: id, type, hashes, seq; then per
+-- claim: slot, ticket, type. Takes the lease again and puts back what this gateway holds after Redis lost it (a restart without
 -- persistence) or reaped it (this gateway stalled past its lease). A slot claimed meanwhile by
 -- another gateway is left to it (the worker refuses one of the two; that one is requeued).
 local P = ARGV[1]
 local gw = ARGV[2]
-local n = tonumber(ARGV[3])
-local i = 4
+redis.call('SET', P .. 'gw:' .. gw, '1', 'PX', tonumber(ARGV[3]))
+redis.call('SADD', P .. 'gws', gw)
+local n = tonumber(ARGV[4])
+local i = 5
 local top = tonumber(redis.call('GET', P .. 'seq') or '0')
 for _ = 1, n do
   local tid, ty, hs, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])

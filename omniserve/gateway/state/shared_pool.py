@@ -138,7 +138,7 @@ class SharedPool:
     # ---------------------------------------------------------------- leases
     async def restore(self) -> None:
         tickets = sorted(self.queue.waiting(), key=lambda t: t.seq)
-        args: list = [self.link.gateway_id, len(tickets)]
+        args: list = [self.link.gateway_id, self.lease_ms, len(tickets)]
         for t in tickets:
             args += [t.ticket_id, t.request_type, " ".join(t.prefix_hashes[-256:]), t.seq]
         for w in self.pool.workers:

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,31 @@ async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
         await task
     except (asyncio.CancelledError, Exception):
         pass
+
+async def broadcast_forever(one_pass: Callable[[], Awaitable[None]], changed: asyncio.Event, interval_s: float,
+                            min_gap_s: float) -> None:
+    """A queue's broadcaster: a pass every ``tick`` (``interval``/8, sooner after a change), never
+    busier than ~20% of the time.
+
+    Each waiter is due ``interval`` after its last update, so the periodic updates of a big queue
+    are spread over the ticks instead of 10,000 sends at once."""
+    tick = max(0.05, interval_s / 8)
+    while True:
+        try:
+            await asyncio.wait_for(changed.wait(), timeout=tick)
+        except asyncio.TimeoutError:
+            pass
+        changed.clear()
+        t0 = time.monotonic()
+        try:
+            await one_pass()
+        except Exception:  # never let the broadcaster die
+            log.exception("queue refresh failed")
+        spent = time.monotonic() - t0
+        # ~20% duty at most, but never so long that a waiter misses its 3 s (a GC pause inside
+        # a pass must not turn into seconds of silence)
+        await asyncio.sleep(min(max(min_gap_s, 4 * spent), tick))
+
 
 @dataclass(eq=False)
 class Ticket:
@@ -181,27 +206,10 @@ class WaitQueue:
         return woken
 
     async def run(self) -> None:
-        """The broadcaster: a pass every ``tick`` (sooner after a change), never busier than ~20%.
-
-        Each waiter is due ``interval`` after its last update, so the periodic updates of a big
-        queue are spread over the ticks instead of 10,000 sends at once."""
-        tick = max(0.05, self.interval_s / 8)
-        while True:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=tick)
-            except asyncio.TimeoutError:
-                pass
-            self._changed.clear()
-            t0 = time.monotonic()
+        async def one_pass() -> None:
             if self._items:
-                try:
-                    self.refresh()
-                except Exception:  # never let the broadcaster die
-                    log.exception("queue refresh failed")
-            spent = time.monotonic() - t0
-            # ~20% duty at most, but never so long that a waiter misses its 3 s (a GC pause inside
-            # a pass must not turn into seconds of silence)
-            await asyncio.sleep(min(max(self.min_gap_s, 4 * spent), tick))
+                self.refresh()
+        await broadcast_forever(one_pass, self._changed, self.interval_s, self.min_gap_s)
 
     def start(self) -> None:
         if self._task is None:

@@ -21,7 +21,7 @@ from ..protocol.modes import CHAT, HALF_DUPLEX, MODES, Mode
 from ..protocol.rest import RefAudioOut, RefAudioUpload
 from .clients import RateLimiter, client_ip, rate_key
 from .gateway import Gateway
-from .http import read_capped
+from ..http_body import read_capped
 from .presets import DEFAULT_VOICE
 from .ref_audio import RefAudioError
 

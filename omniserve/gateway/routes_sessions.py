@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..protocol.rest import COMMENT_BODY_BYTES, CommentIn
 from ..recordings.ids import valid_id
 from .gateway import Gateway
-from .http import read_capped
+from ..http_body import read_capped
 
 def _nf() -> HTTPException:
     return HTTPException(404, "no such session or file")

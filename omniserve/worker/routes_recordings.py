@@ -27,20 +27,11 @@ from pydantic import ValidationError
 from ..config import Settings
 from ..protocol.rest import COMMENT_BODY_BYTES, CommentIn
 from ..recordings.cleanup import cleanup_loop
+from ..http_body import read_capped
 from ..recordings.store import RecordingNotFound, RecordingStore
 from ..recordings.uploads import BadUpload, RecordingUpload, StorageFull, TooLarge
 
 FLUSH_BYTES = 1024 * 1024          # an upload goes to disk about this much at a time
-
-
-async def _read_capped(request: Request, cap: int) -> bytes:
-    parts, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > cap:
-            raise HTTPException(413, f"body too large (max {cap} bytes)")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 async def _receive_into(request: Request, up: RecordingUpload) -> None:
@@ -128,7 +119,7 @@ def add_recording_routes(app: FastAPI, settings: Settings) -> RecordingStore:
 
     @app.post("/recordings/{rec_id}/comment", status_code=201)
     async def rec_comment(rec_id: str, request: Request) -> dict:
-        body = await _read_capped(request, COMMENT_BODY_BYTES)
+        body = await read_capped(request, COMMENT_BODY_BYTES)
         try:
             c = CommentIn.model_validate_json(body)
         except ValidationError as e:
@@ -144,7 +135,7 @@ def add_recording_routes(app: FastAPI, settings: Settings) -> RecordingStore:
 
     @app.post("/recordings/{key}/diagnostics")
     async def rec_diagnostic(key: str, request: Request) -> dict:
-        body = await _read_capped(request, store.max_diagnostics_bytes)
+        body = await read_capped(request, store.max_diagnostics_bytes)
         text = body.decode("utf-8", errors="replace")
         return {"stored": await asyncio.to_thread(store.append_diagnostic, key, text)}
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.integration.test_gateway_queue import recv, recv_type, status
 from tests.support.gateway_procs import start_fake_worker, start_gateway
 from tests.support.redis_server import RedisServer, available
 
@@ -22,22 +23,6 @@ pytestmark = pytest.mark.skipif(not available(), reason="redis-server is not ins
 
 LEASE_S = 2.0
 ENV = {"OMNISERVE_GATEWAY__LEASE_S": str(LEASE_S), "OMNISERVE_GATEWAY__QUEUE_UPDATE_INTERVAL_S": "1.0"}
-
-
-async def recv(ws, timeout=10.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def recv_type(ws, want: str, timeout=10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv(ws, max(0.05, deadline - time.monotonic()))
-        if m.get("type") == want:
-            return m
-
-
-def status(g) -> dict:
-    return httpx.get(g.url + "/status", timeout=5, trust_env=False).json()
 
 
 @pytest.fixture

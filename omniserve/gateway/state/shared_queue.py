@@ -22,7 +22,7 @@ import time
 from typing import Callable, Iterator, Optional, Protocol
 
 from ..eta import EtaEstimator
-from ..queue import QueueFull, Ticket, cancel_and_wait
+from ..queue import QueueFull, Ticket, broadcast_forever, cancel_and_wait
 from .link import UNAVAILABLE, Outbox, RedisLink, StateUnavailable
 from .scripts import Scripts
 
@@ -198,24 +198,15 @@ class SharedQueue:
         self._mean = weighted / total if total else 0.0
 
     async def run(self) -> None:
-        """The broadcaster: a view every tick (sooner after a change), never busier than ~20 %."""
-        tick = max(0.05, self.interval_s / 8)
-        while True:
+        """The broadcaster (``queue.broadcast_forever``): a view every tick, also with no waiter of
+        ours (``/status`` shows the global queue)."""
+        async def one_pass() -> None:
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=tick)
-            except asyncio.TimeoutError:
-                pass
-            self._changed.clear()
-            t0 = time.monotonic()
-            try:      # with no waiter of ours too: /status shows the global queue
                 await self.refresh()
             except UNAVAILABLE as e:
                 self.link.failed(e)
                 await asyncio.sleep(0.5)
-            except Exception:  # never let the broadcaster die
-                log.exception("queue refresh failed")
-            spent = time.monotonic() - t0
-            await asyncio.sleep(min(max(self.min_gap_s, 4 * spent), tick))
+        await broadcast_forever(one_pass, self._changed, self.interval_s, self.min_gap_s)
 
     def start(self) -> None:
         if self._task is None:

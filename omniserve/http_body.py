@@ -1,4 +1,4 @@
-"""Small HTTP helpers shared by the route modules."""
+"""Reading a request body with a cap, for the gateway's and the workers' routes."""
 from __future__ import annotations
 
 from fastapi import HTTPException, Request

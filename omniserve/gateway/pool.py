@@ -46,6 +46,7 @@ class SharedSlots(Protocol):
     def report(self, w: PooledWorker, epochs: Optional[list[str]], only: Optional[Slot] = None) -> None: ...
     def release(self, s: Slot, t: Ticket) -> None: ...
     async def epochs(self, w: PooledWorker) -> Optional[list[str]]: ...
+    def forget(self, w: PooledWorker) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class WorkerPool:
             if w.expires_at is not None and now > w.expires_at and not w.assigned:
                 log.warning("worker %s: no heartbeat, forgotten", w.url)
                 self.workers.remove(w)
+                if self.shared is not None:
+                    self.shared.forget(w)
                 self.queue.invalidate()
 
     def mark_offline(self, w: PooledWorker, why: str = "") -> None:

@@ -201,6 +201,10 @@ async def _serve_accepted(gw: Gateway, ws: WebSocket, mode: Mode, session_id: Op
         meter.end(client, ticket, relay)
         if ticket is not None and ticket.worker is None:
             gw.queue.remove(ticket, "gone")
+        elif ticket is not None and (relay is None or relay.worker is not ticket.worker):
+            # assigned while its last queue update could not be sent (the client stopped reading):
+            # the slot never saw the session; it must not stay assigned to nobody
+            gw.pool.refused(ticket.worker, ticket, "client left", reachable=True, requeue=False)
         if queued_here:
             gw.ip_queued.release(ip)
         await client.stop()

@@ -269,3 +269,27 @@ async def test_a_ticket_is_found_and_cancelled_through_any_gateway(gateways):
     assert httpx.get(gs[0].url + f"/api/queue/{tid}", trust_env=False).status_code == 404
     await finish(holder)
     await serve_through(0, kind, ws, [])
+
+
+async def test_a_refusal_puts_the_ticket_back_and_the_same_slot_serves_it(tmp_path, redis_server):
+    """The worker refuses twice (busy); each time the ticket goes back to the head and the one slot is
+    claimed for it again — a new claim, not a repeat of the old notice — until it is served."""
+    w = start_fake_worker(tmp_path, "--busy-first", "2")
+    env = dict(ENV, OMNISERVE_GATEWAY__REDIS_URL=redis_server.url)
+    gs = [start_gateway(tmp_path, [w.url], 1, env, data_dir=tmp_path / f"gw{i}") for i in range(2)]
+    try:
+        for g in gs:
+            ws = await websockets.connect(g.ws + "/ws/chat")
+            await ws.send(json.dumps({"messages": [{"role": "user", "content": "refused first"}]}))
+            seen = []
+            while not seen or seen[-1] not in ("done", "error"):
+                seen.append((await recv(ws, 15))["type"])
+            assert seen[-1] == "done" and "error" not in seen, seen
+            await ws.close()
+        c = redis_server.client()
+        await asyncio.sleep(0.5)
+        assert [c.hget(k, "state") for k in c.scan_iter("omniserve:slot:*")] == ["free"]
+    finally:
+        for g in gs:
+            g.stop()
+        w.stop()

@@ -8,6 +8,8 @@ through; callers turn a failure into a clear client error (new clients) or keep 
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import secrets
 from typing import Any, Optional
@@ -76,40 +78,46 @@ class Outbox:
     """Redis writes that need no answer (a client left, a slot released, a health report), run one
     at a time in the order they were given, by one task. A write that fails because Redis is
     unreachable is retried (with backoff) until it gets through, so nothing this gateway owes the
-    shared state is lost while Redis is away; later writes wait behind it, in order."""
+    shared state is lost while Redis is away; later writes wait behind it, in order. Nothing is
+    dropped; writes given a ``merge`` key (a worker's health report) replace the one with the same
+    key still waiting, so a long outage does not pile up reports."""
 
-    def __init__(self, link: RedisLink, limit: int = 100_000) -> None:
-        import asyncio
-        import collections
+    def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self.limit = limit
-        self._ops: collections.deque = collections.deque()
+        self._ops: collections.deque[tuple[Optional[str], Any]] = collections.deque()
+        self._merged: dict[str, Any] = {}
+        self._running: Optional[str] = None   # the merge key of the write being run
         self._wake = asyncio.Event()
         self._task: Optional[asyncio.Task] = None
 
-    def put(self, op: Any) -> None:
+    def put(self, op: Any, merge: Optional[str] = None) -> None:
         """``op``: a coroutine function of no arguments."""
-        if len(self._ops) >= self.limit:
-            log.error("Redis outbox full (%d writes): dropping the oldest", self.limit)
-            self._ops.popleft()
-        self._ops.append(op)
+        if merge is not None:
+            if merge in self._merged and merge != self._running:
+                self._merged[merge] = op     # runs in the place of the older one, still waiting
+                return
+            self._merged[merge] = op
+        self._ops.append((merge, op))
         self._wake.set()
 
     def __len__(self) -> int:
         return len(self._ops)
 
     async def run(self) -> None:
-        import asyncio
         delay = 0.05
         while True:
             if not self._ops:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            op = self._ops[0]
+            merge, op = self._ops[0]
+            if merge is not None:
+                op = self._merged.get(merge, op)
+            self._running = merge
             try:
                 await op()
             except UNAVAILABLE as e:
+                self._running = None        # while it waits to retry, newer reports merge into it
                 self.link.failed(e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -119,14 +127,20 @@ class Outbox:
             else:
                 self.link.ok()
                 delay = 0.05
+            self._running = None
             self._ops.popleft()
+            if merge is not None and self._merged.get(merge) is op:
+                del self._merged[merge]
 
     def start(self) -> None:
-        import asyncio
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="redis-outbox")
 
     async def stop(self) -> None:
-        from ..queue import cancel_and_wait
-        await cancel_and_wait(self._task)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
         self._task = None

@@ -1,7 +1,9 @@
 -- The atomic steps of the shared queue and slot claims (omniserve/gateway/state/shared_pool.py).
 -- Each section between "--@ NAME" lines is loaded as one script; ARGV[1] is the key prefix.
 -- Keys (all under the prefix):
---   q            zset  ticket id -> order (INCR seq for arrivals, DECR front for requeues at the head)
+--   q            zset  ticket id -> order: Redis's clock in µs for arrivals (never below the last one,
+--                      so a Redis restarted empty still puts newcomers behind the waiters the gateways
+--                      put back), the head's order minus one for a ticket put back at the head
 --   tk:<id>      hash  type, gw (owner gateway), hashes (chat affinity chain, space-separated), seq
 --   types        hash  request type -> tickets waiting
 --   qver         int   bumped whenever someone leaves the queue or is put back at its head
@@ -9,8 +11,9 @@
 --   slots        set   slot keys "<worker url>#<index>";  slot:<key> hash state, epoch, ticket, gw, type, since, used
 --   free         zset  free slot key -> when last used (ms): dispatch takes the least recently used
 --   hashes:<url> set   a worker's cached chat prefix hashes
---   asgd:<id>    str   the slot a ticket was given (kept a minute: a gateway that missed the notice finds it)
---   channel asg:<gid>  "<ticket id> <slot key>" to the gateway holding the ticket's client
+--   asgd:<id>    str   "<slot key> <epoch>": the slot a ticket was given (kept a minute: a gateway that
+--                      missed the notice finds it)
+--   channel asg:<gid>  "<ticket id> <slot key> <epoch>" to the gateway holding the ticket's client
 -- States of a slot: free (its worker said idle, nobody holds it), claimed, busy (its worker is busy,
 -- or a release waits for an idle report taken after it: epoch), down (offline, loading, error, stuck).
 
@@ -19,37 +22,59 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- a whole number as Redis should store it (Lua would write 1.8e+15 and lose digits)
+local function int(x)
+  return string.format('%d', x)
+end
 
 --@ enqueue
--- ARGV: prefix, ticket id, type, gateway id, hashes, capacity  ->  {rank, length, seq} or -1 (full)
+-- ARGV: prefix, ticket id, type, gateway id, hashes, capacity  ->  {rank, length, order} or -1 (full)
 local P = ARGV[1]
 if redis.call('ZCARD', P .. 'q') >= tonumber(ARGV[6]) then return -1 end
-local seq = redis.call('INCR', P .. 'seq')
+local seq = int(math.max(now_ms() * 1000, tonumber(redis.call('GET', P .. 'seq') or '0') + 1))
+redis.call('SET', P .. 'seq', seq)
 redis.call('ZADD', P .. 'q', seq, ARGV[2])
 redis.call('HSET', P .. 'tk:' .. ARGV[2], 'type', ARGV[3], 'gw', ARGV[4], 'hashes', ARGV[5], 'seq', seq)
 redis.call('SADD', P .. 'gwt:' .. ARGV[4], ARGV[2])
 redis.call('HINCRBY', P .. 'types', ARGV[3], 1)
-return {redis.call('ZRANK', P .. 'q', ARGV[2]), redis.call('ZCARD', P .. 'q'), seq}
+return {redis.call('ZRANK', P .. 'q', ARGV[2]), redis.call('ZCARD', P .. 'q'), seq}   -- seq as a string
 
 --@ remove
--- ARGV: prefix, ticket id  ->  1 if it was waiting
+-- ARGV: prefix, ticket id  ->  1 if it was waiting, 2 if it had just been given a slot that is now
+-- free again (its client left before its gateway heard of the assignment), else 0
 local P = ARGV[1]
-local tk = P .. 'tk:' .. ARGV[2]
+local tid = ARGV[2]
+local tk = P .. 'tk:' .. tid
 local t = redis.call('HMGET', tk, 'type', 'gw')
-local removed = redis.call('ZREM', P .. 'q', ARGV[2])
+local removed = redis.call('ZREM', P .. 'q', tid)
 if removed == 1 then
   if t[1] then redis.call('HINCRBY', P .. 'types', t[1], -1) end
   redis.call('INCR', P .. 'qver')
 end
-if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], ARGV[2]) end
+if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], tid) end
 redis.call('DEL', tk)
+if removed == 0 then
+  local a = redis.call('GET', P .. 'asgd:' .. tid)
+  local sk = a and string.match(a, '^(%S+)')
+  if sk then
+    local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'ticket', 'gw')
+    if s[1] == 'claimed' and s[2] == tid then
+      if s[3] then redis.call('SREM', P .. 'gwc:' .. s[3], sk) end
+      redis.call('HINCRBY', P .. 'slot:' .. sk, 'epoch', 1)
+      redis.call('HSET', P .. 'slot:' .. sk, 'state', 'free', 'ticket', '', 'gw', '', 'type', '')
+      redis.call('ZADD', P .. 'free', redis.call('HGET', P .. 'slot:' .. sk, 'used') or '0', sk)
+      return 2
+    end
+  end
+end
 return removed
 
 --@ requeue_front
--- ARGV: prefix, ticket id, type, gateway id, hashes  ->  the ticket's new order (negative: ahead of arrivals)
+-- ARGV: prefix, ticket id, type, gateway id, hashes  ->  the ticket's new order (ahead of everyone)
 local P = ARGV[1]
 if redis.call('ZSCORE', P .. 'q', ARGV[2]) then return 0 end
-local seq = redis.call('DECR', P .. 'front')
+local head = redis.call('ZRANGE', P .. 'q', 0, 0, 'WITHSCORES')
+local seq = int(head[2] and (tonumber(head[2]) - 1) or now_ms() * 1000)
 redis.call('ZADD', P .. 'q', seq, ARGV[2])
 redis.call('HSET', P .. 'tk:' .. ARGV[2], 'type', ARGV[3], 'gw', ARGV[4], 'hashes', ARGV[5], 'seq', seq)
 redis.call('SADD', P .. 'gwt:' .. ARGV[4], ARGV[2])
@@ -58,17 +83,18 @@ redis.call('INCR', P .. 'qver')
 return seq
 
 --@ claim
--- ARGV: prefix, most assignments  ->  {ticket, gateway, slot, ...}
+-- ARGV: prefix, most assignments  ->  {tickets taken off the head, then ticket, gateway, slot, epoch, ...}
 -- Pop the head, claim a free slot, as long as there are both. A ticket whose gateway's lease is
 -- gone is dropped (its client went with its gateway). Chat: the slot whose worker holds the longest
 -- cached prefix of the history, else a worker with nothing cached, else the least recently used.
 local P = ARGV[1]
-local out = {}
+local out = {0}
 local now = now_ms()
 for _ = 1, tonumber(ARGV[2]) do
-  if redis.call('ZCARD', P .. 'free') == 0 then break end
+  out[1] = out[1] + 1
+  if redis.call('ZCARD', P .. 'free') == 0 then out[1] = out[1] - 1; break end
   local head = redis.call('ZRANGE', P .. 'q', 0, 0)
-  if #head == 0 then break end
+  if #head == 0 then out[1] = out[1] - 1; break end
   local tid = head[1]
   local tk = P .. 'tk:' .. tid
   local t = redis.call('HMGET', tk, 'type', 'gw', 'hashes')
@@ -98,12 +124,12 @@ for _ = 1, tonumber(ARGV[2]) do
     end
     chosen = chosen or free[1]
     redis.call('ZREM', P .. 'free', chosen)
-    redis.call('HSET', P .. 'slot:' .. chosen, 'state', 'claimed', 'ticket', tid, 'gw', t[2], 'type', t[1], 'since', now)
-    redis.call('HINCRBY', P .. 'slot:' .. chosen, 'epoch', 1)
+    redis.call('HSET', P .. 'slot:' .. chosen, 'state', 'claimed', 'ticket', tid, 'gw', t[2], 'type', t[1], 'since', int(now))
+    local epoch = redis.call('HINCRBY', P .. 'slot:' .. chosen, 'epoch', 1)
     redis.call('SADD', P .. 'gwc:' .. t[2], chosen)
-    redis.call('SET', P .. 'asgd:' .. tid, chosen, 'PX', 60000)
-    redis.call('PUBLISH', P .. 'asg:' .. t[2], tid .. ' ' .. chosen)
-    out[#out + 1] = tid; out[#out + 1] = t[2]; out[#out + 1] = chosen
+    redis.call('SET', P .. 'asgd:' .. tid, chosen .. ' ' .. epoch, 'PX', 60000)
+    redis.call('PUBLISH', P .. 'asg:' .. t[2], tid .. ' ' .. chosen .. ' ' .. epoch)
+    out[#out + 1] = tid; out[#out + 1] = t[2]; out[#out + 1] = chosen; out[#out + 1] = epoch
   end
 end
 return out
@@ -119,25 +145,31 @@ if s[3] then redis.call('SREM', P .. 'gwc:' .. s[3], ARGV[2]) end
 redis.call('HINCRBY', sk, 'epoch', 1)
 local now = now_ms()
 if ARGV[4] == '1' then
-  redis.call('HSET', sk, 'state', 'free', 'ticket', '', 'gw', '', 'type', '', 'used', now)
-  redis.call('ZADD', P .. 'free', now, ARGV[2])
+  redis.call('HSET', sk, 'state', 'free', 'ticket', '', 'gw', '', 'type', '', 'used', int(now))
+  redis.call('ZADD', P .. 'free', int(now), ARGV[2])
 else
-  redis.call('HSET', sk, 'state', 'busy', 'ticket', '', 'gw', '', 'type', '', 'used', now)
+  redis.call('HSET', sk, 'state', 'busy', 'ticket', '', 'gw', '', 'type', '', 'used', int(now))
 end
 return 1
 
 --@ report
--- ARGV: prefix, worker url, slot count, hashes (space-separated), then per slot: index, epoch seen
--- before the health request ("" = learned directly), state (free | busy | down)  ->  slots now free
+-- ARGV: prefix, worker url, slot count, hashes (space-separated; "=" unchanged since this gateway's
+-- last report), then per slot: index, epoch seen before the health request ("" = learned directly),
+-- state (free | busy | down)  ->  {slots now free, slots whose report was taken (1/0 each)}
 -- The worker is the source of truth: a claimed slot is left alone (its gateway ends the claim); a
 -- report is ignored for a slot claimed or released since it was requested (the epoch moved).
 local P = ARGV[1]
 local url = ARGV[2]
 local n = tonumber(ARGV[3])
 local hk = P .. 'hashes:' .. url
-redis.call('DEL', hk)
-for h in string.gmatch(ARGV[4], '%S+') do redis.call('SADD', hk, h) end
+if ARGV[4] ~= '=' then
+  redis.call('DEL', hk)
+  local hs = {}
+  for h in string.gmatch(ARGV[4], '%S+') do hs[#hs + 1] = h end
+  for j = 1, #hs, 512 do redis.call('SADD', hk, unpack(hs, j, math.min(j + 511, #hs))) end
+end
 local freed = 0
+local taken = {}
 local i = 5
 for _ = 1, n do
   local sk = url .. '#' .. ARGV[i]
@@ -146,10 +178,11 @@ for _ = 1, n do
   redis.call('SADD', P .. 'slots', sk)
   local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'epoch', 'used')
   local state, epoch = s[1] or 'down', s[2] or '0'
-  if state ~= 'claimed' and (seen == '' or seen == epoch) and state ~= want then
+  local ok = state ~= 'claimed' and (seen == '' or seen == epoch)
+  taken[#taken + 1] = ok and 1 or 0
+  if ok and state ~= want then
     if want == 'free' then
-      local used = tonumber(s[3]) or 0
-      redis.call('ZADD', P .. 'free', used, sk)
+      redis.call('ZADD', P .. 'free', s[3] or '0', sk)
       freed = freed + 1
     elseif state == 'free' then
       redis.call('ZREM', P .. 'free', sk)
@@ -157,7 +190,26 @@ for _ = 1, n do
     redis.call('HSET', P .. 'slot:' .. sk, 'state', want)
   end
 end
-return freed
+return {freed, taken}
+
+--@ forget
+-- ARGV: prefix, worker url, slot count  ->  1 if the worker's slots are gone from the shared state (a
+-- worker forgotten for want of heartbeats; not while one of its slots is claimed)
+local P = ARGV[1]
+local url = ARGV[2]
+local keys = {}
+for i = 0, tonumber(ARGV[3]) - 1 do
+  local sk = url .. '#' .. i
+  if redis.call('HGET', P .. 'slot:' .. sk, 'state') == 'claimed' then return 0 end
+  keys[#keys + 1] = sk
+end
+for _, sk in ipairs(keys) do
+  redis.call('SREM', P .. 'slots', sk)
+  redis.call('ZREM', P .. 'free', sk)
+  redis.call('DEL', P .. 'slot:' .. sk)
+end
+redis.call('DEL', P .. 'hashes:' .. url)
+return 1
 
 --@ epochs
 -- ARGV: prefix, slot keys...  ->  their epochs ("0" for a slot never seen)
@@ -186,19 +238,16 @@ redis.call('SET', P .. 'gw:' .. gw, '1', 'PX', tonumber(ARGV[3]))
 redis.call('SADD', P .. 'gws', gw)
 local n = tonumber(ARGV[4])
 local i = 5
-local top = tonumber(redis.call('GET', P .. 'seq') or '0')
 for _ = 1, n do
-  local tid, ty, hs, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local tid, ty, hs, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   if not redis.call('ZSCORE', P .. 'q', tid) then
     redis.call('ZADD', P .. 'q', seq, tid)
     redis.call('HSET', P .. 'tk:' .. tid, 'type', ty, 'gw', gw, 'hashes', hs, 'seq', seq)
     redis.call('SADD', P .. 'gwt:' .. gw, tid)
     redis.call('HINCRBY', P .. 'types', ty, 1)
-    if seq > top then top = seq end
   end
 end
-redis.call('SET', P .. 'seq', top)
 local now = now_ms()
 while i <= #ARGV do
   local sk, tid, ty = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -207,7 +256,7 @@ while i <= #ARGV do
   if s[1] ~= 'claimed' or s[2] == gw then
     redis.call('SADD', P .. 'slots', sk)
     redis.call('ZREM', P .. 'free', sk)
-    redis.call('HSET', P .. 'slot:' .. sk, 'state', 'claimed', 'ticket', tid, 'gw', gw, 'type', ty, 'since', now)
+    redis.call('HSET', P .. 'slot:' .. sk, 'state', 'claimed', 'ticket', tid, 'gw', gw, 'type', ty, 'since', int(now))
     redis.call('SADD', P .. 'gwc:' .. gw, sk)
   end
 end

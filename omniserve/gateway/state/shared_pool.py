@@ -52,8 +52,12 @@ class SharedPool:
         self.link, self.scripts, self.outbox, self.pool, self.queue = link, scripts, outbox, pool, queue
         self.lease_ms = int(lease_s * 1000)
         self._claim_queued = False
+        self._restore_queued = False
         self._held = False             # this process has held a lease before
-        self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()  # ticket -> slot, applied
+        # ticket -> "slot epoch" of the assignments applied here: a notice told twice is ignored, a new
+        # claim of the same slot for the same ticket (after a refusal) is not
+        self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._sent_hashes: dict[str, frozenset[str]] = {}   # worker url -> cached prefixes Redis has from us
         self._tasks: list[asyncio.Task] = []
         self.assignments = 0
         queue.pool = self
@@ -69,26 +73,33 @@ class SharedPool:
     async def _claim(self) -> None:
         self._claim_queued = False
         got = await self.scripts.call("claim", CLAIMS_PER_CALL)
-        for i in range(0, len(got), 3):
+        for i in range(1, len(got), 4):
             if got[i + 1] == self.link.gateway_id:
-                self.assigned(got[i], got[i + 2])
-        if len(got) >= 3 * CLAIMS_PER_CALL:
-            self.kick()
+                self.assigned(got[i], got[i + 2], str(got[i + 3]))
+        if int(got[0]) >= CLAIMS_PER_CALL:
+            self.kick()       # more may wait (tickets of dead gateways use up turns too)
 
-    def assigned(self, ticket_id: str, slot_key: str) -> None:
-        """Redis gave ``slot_key`` to one of our tickets (our own claim, or another gateway's, told
-        by pub/sub; either may come twice)."""
-        if self._recent.get(ticket_id) == slot_key:
-            return      # told twice (our own claim's answer and its notice)
+    def assigned(self, ticket_id: str, slot_key: str, epoch: str) -> None:
+        """Redis gave ``slot_key`` (claim ``epoch``) to one of our tickets: our own claim's answer, or
+        another gateway's notice, either possibly twice."""
+        tag = f"{slot_key} {epoch}"
+        if self._recent.get(ticket_id) == tag:
+            return
         t = self.queue.get(ticket_id)
         s = self.pool.slot(slot_key)
-        if t is None or not t.waiting or s is None or s.ticket is not None:
-            # the client left meanwhile (or we cannot use the slot): the slot is free again at once
+        if t is None or not t.waiting:
+            # the client left meanwhile: the slot never saw the session and is free again at once
             self.outbox.put(lambda: self.scripts.call("release", slot_key, ticket_id, "1"))
             self.kick()
             return
+        if s is None or s.ticket is not None:
+            # a slot this process believes busy (a claim restored over ours): the ticket goes back to the head
+            log.warning("assigned %s, which this gateway holds busy: requeued", slot_key)
+            self.outbox.put(lambda: self.scripts.call("release", slot_key, ticket_id, "0"))
+            self.queue.back_to_head(t)
+            return
         self.assignments += 1
-        self._recent[ticket_id] = slot_key
+        self._recent[ticket_id] = tag
         if len(self._recent) > 10_000:
             self._recent.popitem(last=False)
         self.pool.assign(s, t)
@@ -98,45 +109,73 @@ class SharedPool:
         """Waiters Redis no longer has: assigned while we missed the notice, or lost (restore)."""
         found = await self.link.client.mget([key("asgd", t.ticket_id) for t in tickets])
         lost = False
-        for t, slot_key in zip(tickets, found):
-            if slot_key:
-                self.assigned(t.ticket_id, str(slot_key))
+        for t, tag in zip(tickets, found):
+            if tag:
+                slot_key, _, epoch = str(tag).partition(" ")
+                self.assigned(t.ticket_id, slot_key, epoch)
             elif t.waiting:
                 lost = True
         if lost:
             log.warning("waiting clients missing from the shared queue: putting them back")
-            await self.restore()
+            self.restore()
 
     # ---------------------------------------------------------------- slots
     async def epochs(self, w: PooledWorker) -> Optional[list[str]]:
-        """Each slot's epoch, read before a health request (None: Redis unreachable)."""
+        """Each slot's epoch, read before a health request, after every write this process queued
+        before it (a release's epoch included); None when Redis does not answer within a second."""
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        keys = [s.key for s in w.slots]
+
+        async def op() -> None:
+            e = await self.scripts.call("epochs", *keys)
+            if not got.done():
+                got.set_result([str(x) for x in e])
+        self.outbox.put(op)
         try:
-            return [str(e) for e in await self.scripts.call("epochs", *(s.key for s in w.slots))]
-        except UNAVAILABLE as e:
-            self.link.failed(e)
+            return await asyncio.wait_for(asyncio.shield(got), 1.0)
+        except asyncio.TimeoutError:
             return None
 
     def report(self, w: PooledWorker, epochs: Optional[list[str]], only: Optional[Slot] = None) -> None:
         """What this process just learned of ``w``'s slots (``epochs``: read before the health request;
         None: learned directly — ``only`` that slot, e.g. the worker closed its session itself — or
-        the worker is offline)."""
+        the worker is offline). Reports of one worker waiting in the outbox are merged: the newest wins."""
         slots = [only] if only is not None else w.slots
-        args: list = [w.url, len(slots), " ".join(sorted(w.cached_prefix_hashes))]
+        hashes = w.cached_prefix_hashes
+        url = w.url
+        args: list = [url, len(slots), ""]
         for s in slots:
             seen = epochs[s.index] if epochs is not None and s.index < len(epochs) else ""
             args += [s.index, seen, _state(s)]
 
         async def op() -> None:
-            if await self.scripts.call("report", *args):
+            args[2] = "=" if self._sent_hashes.get(url) == hashes else " ".join(sorted(hashes))
+            freed, _taken = await self.scripts.call("report", *args)
+            self._sent_hashes[url] = hashes
+            if freed:
                 self.kick()
-        self.outbox.put(op)
+        self.outbox.put(op, merge=f"report {url} {only.index if only is not None else '*'}")
 
     def release(self, s: Slot, t: Ticket) -> None:
         sk, tid = s.key, t.ticket_id
         self.outbox.put(lambda: self.scripts.call("release", sk, tid, "0"))
 
+    def forget(self, w: PooledWorker) -> None:
+        """A worker forgotten for want of heartbeats leaves the shared state too."""
+        url, n = w.url, len(w.slots)
+        self._sent_hashes.pop(url, None)
+        self.outbox.put(lambda: self.scripts.call("forget", url, n))
+
     # ---------------------------------------------------------------- leases
-    async def restore(self) -> None:
+    def restore(self) -> None:
+        """Put back this process's waiters and claims (in order with its other writes)."""
+        if not self._restore_queued:
+            self._restore_queued = True
+            self.outbox.put(self._restore)
+
+    async def _restore(self) -> None:
+        self._restore_queued = False
+        self._sent_hashes.clear()
         tickets = sorted(self.queue.waiting(), key=lambda t: t.seq)
         args: list = [self.link.gateway_id, self.lease_ms, len(tickets)]
         for t in tickets:
@@ -150,16 +189,19 @@ class SharedPool:
             self.report(w, None)
         self.kick()
 
+    async def _renew(self) -> None:
+        held = await self.scripts.call("renew", self.link.gateway_id, self.lease_ms)
+        self.link.ok()
+        if not held and self._held:
+            log.warning("this gateway's lease had lapsed (Redis restarted, or this process stalled): "
+                        "restoring %d waiting clients and its sessions", len(self.queue.waiting()))
+            self.restore()
+        self._held = True
+
     async def _renew_loop(self) -> None:
         while True:
             try:
-                held = await self.scripts.call("renew", self.link.gateway_id, self.lease_ms)
-                self.link.ok()
-                if not held and self._held:
-                    log.warning("this gateway's lease had lapsed (Redis restarted, or this process stalled): "
-                                "restoring %d waiting clients and its sessions", len(self.queue.waiting()))
-                    await self.restore()
-                self._held = True
+                await self._renew()
             except UNAVAILABLE as e:
                 self.link.failed(e)
             await asyncio.sleep(self.lease_ms / 4000)
@@ -186,11 +228,11 @@ class SharedPool:
                     m = await pubsub.get_message(timeout=1.0)
                     data = m.get("data") if m is not None else None
                     if isinstance(data, str):
-                        head, _, rest = data.partition(" ")
-                        if head == CANCEL:
-                            self._cancelled_here(rest)
-                        else:
-                            self.assigned(head, rest)
+                        parts = data.split(" ")
+                        if parts[0] == CANCEL and len(parts) == 2:
+                            self._cancelled_here(parts[1])
+                        elif len(parts) == 3:
+                            self.assigned(*parts)
             except UNAVAILABLE as e:
                 self.link.failed(e)
                 await asyncio.sleep(0.5)
@@ -242,6 +284,9 @@ class SharedPool:
                         self.pool.add(url, ttl_s=left)
                     else:
                         await self.link.client.hdel(key("workers"), url)
+                        w = self.pool.find(url)
+                        if w is not None and not w.assigned:
+                            self.forget(w)
             except UNAVAILABLE as e:
                 self.link.failed(e)
             await asyncio.sleep(every_s)
@@ -250,6 +295,10 @@ class SharedPool:
     async def start(self, health_interval_s: float) -> None:
         loop = asyncio.get_running_loop()
         self.outbox.start()
+        try:       # hold a lease before the first client arrives (a claim drops the tickets of lease-less gateways)
+            await self._renew()
+        except UNAVAILABLE as e:
+            self.link.failed(e)
         self._tasks = [loop.create_task(self._renew_loop(), name="lease"),
                        loop.create_task(self._reap_loop(), name="reaper"),
                        loop.create_task(self._listen(), name="assignments"),

@@ -28,8 +28,10 @@ from .scripts import Scripts
 
 
 
-class MissingFinder(Protocol):
+class SlotClaims(Protocol):
+    """What the queue asks of ``shared_pool.SharedPool``."""
     async def find_missing(self, tickets: list[Ticket]) -> None: ...
+    def kick(self) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,9 @@ class SharedQueue:
         self._task: Optional[asyncio.Task] = None
         self.length = 0                            # the global queue length, as of the last view
         self.slot_states: dict[str, int] = {}      # slots by state, as of the last view
-        self.pool: Optional[MissingFinder] = None     # the SharedPool
+        self.pool: Optional[SlotClaims] = None     # the SharedPool
+        self._qver = -1                            # the queue's version at the last ranking
+        self._ranked_at = 0.0
         self.broadcasts = 0
         # the pool sets these on every queue; the shared queue lays its ETAs out itself
         self.layout: Callable[[list[str]], tuple[list[float], list[float]]] = lambda types: ([0.0] * len(types), [0.0])
@@ -94,6 +98,10 @@ class SharedQueue:
         if ticket.ticket_id in self._items:
             return
         self._items[ticket.ticket_id] = ticket
+        self.back_to_head(ticket)
+
+    def back_to_head(self, ticket: Ticket) -> None:
+        """Put one of our waiters back at the global head, in Redis."""
         self._requeued.add(ticket.ticket_id)
         ticket.position = 1
 
@@ -114,7 +122,11 @@ class SharedQueue:
             if reason is not None:
                 ticket.cancelled = reason
             tid = ticket.ticket_id
-            self.outbox.put(lambda: self.scripts.call("remove", tid))
+
+            async def op() -> None:
+                if await self.scripts.call("remove", tid) == 2 and self.pool is not None:
+                    self.pool.kick()     # it had just been given a slot, free again now
+            self.outbox.put(op)
         self._changed.set()
         ticket.event.set()
         return True
@@ -143,10 +155,21 @@ class SharedQueue:
         heapq.heapify(self._heap)
 
     async def refresh(self, everyone: bool = False) -> int:
-        """One round trip for the ranks of this process's waiters, then wake whom it concerns."""
-        items = list(self._items.values())
-        length, _qver, now_ms, ranks, types, slots = await self.scripts.call("view", *(t.ticket_id for t in items))
+        """One round trip for the ranks of this process's waiters, then wake whom it concerns. Ranks
+        move only when someone leaves the queue or is put back at its head (``qver``): other ticks ask
+        only for the length, the mix and the slots, unless a waiter is due its periodic update."""
+        now = time.monotonic()
+        length, qver, now_ms, _, types, slots = await self.scripts.call("view")
         self.link.ok()
+        self.length = int(length)
+        self._learn(now_ms, types, slots)
+        due = now - self.interval_s
+        if not everyone and int(qver) == self._qver and now - self._ranked_at < self.interval_s / 2 \
+                and not any(t.last_update <= due + self.interval_s / 8 for t in self._items.values()):
+            return 0
+        items = list(self._items.values())
+        length, qver, now_ms, ranks, types, slots = await self.scripts.call("view", *(t.ticket_id for t in items))
+        self._qver, self._ranked_at = int(qver), now
         self.length = int(length)
         self._learn(now_ms, types, slots)
         missing: list[Ticket] = []

@@ -52,7 +52,7 @@ class Gateway:
         self.eta = EtaEstimator(self.data_dir / "eta_config.json", self.shared)
         self.queue: WaitQueue | SharedQueue
         if self.redis_link is not None:   # the FIFO and the slot claims in Redis (state/)
-            scripts, outbox = Scripts(self.redis_link.client), Outbox(self.redis_link)
+            scripts, outbox = Scripts(self.redis_link), Outbox(self.redis_link)
             self.queue = SharedQueue(self.redis_link, scripts, outbox, self.eta, s.max_queue_size,
                                      interval_s=s.queue_update_interval_s)
         else:

@@ -255,6 +255,7 @@ class WorkerPool:
                 self.mark_offline(w, type(e).__name__)
             return
         was_free = [s for s in w.slots if s.free]
+        releasing = [s for s in w.slots if s.status in (RELEASING, STUCK) and s.ticket is None]
         was_ready = w.ready
         w.online, w.failures, w.last_health = True, 0, time.monotonic()
         w.cached_prefix_hashes = frozenset(h.cached_prefix_hashes)
@@ -269,6 +270,9 @@ class WorkerPool:
         if self.shared is not None:
             if seen is not None:
                 self.shared.report(w, seen)
+            for s in releasing:    # our own release, confirmed by a report sent after it: no epoch needed
+                if s.status == IDLE:
+                    self.shared.report(w, None, only=s)
         elif any(s.free and s not in was_free for s in w.slots):
             self.dispatch()
 

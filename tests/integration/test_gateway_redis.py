@@ -192,10 +192,10 @@ async def test_redis_restarted_under_load(gateways, redis_server):
     await finish(running)
     await asyncio.wait_for(asyncio.gather(*tasks), 40)
     assert served == [0, 1, 2]
-    # and new clients are served again
+    # and new clients are served again: at once, with a slot free (only queue_done, PROTOCOL.md)
     kind, ws, q = await join(gs[2], 8)
-    assert q["type"] == "queued"
-    await serve_through(8, kind, ws, [])
+    assert q["type"] == "queue_done", q
+    await serve_through(8, kind, ws, [], assigned=True)
 
 
 async def test_a_worker_with_three_slots_serves_three_sessions_at_once(tmp_path, redis_server):
@@ -239,8 +239,9 @@ async def test_a_registered_worker_is_known_to_every_gateway_until_its_heartbeat
         while not listed(gs[1]):              # the other gateway learns it from Redis
             assert time.monotonic() < deadline, "the second gateway never learned the registered worker"
             await asyncio.sleep(0.1)
-        kind, ws, q = await join(gs[1], 0)    # and dispatches to it
-        await serve_through(0, kind, ws, [])
+        kind, ws, q = await join(gs[1], 0)    # and dispatches to it, at once
+        assert q["type"] == "queue_done", q
+        await serve_through(0, kind, ws, [], assigned=True)
         await asyncio.sleep(5.5)              # no heartbeat: forgotten by both
         deadline = time.monotonic() + 3
         while listed(gs[0]) or listed(gs[1]):

@@ -45,9 +45,15 @@ class RedisLink:
     def __init__(self, url: str, *, timeout_s: float = 1.0, gateway_id: Optional[str] = None) -> None:
         self.url = url
         self.gateway_id = gateway_id or new_gateway_id()
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        # a bounded pool that makes a caller wait for a free connection (up to ``timeout_s``) instead
+        # of failing: a burst of handshakes must queue for Redis, not be told it is unreachable
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=32, timeout=timeout_s, decode_responses=True, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, health_check_interval=10))
+        # the lease has its own connection: renewing it must never wait behind a burst of clients
+        self.lease_client: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            health_check_interval=10, retry_on_timeout=False, max_connections=64)
+            max_connections=2)
         self.up = True
         self.failures = 0
 
@@ -64,6 +70,7 @@ class RedisLink:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.lease_client.aclose()
 
 
 def _safe(url: str) -> str:

@@ -17,7 +17,7 @@
 -- States of a slot: free (its worker said idle, nobody holds it), claimed, busy (its worker is busy,
 -- or a release waits for an idle report taken after it: epoch), down (offline, loading, error, stuck).
 
---@ now
+--@ prelude
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -27,8 +27,59 @@ local function int(x)
   return string.format('%d', x)
 end
 
+-- Pop the head, claim a free slot, as long as there are both (``claim``; ``enqueue`` too).
+local function claim_loop(P, most)
+  local out = {0}
+  local now = now_ms()
+  for _ = 1, most do
+    out[1] = out[1] + 1
+    if redis.call('ZCARD', P .. 'free') == 0 then out[1] = out[1] - 1; break end
+    local head = redis.call('ZRANGE', P .. 'q', 0, 0)
+    if #head == 0 then out[1] = out[1] - 1; break end
+    local tid = head[1]
+    local tk = P .. 'tk:' .. tid
+    local t = redis.call('HMGET', tk, 'type', 'gw', 'hashes')
+    redis.call('ZREM', P .. 'q', tid)
+    redis.call('INCR', P .. 'qver')
+    if t[1] then redis.call('HINCRBY', P .. 'types', t[1], -1) end
+    redis.call('DEL', tk)
+    if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], tid) end
+    if t[2] and redis.call('EXISTS', P .. 'gw:' .. t[2]) == 1 then
+      local free = redis.call('ZRANGE', P .. 'free', 0, -1)
+      local chosen = nil
+      if t[1] == 'chat' and t[3] and t[3] ~= '' then
+        local hs = {}
+        for h in string.gmatch(t[3], '%S+') do hs[#hs + 1] = h end
+        local best = 0
+        for _, sk in ipairs(free) do
+          local url = string.match(sk, '^(.*)#%d+$')
+          for k = #hs, best + 1, -1 do
+            if redis.call('SISMEMBER', P .. 'hashes:' .. url, hs[k]) == 1 then best = k; chosen = sk; break end
+          end
+        end
+      end
+      if not chosen then
+        for _, sk in ipairs(free) do
+          if redis.call('SCARD', P .. 'hashes:' .. string.match(sk, '^(.*)#%d+$')) == 0 then chosen = sk; break end
+        end
+      end
+      chosen = chosen or free[1]
+      redis.call('ZREM', P .. 'free', chosen)
+      redis.call('HSET', P .. 'slot:' .. chosen, 'state', 'claimed', 'ticket', tid, 'gw', t[2], 'type', t[1], 'since', int(now))
+      local epoch = redis.call('HINCRBY', P .. 'slot:' .. chosen, 'epoch', 1)
+      redis.call('SADD', P .. 'gwc:' .. t[2], chosen)
+      redis.call('SET', P .. 'asgd:' .. tid, chosen .. ' ' .. epoch, 'PX', 60000)
+      redis.call('PUBLISH', P .. 'asg:' .. t[2], tid .. ' ' .. chosen .. ' ' .. epoch)
+      out[#out + 1] = tid; out[#out + 1] = t[2]; out[#out + 1] = chosen; out[#out + 1] = epoch
+    end
+  end
+  return out
+end
+
 --@ enqueue
--- ARGV: prefix, ticket id, type, gateway id, hashes, capacity  ->  {rank, length, order} or -1 (full)
+-- ARGV: prefix, ticket id, type, gateway id, hashes, capacity  ->  {rank, length, order, claims} or -1
+-- (full). With a slot free, the head is served at once (``claims``: as ``claim`` returns them), so a
+-- newcomer that need not wait is never told ``queued``.
 local P = ARGV[1]
 if redis.call('ZCARD', P .. 'q') >= tonumber(ARGV[6]) then return -1 end
 local seq = int(math.max(now_ms() * 1000, tonumber(redis.call('GET', P .. 'seq') or '0') + 1))
@@ -37,7 +88,10 @@ redis.call('ZADD', P .. 'q', seq, ARGV[2])
 redis.call('HSET', P .. 'tk:' .. ARGV[2], 'type', ARGV[3], 'gw', ARGV[4], 'hashes', ARGV[5], 'seq', seq)
 redis.call('SADD', P .. 'gwt:' .. ARGV[4], ARGV[2])
 redis.call('HINCRBY', P .. 'types', ARGV[3], 1)
-return {redis.call('ZRANK', P .. 'q', ARGV[2]), redis.call('ZCARD', P .. 'q'), seq}   -- seq as a string
+local rank, length = redis.call('ZRANK', P .. 'q', ARGV[2]), redis.call('ZCARD', P .. 'q')
+local claims = {0}
+if redis.call('ZCARD', P .. 'free') > 0 then claims = claim_loop(P, 64) end
+return {rank, length, seq, claims}   -- seq as a string
 
 --@ remove
 -- ARGV: prefix, ticket id  ->  1 if it was waiting, 2 if it had just been given a slot that is now
@@ -87,52 +141,7 @@ return seq
 -- Pop the head, claim a free slot, as long as there are both. A ticket whose gateway's lease is
 -- gone is dropped (its client went with its gateway). Chat: the slot whose worker holds the longest
 -- cached prefix of the history, else a worker with nothing cached, else the least recently used.
-local P = ARGV[1]
-local out = {0}
-local now = now_ms()
-for _ = 1, tonumber(ARGV[2]) do
-  out[1] = out[1] + 1
-  if redis.call('ZCARD', P .. 'free') == 0 then out[1] = out[1] - 1; break end
-  local head = redis.call('ZRANGE', P .. 'q', 0, 0)
-  if #head == 0 then out[1] = out[1] - 1; break end
-  local tid = head[1]
-  local tk = P .. 'tk:' .. tid
-  local t = redis.call('HMGET', tk, 'type', 'gw', 'hashes')
-  redis.call('ZREM', P .. 'q', tid)
-  redis.call('INCR', P .. 'qver')
-  if t[1] then redis.call('HINCRBY', P .. 'types', t[1], -1) end
-  redis.call('DEL', tk)
-  if t[2] then redis.call('SREM', P .. 'gwt:' .. t[2], tid) end
-  if t[2] and redis.call('EXISTS', P .. 'gw:' .. t[2]) == 1 then
-    local free = redis.call('ZRANGE', P .. 'free', 0, -1)
-    local chosen = nil
-    if t[1] == 'chat' and t[3] and t[3] ~= '' then
-      local hs = {}
-      for h in string.gmatch(t[3], '%S+') do hs[#hs + 1] = h end
-      local best = 0
-      for _, sk in ipairs(free) do
-        local url = string.match(sk, '^(.*)#%d+$')
-        for k = #hs, best + 1, -1 do
-          if redis.call('SISMEMBER', P .. 'hashes:' .. url, hs[k]) == 1 then best = k; chosen = sk; break end
-        end
-      end
-    end
-    if not chosen then
-      for _, sk in ipairs(free) do
-        if redis.call('SCARD', P .. 'hashes:' .. string.match(sk, '^(.*)#%d+$')) == 0 then chosen = sk; break end
-      end
-    end
-    chosen = chosen or free[1]
-    redis.call('ZREM', P .. 'free', chosen)
-    redis.call('HSET', P .. 'slot:' .. chosen, 'state', 'claimed', 'ticket', tid, 'gw', t[2], 'type', t[1], 'since', int(now))
-    local epoch = redis.call('HINCRBY', P .. 'slot:' .. chosen, 'epoch', 1)
-    redis.call('SADD', P .. 'gwc:' .. t[2], chosen)
-    redis.call('SET', P .. 'asgd:' .. tid, chosen .. ' ' .. epoch, 'PX', 60000)
-    redis.call('PUBLISH', P .. 'asg:' .. t[2], tid .. ' ' .. chosen .. ' ' .. epoch)
-    out[#out + 1] = tid; out[#out + 1] = t[2]; out[#out + 1] = chosen; out[#out + 1] = epoch
-  end
-end
-return out
+return claim_loop(ARGV[1], tonumber(ARGV[2]))
 
 --@ release
 -- ARGV: prefix, slot, ticket, unused ("1": the session never reached the worker, the slot is free

@@ -1,17 +1,18 @@
 """The Lua scripts of ``scripts.lua``, loaded once and called by name.
 
 redis-py's ``Script`` runs a script by its SHA and loads it again by itself when Redis answers
-NOSCRIPT (a restarted Redis forgets its scripts). The ``now`` section is a prelude: every script
-gets ``now_ms()`` (Redis's own clock, so gateways on hosts with skewed clocks agree).
+NOSCRIPT (a restarted Redis forgets its scripts). The ``prelude`` section comes first in every
+script: ``now_ms()`` (Redis's own clock, so gateways on hosts with skewed clocks agree), ``int()``
+and ``claim_loop()`` (dispatch, shared by ``claim`` and ``enqueue``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
+from .link import PREFIX, RedisLink
 
-from .link import PREFIX
+ON_LEASE_CONNECTION = {"renew"}     # never waits behind a burst of clients
 
 SOURCE = Path(__file__).with_name("scripts.lua")
 
@@ -31,10 +32,11 @@ def _sections(text: str) -> dict[str, str]:
 class Scripts:
     """``await scripts.call("claim", 64)``: ARGV[1] is always the key prefix."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, link: RedisLink) -> None:
         parts = _sections(SOURCE.read_text())
-        prelude = parts.pop("now")
-        self._scripts = {name: client.register_script(prelude + "\n" + body) for name, body in parts.items()}
+        prelude = parts.pop("prelude")
+        self._scripts = {name: (link.lease_client if name in ON_LEASE_CONNECTION else link.client)
+                         .register_script(prelude + "\n" + body) for name, body in parts.items()}
 
     async def call(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=[PREFIX, *args])

@@ -72,7 +72,10 @@ class SharedPool:
 
     async def _claim(self) -> None:
         self._claim_queued = False
-        got = await self.scripts.call("claim", CLAIMS_PER_CALL)
+        self.claimed(await self.scripts.call("claim", CLAIMS_PER_CALL))
+
+    def claimed(self, got: list) -> None:
+        """Apply what a ``claim`` (or an ``enqueue`` that found a slot free) gave our tickets."""
         for i in range(1, len(got), 4):
             if got[i + 1] == self.link.gateway_id:
                 self.assigned(got[i], got[i + 2], str(got[i + 3]))
@@ -121,19 +124,13 @@ class SharedPool:
 
     # ---------------------------------------------------------------- slots
     async def epochs(self, w: PooledWorker) -> Optional[list[str]]:
-        """Each slot's epoch, read before a health request, after every write this process queued
-        before it (a release's epoch included); None when Redis does not answer within a second."""
-        got: asyncio.Future = asyncio.get_running_loop().create_future()
-        keys = [s.key for s in w.slots]
-
-        async def op() -> None:
-            e = await self.scripts.call("epochs", *keys)
-            if not got.done():
-                got.set_result([str(x) for x in e])
-        self.outbox.put(op)
+        """Each slot's epoch, read before a health request (None: Redis unreachable). A read that
+        overtakes this process's own release still in the outbox only makes that report ignored;
+        the release's own confirmation is reported as learned directly (``pool.check``)."""
         try:
-            return await asyncio.wait_for(asyncio.shield(got), 1.0)
-        except asyncio.TimeoutError:
+            return [str(e) for e in await self.scripts.call("epochs", *(s.key for s in w.slots))]
+        except UNAVAILABLE as e:
+            self.link.failed(e)
             return None
 
     def report(self, w: PooledWorker, epochs: Optional[list[str]], only: Optional[Slot] = None) -> None:

@@ -32,6 +32,7 @@ class SlotClaims(Protocol):
     """What the queue asks of ``shared_pool.SharedPool``."""
     async def find_missing(self, tickets: list[Ticket]) -> None: ...
     def kick(self) -> None: ...
+    def claimed(self, got: list) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +79,27 @@ class SharedQueue:
 
     async def enqueue(self, ticket: Ticket) -> Ticket:
         """Append at the global tail. Raises QueueFull, or StateUnavailable when Redis cannot be reached."""
+        # held here before Redis has it: the notice of its assignment may arrive before this call returns
+        self._items[ticket.ticket_id] = ticket
         try:
             got = await self.scripts.call("enqueue", ticket.ticket_id, ticket.request_type, self.link.gateway_id,
                                           " ".join(ticket.prefix_hashes[-HASHES_SENT:]), self.capacity)
         except UNAVAILABLE as e:
+            self._items.pop(ticket.ticket_id, None)
             self.link.failed(e)
             raise StateUnavailable() from None
+        except BaseException:
+            self._items.pop(ticket.ticket_id, None)
+            raise
         self.link.ok()
         if got == -1:
+            self._items.pop(ticket.ticket_id, None)
             raise QueueFull(self.capacity)
         rank, self.length, ticket.seq = int(got[0]), int(got[1]), int(got[2])
-        self._items[ticket.ticket_id] = ticket
         ticket.position, ticket.queue_length = rank + 1, self.length
         ticket.estimated_wait_s = self.eta_at(rank)
+        if self.pool is not None and len(got[3]) > 1:
+            self.pool.claimed(got[3])      # served at once (and whoever else the free slots took)
         return ticket
 
     def requeue_front(self, ticket: Ticket) -> None:
@@ -157,15 +166,14 @@ class SharedQueue:
     async def refresh(self, everyone: bool = False) -> int:
         """One round trip for the ranks of this process's waiters, then wake whom it concerns. Ranks
         move only when someone leaves the queue or is put back at its head (``qver``): other ticks ask
-        only for the length, the mix and the slots, unless a waiter is due its periodic update."""
+        only for the length, the mix and the slots, except every quarter ``interval`` (the waiters due
+        their periodic update before the next ranking get it now)."""
         now = time.monotonic()
         length, qver, now_ms, _, types, slots = await self.scripts.call("view")
         self.link.ok()
         self.length = int(length)
         self._learn(now_ms, types, slots)
-        due = now - self.interval_s
-        if not everyone and int(qver) == self._qver and now - self._ranked_at < self.interval_s / 2 \
-                and not any(t.last_update <= due + self.interval_s / 8 for t in self._items.values()):
+        if not everyone and int(qver) == self._qver and now - self._ranked_at < self.interval_s / 4:
             return 0
         items = list(self._items.values())
         length, qver, now_ms, ranks, types, slots = await self.scripts.call("view", *(t.ticket_id for t in items))
@@ -179,7 +187,7 @@ class SharedQueue:
             self.eta_at(top)
         etas = self._laid
         now = time.monotonic()
-        due = now - self.interval_s
+        due = now - self.interval_s + self.interval_s / 4    # due before the next ranking: sent now
         woken = 0
         for t, r in zip(items, ranks):
             r = int(r)
@@ -188,8 +196,7 @@ class SharedQueue:
                     missing.append(t)
                 continue
             eta = round(etas[r], 1)
-            if everyone or t.last_update <= due or t.position != r + 1 or abs(t.estimated_wait_s - eta) >= 1.0 \
-                    or t.queue_length != self.length and t.last_update <= now - 1.0:
+            if everyone or t.last_update <= due or t.position != r + 1 or abs(t.estimated_wait_s - eta) >= 1.0:
                 t.update_seq += 1
                 t.last_update = now
                 t.event.set()

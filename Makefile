@@ -17,6 +17,7 @@ test-all: typecheck
 bench:
 	.venv/bin/python bench/engine.py
 	.venv/bin/python bench/gateway.py
+	.venv/bin/python bench/scale.py
 	.venv/bin/python bench/faults.py
 	.venv/bin/python bench/realtime.py
 	.venv/bin/python bench/turns.py

@@ -15,68 +15,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.gateway_load import audio_chunk, dispatch_rounds, pct, raise_nofile, relay_round, rss  # noqa: E402
 from tests.support.gateway_procs import free_port, start_gateway, wait_ready  # noqa: E402
 
 import websockets  # noqa: E402
 
 
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
-def audio_chunk() -> str:
-    pcm = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype("<f4")
-    return json.dumps({"type": "audio_chunk", "audio_base64": base64.b64encode(pcm.tobytes()).decode()})
-
-
 # ---------------------------------------------------------------- 1. relay overhead
-async def _session(base_ws: str, sid: str, frame: str, n: int, period: float, via_gateway: bool) -> list[float]:
-    rtts: list[float] = []
-    async with websockets.connect(f"{base_ws}/ws/duplex/{sid}", max_size=None, compression=None,
-                                  ping_interval=None) as ws:
-        if via_gateway:
-            assert json.loads(await ws.recv())["type"] == "queue_done"
-        await ws.send(json.dumps({"type": "prepare"}))
-        json.loads(await ws.recv())
-        next_t = time.perf_counter()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await ws.send(frame)
-            await ws.recv()
-            rtts.append((time.perf_counter() - t0) * 1000)
-            if period:
-                next_t += period
-                await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
-        await ws.send('{"type":"stop"}')
-        try:
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
-        except Exception:
-            pass
-    return rtts
-
-
 async def relay_overhead(tmp: Path, quick: bool) -> list[tuple]:
     sessions = 20
     ports = [free_port() for _ in range(sessions)]
@@ -90,18 +47,7 @@ async def relay_overhead(tmp: Path, quick: bool) -> list[tuple]:
         n1 = 100 if quick else 300
         for label, conc, per_s, n in (("1 session", 1, 0, n1), (f"{sessions} sessions x 20 chunks/s", sessions, 20,
                                                                   40 if quick else 100)):
-            res = {}
-            for mode in ("direct", "gateway"):
-                period = 1.0 / per_s if per_s else 0.0
-                tasks = []
-                for i in range(conc):
-                    base = f"ws://127.0.0.1:{ports[i]}" if mode == "direct" else g.ws
-                    tasks.append(_session(base, f"adx_b{i}_{mode}", frame, n, period, mode == "gateway"))
-                await _session(g.ws if mode == "gateway" else f"ws://127.0.0.1:{ports[0]}", "adx_warm", frame, 10, 0,
-                               mode == "gateway")
-                out = await asyncio.gather(*tasks)
-                res[mode] = [x for xs in out for x in xs]
-                await asyncio.sleep(0.5)
+            res = await relay_round(g.ws, ports, conc, per_s, n, frame, "b")
             d, gw = res["direct"], res["gateway"]
             rows.append((label, len(gw), pct(d, 50), pct(gw, 50), pct(gw, 50) - pct(d, 50),
                          pct(d, 99), pct(gw, 99), pct(gw, 99) - pct(d, 99)))
@@ -162,10 +108,6 @@ async def main():
     await asyncio.gather(*tasks, return_exceptions=True)
 asyncio.run(main())
 """
-
-
-def rss(pid: int) -> int:
-    return psutil.Process(pid).memory_info().rss
 
 
 async def queue_scale(tmp: Path, n: int, hold: float) -> dict:
@@ -229,32 +171,8 @@ async def dispatch_latency(tmp: Path, rounds: int) -> dict:
     fw = subprocess.Popen([sys.executable, "-m", "tests.support.fake_worker", "--port", str(port)], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     g = start_gateway(tmp, [f"http://127.0.0.1:{port}"], 1)
-    from_stopped, from_close = [], []
     try:
-        a = await websockets.connect(g.ws + "/ws/duplex/adx_a0", ping_interval=None)
-        await a.recv()
-        await a.send('{"type":"prepare"}')
-        await a.recv()
-        for r in range(rounds):
-            b = await websockets.connect(g.ws + f"/ws/duplex/adx_b{r}", ping_interval=None)
-            assert json.loads(await b.recv())["type"] == "queued"
-            t_stop = time.perf_counter()
-            await a.send('{"type":"stop"}')
-            t_stopped = None
-            async for raw in a:  # until the worker closes the finished session
-                if '"stopped"' in raw:
-                    t_stopped = time.perf_counter()
-            m = json.loads(await b.recv())
-            while m["type"] == "queue_update":
-                m = json.loads(await b.recv())
-            t_done = time.perf_counter()
-            assert m["type"] == "queue_done", m
-            from_stopped.append((t_done - t_stopped) * 1000)
-            from_close.append((t_done - t_stop) * 1000)
-            await b.send('{"type":"prepare"}')
-            await b.recv()
-            a = b
-        await a.close()
+        from_stopped, from_close = await dispatch_rounds(g.ws, rounds)
     finally:
         g.stop()
         fw.terminate()

@@ -187,6 +187,7 @@ def worker(request: pytest.FixtureRequest) -> WorkerHandle:
 @pytest.fixture
 async def idle(worker: WorkerHandle) -> WorkerHandle:
     """The shared worker, checked idle before the test and again after it (every end path)."""
+    _OPEN.clear()   # sockets of earlier tests without this fixture: their event loop is gone with them
     hl = await wait_idle(worker, 60)
     assert hl["worker_status"] == "idle", hl
     yield worker

@@ -65,11 +65,11 @@ class WorkerPool:
         self.headers = bearer(worker_token)     # every request to a worker carries the worker token
         self.workers: list[PooledWorker] = []
         self.shared: Optional[SharedSlots] = None   # set when the state lives in Redis
+        self._next_index = 0
         for u in urls:
             self.add(u)
         self._http: Optional[httpx.AsyncClient] = None
         self._task: Optional[asyncio.Task] = None
-        self._next_index = len(self.workers)
         queue.layout = self._layout
         queue.estimate = eta.estimate
 
@@ -85,7 +85,7 @@ class WorkerPool:
                 if ttl_s is not None and w.expires_at is not None:
                     w.expires_at = time.monotonic() + ttl_s
                 return w
-        w = PooledWorker(url=url, index=getattr(self, "_next_index", len(self.workers)))
+        w = PooledWorker(url=url, index=self._next_index)
         self._next_index = w.index + 1
         if ttl_s is not None:
             w.expires_at = time.monotonic() + ttl_s

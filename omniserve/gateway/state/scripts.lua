@@ -164,7 +164,7 @@ return 1
 --@ report
 -- ARGV: prefix, worker url, slot count, hashes (space-separated; "=" unchanged since this gateway's
 -- last report), then per slot: index, epoch seen before the health request ("" = learned directly),
--- state (free | busy | down)  ->  {slots now free, slots whose report was taken (1/0 each)}
+-- state (free | busy | down)  ->  how many slots it made free
 -- The worker is the source of truth: a claimed slot is left alone (its gateway ends the claim); a
 -- report is ignored for a slot claimed or released since it was requested (the epoch moved).
 local P = ARGV[1]
@@ -178,7 +178,6 @@ if ARGV[4] ~= '=' then
   for j = 1, #hs, 512 do redis.call('SADD', hk, unpack(hs, j, math.min(j + 511, #hs))) end
 end
 local freed = 0
-local taken = {}
 local i = 5
 for _ = 1, n do
   local sk = url .. '#' .. ARGV[i]
@@ -187,9 +186,7 @@ for _ = 1, n do
   redis.call('SADD', P .. 'slots', sk)
   local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'epoch', 'used')
   local state, epoch = s[1] or 'down', s[2] or '0'
-  local ok = state ~= 'claimed' and (seen == '' or seen == epoch)
-  taken[#taken + 1] = ok and 1 or 0
-  if ok and state ~= want then
+  if state ~= 'claimed' and (seen == '' or seen == epoch) and state ~= want then
     if want == 'free' then
       redis.call('ZADD', P .. 'free', s[3] or '0', sk)
       freed = freed + 1
@@ -199,7 +196,7 @@ for _ = 1, n do
     redis.call('HSET', P .. 'slot:' .. sk, 'state', want)
   end
 end
-return {freed, taken}
+return freed
 
 --@ forget
 -- ARGV: prefix, worker url, slot count  ->  1 if the worker's slots are gone from the shared state (a

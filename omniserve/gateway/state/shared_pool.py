@@ -34,7 +34,7 @@ from ..queue import Ticket, cancel_and_wait
 from ..slots import NOT_READY, PooledWorker, Slot
 from .link import UNAVAILABLE, Outbox, RedisLink, key
 from .scripts import Scripts
-from .shared_queue import SharedQueue
+from .shared_queue import SharedQueue, affinity
 
 if TYPE_CHECKING:
     from ..pool import WorkerPool
@@ -59,7 +59,6 @@ class SharedPool:
         self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._sent_hashes: dict[str, frozenset[str]] = {}   # worker url -> cached prefixes Redis has from us
         self._tasks: list[asyncio.Task] = []
-        self.assignments = 0
         queue.pool = self
         pool.shared = self
 
@@ -101,7 +100,6 @@ class SharedPool:
             self.outbox.put(lambda: self.scripts.call("release", slot_key, ticket_id, "0"))
             self.queue.back_to_head(t)
             return
-        self.assignments += 1
         self._recent[ticket_id] = tag
         if len(self._recent) > 10_000:
             self._recent.popitem(last=False)
@@ -147,7 +145,7 @@ class SharedPool:
 
         async def op() -> None:
             args[2] = "=" if self._sent_hashes.get(url) == hashes else " ".join(sorted(hashes))
-            freed, _taken = await self.scripts.call("report", *args)
+            freed = await self.scripts.call("report", *args)
             self._sent_hashes[url] = hashes
             if freed:
                 self.kick()
@@ -176,7 +174,7 @@ class SharedPool:
         tickets = sorted(self.queue.waiting(), key=lambda t: t.seq)
         args: list = [self.link.gateway_id, self.lease_ms, len(tickets)]
         for t in tickets:
-            args += [t.ticket_id, t.request_type, " ".join(t.prefix_hashes[-256:]), t.seq]
+            args += [t.ticket_id, t.request_type, affinity(t), t.seq]
         for w in self.pool.workers:
             for s in w.slots:
                 if s.ticket is not None:

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 HASHES_SENT = 256          # chat affinity: the newest links of a history's hash chain that Redis compares
 
 
+def affinity(ticket: Ticket) -> str:
+    """A chat ticket's prefix hashes as the scripts take them (space-separated, the newest ``HASHES_SENT``)."""
+    return " ".join(ticket.prefix_hashes[-HASHES_SENT:])
+
+
 class SharedQueue:
     def __init__(self, link: RedisLink, scripts: Scripts, outbox: Outbox, eta: EtaEstimator, capacity: int,
                  interval_s: float = 2.0, min_gap_s: float = 0.1) -> None:
@@ -55,7 +60,6 @@ class SharedQueue:
         self.pool: Optional[SlotClaims] = None     # the SharedPool
         self._qver = -1                            # the queue's version at the last ranking
         self._ranked_at = 0.0
-        self.broadcasts = 0
         # the pool sets these on every queue; the shared queue lays its ETAs out itself
         self.layout: Callable[[list[str]], tuple[list[float], list[float]]] = lambda types: ([0.0] * len(types), [0.0])
         self.estimate: Callable[[str], float] = eta.estimate
@@ -83,7 +87,7 @@ class SharedQueue:
         self._items[ticket.ticket_id] = ticket
         try:
             got = await self.scripts.call("enqueue", ticket.ticket_id, ticket.request_type, self.link.gateway_id,
-                                          " ".join(ticket.prefix_hashes[-HASHES_SENT:]), self.capacity)
+                                          affinity(ticket), self.capacity)
         except UNAVAILABLE as e:
             self._items.pop(ticket.ticket_id, None)
             self.link.failed(e)
@@ -116,7 +120,7 @@ class SharedQueue:
 
         async def op() -> None:
             seq = await self.scripts.call("requeue_front", ticket.ticket_id, ticket.request_type,
-                                          self.link.gateway_id, " ".join(ticket.prefix_hashes[-HASHES_SENT:]))
+                                          self.link.gateway_id, affinity(ticket))
             self._requeued.discard(ticket.ticket_id)
             if seq:
                 ticket.seq = int(seq)
@@ -169,14 +173,16 @@ class SharedQueue:
         only for the length, the mix and the slots, except every quarter ``interval`` (the waiters due
         their periodic update before the next ranking get it now)."""
         now = time.monotonic()
-        length, qver, now_ms, _, types, slots = await self.scripts.call("view")
-        self.link.ok()
-        self.length = int(length)
-        self._learn(now_ms, types, slots)
-        if not everyone and int(qver) == self._qver and now - self._ranked_at < self.interval_s / 4:
-            return 0
+        if not everyone and now - self._ranked_at < self.interval_s / 4:
+            length, qver, now_ms, _, types, slots = await self.scripts.call("view")
+            self.link.ok()
+            self.length = int(length)
+            self._learn(now_ms, types, slots)
+            if int(qver) == self._qver:
+                return 0
         items = list(self._items.values())
         length, qver, now_ms, ranks, types, slots = await self.scripts.call("view", *(t.ticket_id for t in items))
+        self.link.ok()
         self._qver, self._ranked_at = int(qver), now
         self.length = int(length)
         self._learn(now_ms, types, slots)
@@ -202,7 +208,6 @@ class SharedQueue:
                 t.event.set()
                 woken += 1
             t.position, t.estimated_wait_s, t.queue_length = r + 1, eta, self.length
-        self.broadcasts += 1
         if missing and self.pool is not None:
             await self.pool.find_missing(missing)
         return woken

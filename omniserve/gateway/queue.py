@@ -39,6 +39,7 @@ async def cancel_and_wait(task: Optional[asyncio.Task]) -> None:
     except (asyncio.CancelledError, Exception):
         pass
 
+
 async def broadcast_forever(one_pass: Callable[[], Awaitable[None]], changed: asyncio.Event, interval_s: float,
                             min_gap_s: float) -> None:
     """A queue's broadcaster: a pass every ``tick`` (``interval``/8, sooner after a change), never

@@ -1,10 +1,11 @@
-"""``RedisLink``: the gateway's one connection pool to Redis, its key names and its health.
+"""``RedisLink``: the gateway's connections to Redis, its key names and its health.
 
 Every key lives under ``omniserve:`` (``key(...)``), so one Redis can be shared with other
 software. Every command has a deadline (``socket_timeout``): a Redis that stops answering makes
-calls fail within a second instead of hanging a handler. ``up`` says whether the last command got
-through; callers turn a failure into a clear client error (new clients) or keep their cached view
-(registries), and the link recovers by itself when Redis answers again.
+calls fail within a second instead of hanging a handler. ``ok()`` / ``failed()`` log once when
+Redis is lost and once when it is back; callers turn a failure into a clear client error (new
+clients) or keep their cached view (registries), and the link recovers by itself when Redis
+answers again. ``Outbox`` runs the writes that need no answer, in order.
 """
 from __future__ import annotations
 
@@ -27,9 +28,8 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 class StateUnavailable(Exception):
     """The shared state (Redis) cannot be reached; the text is client-facing."""
 
-    def __init__(self, why: str = "") -> None:
-        super().__init__("The server's shared queue is unreachable; try again in a few seconds"
-                         + (f" ({why})" if why else ""))
+    def __init__(self) -> None:
+        super().__init__("The server's shared queue is unreachable; try again in a few seconds")
 
 
 def new_gateway_id() -> str:
@@ -54,16 +54,14 @@ class RedisLink:
         self.lease_client: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             max_connections=2)
-        self.up = True
-        self.failures = 0
+        self.up = True          # the last command got through
 
     def ok(self) -> None:
         if not self.up:
             log.warning("Redis at %s reachable again", _safe(self.url))
-        self.up, self.failures = True, 0
+        self.up = True
 
     def failed(self, e: BaseException) -> None:
-        self.failures += 1
         if self.up:
             log.error("Redis at %s unreachable: %s", _safe(self.url), e)
         self.up = False

@@ -171,7 +171,7 @@ class SharedPool:
     async def _restore(self) -> None:
         self._restore_queued = False
         self._sent_hashes.clear()
-        tickets = sorted(self.queue.waiting(), key=lambda t: t.seq)
+        tickets = sorted(self.queue.restorable(), key=lambda t: t.seq)
         args: list = [self.link.gateway_id, self.lease_ms, len(tickets)]
         for t in tickets:
             args += [t.ticket_id, t.request_type, affinity(t), t.seq]

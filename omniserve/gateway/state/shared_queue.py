@@ -52,7 +52,8 @@ class SharedQueue:
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
         self._items: dict[str, Ticket] = {}
-        self._requeued: set[str] = set()           # a requeue still in the outbox: not lost
+        # an enqueue or a requeue Redis has not yet answered: a view may not see it, and it is not lost
+        self._in_flight: set[str] = set()
         self._changed = asyncio.Event()
         self._task: Optional[asyncio.Task] = None
         self.length = 0                            # the global queue length, as of the last view
@@ -85,6 +86,7 @@ class SharedQueue:
         """Append at the global tail. Raises QueueFull, or StateUnavailable when Redis cannot be reached."""
         # held here before Redis has it: the notice of its assignment may arrive before this call returns
         self._items[ticket.ticket_id] = ticket
+        self._in_flight.add(ticket.ticket_id)
         try:
             got = await self.scripts.call("enqueue", ticket.ticket_id, ticket.request_type, self.link.gateway_id,
                                           affinity(ticket), self.capacity)
@@ -95,6 +97,8 @@ class SharedQueue:
         except BaseException:
             self._items.pop(ticket.ticket_id, None)
             raise
+        finally:
+            self._in_flight.discard(ticket.ticket_id)
         self.link.ok()
         if got == -1:
             self._items.pop(ticket.ticket_id, None)
@@ -115,13 +119,13 @@ class SharedQueue:
 
     def back_to_head(self, ticket: Ticket) -> None:
         """Put one of our waiters back at the global head, in Redis."""
-        self._requeued.add(ticket.ticket_id)
+        self._in_flight.add(ticket.ticket_id)
         ticket.position = 1
 
         async def op() -> None:
             seq = await self.scripts.call("requeue_front", ticket.ticket_id, ticket.request_type,
                                           self.link.gateway_id, affinity(ticket))
-            self._requeued.discard(ticket.ticket_id)
+            self._in_flight.discard(ticket.ticket_id)
             if seq:
                 ticket.seq = int(seq)
         self.outbox.put(op)
@@ -149,6 +153,12 @@ class SharedQueue:
 
     def waiting(self) -> list[Ticket]:
         return [t for t in self._items.values() if t.waiting]
+
+    def restorable(self) -> list[Ticket]:
+        """Waiters to put back after Redis lost them: those Redis had given an order (``seq``). One whose
+        own enqueue is still in flight has none yet; that call puts it in place itself (put back now,
+        with no order, it would go to the head)."""
+        return [t for t in self._items.values() if t.waiting and t.seq]
 
     # -------------------------------------------------------------- positions
     def eta_at(self, rank: int) -> float:
@@ -180,7 +190,9 @@ class SharedQueue:
             self._learn(now_ms, types, slots)
             if int(qver) == self._qver:
                 return 0
-        items = list(self._items.values())
+        # only waiters Redis has answered for: a view may run before a write still in flight, which
+        # would then look lost (judged from this moment: the write's answer may be read before the view's)
+        items = [t for t in self._items.values() if t.ticket_id not in self._in_flight]
         length, qver, now_ms, ranks, types, slots = await self.scripts.call("view", *(t.ticket_id for t in items))
         self.link.ok()
         self._qver, self._ranked_at = int(qver), now
@@ -198,7 +210,7 @@ class SharedQueue:
         for t, r in zip(items, ranks):
             r = int(r)
             if r < 0:
-                if t.waiting and t.ticket_id not in self._requeued:
+                if t.waiting:
                     missing.append(t)
                 continue
             eta = round(etas[r], 1)

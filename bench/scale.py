@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from bench.gateway_load import (audio_chunk, dispatch_rounds, pct, raise_nofile, relay_round,  # noqa: E402
                                 until_assigned)
 from bench.cpu_meter import CpuMeter  # noqa: E402
-from bench.scale_procs import Reaper, Setup, Workers, kill_member  # noqa: E402
+from bench.scale_procs import PROBE_SOURCES, Reaper, Setup, Workers, kill_member  # noqa: E402
 from bench.scale_report import report  # noqa: E402
 from bench.waiter_history import hold_figures, kill_figures, lags, merged  # noqa: E402
 from bench.waiters import Clients  # noqa: E402
@@ -189,9 +189,11 @@ async def queue_and_kill(s: Setup, w: Workers, tmp: Path, reaper: Reaper, n: int
     return out
 
 
-def watch_restart(s: Setup, before: set[str], victim_pid: int, t_kill: float, timeout: float) -> dict:
+def watch_restart(s: Setup, before: set[str], victim_pid: int, t_kill: float, timeout: float,
+                  probes: int = 40) -> dict:
     """Until the group's parent runs a new member, that member holds a lease in Redis, and it
-    answers ``/health`` (fresh connections: the kernel picks the member)."""
+    answers ``/health`` (fresh connections from ``PROBE_SOURCES[0]``: the kernel picks the member);
+    then the new member's share of ``probes`` fresh connections from each of ``PROBE_SOURCES``."""
     respawn = registered = answer = None
     new_ids: set[str] = set()
     while time.monotonic() < t_kill + timeout and answer is None:
@@ -200,10 +202,12 @@ def watch_restart(s: Setup, before: set[str], victim_pid: int, t_kill: float, ti
             respawn = now
         if registered is None and (new_ids := s.gateways_in_redis() - before):
             registered = now
-        if new_ids and s.health_id(1.0) in new_ids:
+        if new_ids and s.health_id(1.0, PROBE_SOURCES[0]) in new_ids:
             answer = time.monotonic() - t_kill
         time.sleep(0.02)
-    return {"respawn_s": respawn, "registered_s": registered, "answers_s": answer}
+    share = {src: sum(s.health_id(1.0, src) in new_ids for _ in range(probes)) / probes if new_ids else None
+             for src in PROBE_SOURCES}
+    return {"respawn_s": respawn, "registered_s": registered, "answers_s": answer, "new_share": share}
 
 
 async def kill_one(s: Setup, clients: Clients, holder_ports: list[int], window_s: float, verbose: bool) -> dict:

@@ -69,9 +69,20 @@ class Reaper:
         return [f"{p.pid} {self.names.get(p.pid, '')}" for p in left]
 
 
-def _http_json(url: str, timeout: float = 2.0) -> dict:
+# Fresh-connection probes after the kill come from their own loopback address. The waiters hold
+# nearly every ephemeral port of 127.0.0.1, and the ports the victim's waiters freed are exactly those
+# whose SO_REUSEPORT hash picked the victim's place in the group, which the kernel hands to one
+# member (the restarted one or a survivor, by where the victim sat): probes from 127.0.0.1 would all
+# land on that one member. Real clients (or a proxy with several source addresses) do not.
+PROBE_SOURCES = ("127.0.0.2", "127.0.0.1")
+
+
+def _http_json(url: str, timeout: float = 2.0, source: Optional[str] = None) -> dict:
     """One GET on a fresh connection (behind a shared port the kernel picks the process per connection)."""
-    return httpx.get(url, timeout=timeout, trust_env=False, headers={"Connection": "close"}).json()
+    if source is None:
+        return httpx.get(url, timeout=timeout, trust_env=False, headers={"Connection": "close"}).json()
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=timeout, trust_env=False) as c:
+        return c.get(url, headers={"Connection": "close"}).json()
 
 
 class Workers:
@@ -192,11 +203,11 @@ class Setup:
         ms = self.members()
         return ms if len(ms) == 1 and ms[0].pid == self.g.proc.pid else [psutil.Process(self.g.proc.pid), *ms]
 
-    def health_id(self, timeout: float = 2.0) -> Optional[str]:
-        """The gateway id of whichever member answers ``/health`` on a fresh connection."""
+    def health_id(self, timeout: float = 2.0, source: Optional[str] = None) -> Optional[str]:
+        """The gateway id of whichever member answers ``/health`` on a fresh connection (from ``source``)."""
         assert self.g is not None
         try:
-            return str(_http_json(self.g.url + "/health", timeout)["gateway_id"])
+            return str(_http_json(self.g.url + "/health", timeout, source)["gateway_id"])
         except (httpx.HTTPError, ValueError, KeyError):
             return None
 

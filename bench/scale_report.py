@@ -152,6 +152,8 @@ def report(results: list[dict], args: argparse.Namespace, ncpu: int, lease_s: fl
     row("   restart: process / lease / answers, s", lambda r: f"{fmt(kill(r)['respawn_s'], '.1f', 'never')} / "
         f"{fmt(kill(r)['registered_s'], '.1f', 'never')} / {fmt(kill(r)['answers_s'], '.1f', 'never')}"
         if r["redis"] else "—")
+    row("   new one's share of fresh connections", lambda r: _share(kill(r)) if r["redis"] else "—",
+        "≈ 1 / processes")
     row("   queue drained after clients left, s", lambda r: f"{r['queue']['drain_s']:.1f}")
     row("   slots lost after the drain", lambda r: str(len(r["queue"]["lost_slots"])), "0")
     print()
@@ -210,3 +212,11 @@ def bottleneck(results: list[dict], ncpu: int) -> str:
     except (KeyError, TypeError, ZeroDivisionError):
         pass
     return out
+
+
+def _share(k: dict) -> str:
+    """The restarted member's share of fresh connections, from the probe address and from the
+    waiters' own (``scale_procs.PROBE_SOURCES``: why they differ)."""
+    share = k.get("new_share") or {}
+    return " / ".join(f"{v:.0%} from {src}" if v is not None else f"— from {src}" for src, v in share.items())
+

@@ -14,7 +14,9 @@ For each setup, on 40 echo fake workers (one slot each, two processes):
    two queue updates of one waiter, positions exactly 1..N;
 4. (B, C) SIGKILL of one gateway process while they wait: its waiters' closes, the time until the
    others' positions are 1..M again, the waiters served by the slots its sessions held, its state
-   in Redis after the lease, the restart by the group's parent, then relay and dispatch again.
+   in Redis after the lease, the restart by the group's parent and the restarted member's share of
+   40 fresh connections from 127.0.0.2 and from 127.0.0.1 (the waiters' address: ``scale_procs.
+   PROBE_SOURCES`` says why the two differ), then relay and dispatch again.
 Ratios are against A in the same run. Every process started here is ended at the end, also on error.
 """
 from __future__ import annotations

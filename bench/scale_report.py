@@ -152,8 +152,8 @@ def report(results: list[dict], args: argparse.Namespace, ncpu: int, lease_s: fl
     row("   restart: process / lease / answers, s", lambda r: f"{fmt(kill(r)['respawn_s'], '.1f', 'never')} / "
         f"{fmt(kill(r)['registered_s'], '.1f', 'never')} / {fmt(kill(r)['answers_s'], '.1f', 'never')}"
         if r["redis"] else "—")
-    row("   new one's share of fresh connections", lambda r: _share(kill(r)) if r["redis"] else "—",
-        "≈ 1 / processes")
+    row("   restarted: its share of new connections", lambda r: _share(kill(r)) if r["redis"] else "—",
+        "≈ 1/N, any")
     row("   queue drained after clients left, s", lambda r: f"{r['queue']['drain_s']:.1f}")
     row("   slots lost after the drain", lambda r: str(len(r["queue"]["lost_slots"])), "0")
     print()
@@ -215,8 +215,8 @@ def bottleneck(results: list[dict], ncpu: int) -> str:
 
 
 def _share(k: dict) -> str:
-    """The restarted member's share of fresh connections, from the probe address and from the
-    waiters' own (``scale_procs.PROBE_SOURCES``: why they differ)."""
+    """The restarted member's share of fresh connections: from 127.0.0.2, then from 127.0.0.1, the
+    waiters' own address (``scale_procs.PROBE_SOURCES``: why they differ)."""
     share = k.get("new_share") or {}
-    return " / ".join(f"{v:.0%} from {src}" if v is not None else f"— from {src}" for src, v in share.items())
+    return " / ".join(f"{v:.0%}" if v is not None else "—" for v in share.values())
 

@@ -33,6 +33,7 @@ from .state.scripts import Scripts
 from .state.shared_pool import SharedPool
 from .state.shared_queue import SharedQueue
 from .state.shared import SharedMaps
+from .state.shared_voices import SharedVoices
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class Gateway:
         self.ip_queued = IpCounter(s.edge.max_queued_per_ip)
         self.apps = AppRegistry(self.data_dir / "apps.json", self.shared)
         self.presets = Presets()
-        self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s)
+        self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s,
+                                          s.edge.max_voices)
+        self.voices = None if self.shared is None or self.redis_link is None else \
+            SharedVoices(self.shared, self.redis_link, self.ref_audio.local, s.edge.max_voices)
+        self.ref_audio.shared = self.voices     # uploaded voices in Redis, for every gateway
         # recordings stay on the worker that made them: who holds which, and the proxy to it
         self.recording_owners = recording_owners(s, self.redis_link)
         self.recordings = RecordingProxy(self.recording_owners, lambda: [w.url for w in self.pool.workers],
@@ -100,6 +105,8 @@ class Gateway:
         _log_long_gc()
         if self.shared is not None:
             await self.shared.start()     # the registries' first view, before anyone is served
+        if self.voices is not None:       # the audio of our voices that a Redis restart lost
+            self._tasks.append(asyncio.get_running_loop().create_task(self.voices.run(), name="voices"))
         self.queue.start()
         await self.pool.start()
         if self.shared_pool is not None:

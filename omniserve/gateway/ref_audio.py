@@ -1,4 +1,5 @@
-"""RefAudioRegistry: uploaded reference voices, stored as 16 kHz mono WAV in ``<data_dir>/ref_audio``.
+"""RefAudioRegistry: uploaded reference voices, stored as 16 kHz mono WAV in ``<data_dir>/ref_audio``
+(``LocalVoices``), or, with ``gateway.redis_url``, in Redis for every gateway (``state.shared_voices``).
 
 Uploads are size- and duration-capped and decoded off the event loop, header first: the
 container comes from the magic bytes (``omniserve.mediaprobe``), and a WAV/FLAC/Ogg header's rate
@@ -21,7 +22,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -42,39 +43,119 @@ class RefAudioError(ValueError):
     """An upload that cannot be accepted; the text says why (HTTP 400/413)."""
 
 
-class RefAudioRegistry:
-    def __init__(self, folder: Path, max_bytes: int, max_seconds: float) -> None:
+class VoicesFull(Exception):
+    """``gateway.edge.max_voices`` voices are stored already (HTTP 507)."""
+
+
+class VoiceStore(Protocol):
+    """Where the voices live when several gateways share them (``state.shared_voices``)."""
+    items: dict[str, dict]
+
+    async def add(self, ref_id: str, meta: dict, wav: bytes) -> None: ...
+    async def delete(self, ref_id: str) -> bool: ...
+    async def audio(self, ref_id: str) -> Optional[bytes]: ...
+
+
+def valid_meta(meta: object) -> Optional[dict]:
+    """A stored voice's record (``name``, ``duration_s``, ``created_at``), or None when malformed."""
+    if not isinstance(meta, dict):
+        return None
+    name, dur, created = meta.get("name"), meta.get("duration_s"), meta.get("created_at")
+    if not (isinstance(name, str) and NAME_RE.match(name) and name.isprintable()
+            and isinstance(dur, (int, float)) and isinstance(created, (int, float))):
+        return None
+    return {"name": name, "duration_s": float(dur), "created_at": float(created)}
+
+
+class LocalVoices:
+    """Voices on this gateway's disk: ``<folder>/<id>.wav`` and ``index.json`` (id → record)."""
+
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.max_bytes = max_bytes
-        self.max_seconds = max_seconds
         self._index_path = folder / "index.json"
         self._lock = threading.Lock()
-        self._items: dict[str, dict] = {}
+        self.items: dict[str, dict] = {}
         if self._index_path.is_file():
             try:
-                self._items = {k: v for k, v in json.loads(self._index_path.read_text()).items() if ID_RE.match(k)}
+                raw = json.loads(self._index_path.read_text())
+                self.items = {k: m for k, v in raw.items() if ID_RE.match(k) and (m := valid_meta(v)) is not None}
             except Exception:
-                self._items = {}
+                self.items = {}
 
-    # ------------------------------------------------------------------ read
-    def list(self) -> list[RefAudioOut]:
-        out = [RefAudioOut(id=DEFAULT_ID, name="Default voice", duration_s=_wav_seconds(DEFAULT_VOICE),
-                           created_at=0.0, builtin=True)]
-        for k, v in sorted(self._items.items(), key=lambda kv: kv[1]["created_at"]):
-            out.append(RefAudioOut(id=k, name=html.escape(v["name"], quote=False), duration_s=v["duration_s"],
-                                   created_at=v["created_at"]))
-        return out
+    def put(self, ref_id: str, meta: dict, wav: bytes) -> None:
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"{ref_id}.wav").write_bytes(wav)
+            self.items[ref_id] = meta
+            self._save()
+
+    def remove(self, ref_id: str) -> bool:
+        with self._lock:
+            if self.items.pop(ref_id, None) is None:
+                return False
+            (self.folder / f"{ref_id}.wav").unlink(missing_ok=True)
+            self._save()
+        return True
 
     def path(self, ref_id: str) -> Optional[Path]:
-        if ref_id == DEFAULT_ID:
-            return DEFAULT_VOICE
-        if not ID_RE.match(ref_id) or ref_id not in self._items:
+        if not ID_RE.match(ref_id) or ref_id not in self.items:
             return None
         p = (self.folder / f"{ref_id}.wav").resolve()
         return p if p.is_relative_to(self.folder.resolve()) and p.is_file() else None
 
+    def read(self, ref_id: str) -> Optional[bytes]:
+        p = self.path(ref_id)
+        try:
+            return p.read_bytes() if p is not None else None
+        except OSError:
+            return None
+
+    def _save(self) -> None:
+        tmp = self._index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.items, indent=1))
+        os.replace(tmp, self._index_path)
+
+
+class RefAudioRegistry:
+    """The voices: on this gateway's disk, or, with ``shared`` (``gateway.redis_url``), in Redis for
+    every gateway (``state.shared_voices``; the disk then keeps this gateway's uploads as a spare)."""
+
+    def __init__(self, folder: Path, max_bytes: int, max_seconds: float, max_voices: int) -> None:
+        self.local = LocalVoices(folder)
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.max_voices = max_voices
+        self.shared: Optional[VoiceStore] = None
+
+    # ------------------------------------------------------------------ read
+    def _items(self) -> dict[str, dict]:
+        return self.shared.items if self.shared is not None else self.local.items
+
+    def count(self) -> int:
+        """Stored voices, the default one not counted."""
+        return len(self._items())
+
+    def list(self) -> list[RefAudioOut]:
+        out = [RefAudioOut(id=DEFAULT_ID, name="Default voice", duration_s=_wav_seconds(DEFAULT_VOICE),
+                           created_at=0.0, builtin=True)]
+        for k, v in sorted(self._items().items(), key=lambda kv: kv[1]["created_at"]):
+            out.append(RefAudioOut(id=k, name=html.escape(v["name"], quote=False), duration_s=v["duration_s"],
+                                   created_at=v["created_at"]))
+        return out
+
+    async def audio(self, ref_id: str) -> Optional[Path | bytes]:
+        """The voice's WAV: a file to send, or its bytes (from Redis); None when there is no such voice."""
+        if ref_id == DEFAULT_ID:
+            return DEFAULT_VOICE
+        if not ID_RE.match(ref_id):
+            return None
+        if self.shared is not None:
+            return await self.shared.audio(ref_id)
+        return self.local.path(ref_id)
+
     # ----------------------------------------------------------------- write
     async def add(self, name: str, data: bytes, fmt: Optional[str] = None) -> RefAudioOut:
+        """``RefAudioError``; ``VoicesFull``; ``StateUnavailable`` when the shared store is unreachable."""
         name = name.strip()
         if not NAME_RE.match(name) or not name.isprintable():
             raise RefAudioError('name: 1-64 printable characters, without < > & " ` or \\')
@@ -90,30 +171,20 @@ class RefAudioRegistry:
             raise RefAudioError(f"audio too long ({seconds:.1f} s, max {self.max_seconds:.0f} s)")
         ref_id = "ra_" + secrets.token_hex(8)
         wav = await asyncio.to_thread(to_wav_bytes, pcm, IN_RATE)
-        await asyncio.to_thread(self._store, ref_id, name, wav, seconds)
-        return RefAudioOut(id=ref_id, name=html.escape(name, quote=False), duration_s=round(seconds, 2), created_at=time.time())
+        meta: dict = {"name": name, "duration_s": round(seconds, 2), "created_at": time.time()}
+        if self.shared is not None:
+            await self.shared.add(ref_id, meta, wav)
+        else:
+            await asyncio.to_thread(self.local.put, ref_id, meta, wav)
+        return RefAudioOut(id=ref_id, name=html.escape(name, quote=False), duration_s=meta["duration_s"],
+                           created_at=meta["created_at"])
 
-    def _store(self, ref_id: str, name: str, wav: bytes, seconds: float) -> None:
-        with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / f"{ref_id}.wav").write_bytes(wav)
-            self._items[ref_id] = {"name": name, "duration_s": round(seconds, 2), "created_at": time.time()}
-            self._save()
-
-    def delete(self, ref_id: str) -> bool:
+    async def delete(self, ref_id: str) -> bool:
         if not ID_RE.match(ref_id):
             return False
-        with self._lock:
-            if self._items.pop(ref_id, None) is None:
-                return False
-            (self.folder / f"{ref_id}.wav").unlink(missing_ok=True)
-            self._save()
-        return True
-
-    def _save(self) -> None:
-        tmp = self._index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._items, indent=1))
-        os.replace(tmp, self._index_path)
+        if self.shared is not None:
+            return await self.shared.delete(ref_id)
+        return await asyncio.to_thread(self.local.remove, ref_id)
 
     # ---------------------------------------------------------------- decode
     async def _decode(self, data: bytes, fmt: Optional[str]) -> np.ndarray:

@@ -3,7 +3,8 @@
 Registered by ``app.create_app``; uploads are decoded off the event loop by the registry.
 Anonymous voice uploads are refused cross-site (a foreign ``Origin`` or ``Sec-Fetch-Site:
 cross-site``), limited per client address (``gateway.edge.uploads_per_ip_per_hour``; admin callers
-are exempt) and capped in number (``gateway.edge.max_voices``).
+are exempt) and capped in number (``gateway.edge.max_voices``; with ``gateway.redis_url`` for all
+gateways together: the voices are shared, ``state.shared_voices``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import base64
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
 from ..audio import IN_RATE, OUT_RATE, encode_f32, read_audio_bytes
@@ -23,7 +24,7 @@ from .clients import RateLimiter, client_ip, rate_key
 from .gateway import Gateway
 from ..http_body import read_capped
 from .presets import DEFAULT_VOICE
-from .ref_audio import RefAudioError
+from .ref_audio import RefAudioError, VoicesFull
 
 
 def add_media_routes(app: FastAPI, gw: Gateway) -> None:
@@ -36,14 +37,17 @@ def add_media_routes(app: FastAPI, gw: Gateway) -> None:
         origin = request.headers.get("origin")
         if request.headers.get("sec-fetch-site", "").lower() == "cross-site" or not gw.hosts.origin_allowed(origin):
             raise HTTPException(403, "voice uploads are accepted from this site's own pages only")
-        if len(gw.ref_audio.list()) - 1 + in_flight[0] >= edge.max_voices:   # list() includes the default voice
-            raise HTTPException(507, f"voice storage is full ({edge.max_voices} voices); an admin can delete some")
+        if gw.ref_audio.count() + in_flight[0] >= edge.max_voices:
+            raise HTTPException(507, voices_full())
         if not gw.auth.is_admin(request):
             key = rate_key(client_ip(request.scope, edge.trusted_proxies))
             if not uploads.allow(key):
                 wait = max(1, round(uploads.retry_after_s(key)))
                 raise HTTPException(429, f"too many voice uploads from your address ({edge.uploads_per_ip_per_hour} "
                                          "per hour); try again later", headers={"Retry-After": str(wait)})
+
+    def voices_full() -> str:
+        return f"voice storage is full ({edge.max_voices} voices); an admin can delete some"
 
     # -------------------------------------------------------------- ref audio
     @app.get("/api/assets/ref_audio", response_model=list[RefAudioOut])
@@ -76,22 +80,26 @@ def add_media_routes(app: FastAPI, gw: Gateway) -> None:
             raise HTTPException(400, "name is required (?name=... or JSON {name, data})")
         try:
             return await gw.ref_audio.add(name, data, format)
+        except VoicesFull:      # other gateways' uploads took the last places meanwhile (shared store)
+            raise HTTPException(507, voices_full()) from None
         except RefAudioError as e:
             raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
 
     @app.delete("/api/assets/ref_audio/{ref_id}")
-    def ref_delete(ref_id: str, request: Request) -> dict:
+    async def ref_delete(ref_id: str, request: Request) -> dict:
         gw.auth.require(request)
-        if not gw.ref_audio.delete(ref_id):
+        if not await gw.ref_audio.delete(ref_id):
             raise HTTPException(404, "no such voice")
         return {"deleted": ref_id}
 
     @app.get("/api/assets/ref_audio/{ref_id}/audio")
-    def ref_audio_file(ref_id: str) -> FileResponse:
-        p = gw.ref_audio.path(ref_id)
-        if p is None:
+    async def ref_audio_file(ref_id: str) -> Response:
+        got = await gw.ref_audio.audio(ref_id)
+        if got is None:
             raise HTTPException(404, "no such voice")
-        return FileResponse(p, media_type="audio/wav")
+        if isinstance(got, bytes):
+            return Response(got, media_type="audio/wav")
+        return FileResponse(got, media_type="audio/wav")
 
     default_voice_cache: dict = {}
 

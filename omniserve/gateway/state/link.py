@@ -54,6 +54,10 @@ class RedisLink:
         self.lease_client: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             max_connections=2)
+        # binary values (voices' audio): replies left as bytes
+        self.raw: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=8, timeout=timeout_s, decode_responses=False, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s))
         self.up = True          # the last command got through
 
     def ok(self) -> None:
@@ -69,6 +73,7 @@ class RedisLink:
     async def close(self) -> None:
         await self.client.aclose()
         await self.lease_client.aclose()
+        await self.raw.aclose()
 
 
 def _safe(url: str) -> str:

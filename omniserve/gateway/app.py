@@ -124,8 +124,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/queue", response_model=QueueOut)
     async def queue(request: Request, limit: int = 10000) -> JSONResponse:
-        """Shaped like ``QueueOut``; ``items`` holds the first ``limit`` entries."""
-        items = gw.pool.queue_items(reveal_ids=gw.auth.is_admin(request), limit=max(0, limit))
+        """Shaped like ``QueueOut``; ``items`` holds the first ``limit`` entries (with shared state:
+        of the whole queue, at most ``shared_listing.LIST_MAX``)."""
+        admin = gw.auth.is_admin(request)
+        if gw.listing is not None:
+            length, items, running = await _shared(gw.listing.listing(admin, max(0, limit)))
+            return JSONResponse({"queue_length": length, "items": items, "running_tasks": running})
+        items = gw.pool.queue_items(reveal_ids=admin, limit=max(0, limit))
         return JSONResponse({"queue_length": len(gw.queue), "items": items,
                              "running_tasks": [r.model_dump() for r in gw.pool.running()]})
 

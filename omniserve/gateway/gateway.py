@@ -30,6 +30,7 @@ from .recording_owners import recording_owners
 from .recording_proxy import RecordingProxy
 from .state.link import Outbox, RedisLink, new_gateway_id
 from .state.scripts import Scripts
+from .state.shared_listing import SharedListing
 from .state.shared_pool import SharedPool
 from .state.shared_queue import SharedQueue
 from .state.shared import SharedMaps
@@ -63,6 +64,8 @@ class Gateway:
                                worker_token=self.worker_token, release_idle_timeout_s=s.release_idle_timeout_s)
         self.shared_pool = SharedPool(self.redis_link, scripts, outbox, self.pool, self.queue, s.lease_s) \
             if self.redis_link is not None and isinstance(self.queue, SharedQueue) else None
+        self.listing = SharedListing(scripts, self.queue, self.pool, self.eta) \
+            if self.redis_link is not None and isinstance(self.queue, SharedQueue) else None   # GET /api/queue
         self.metrics = GatewayMetrics(self.pool, self.queue)   # /metrics (docs/metrics.md)
         self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)
         self.ip_sockets = IpCounter(s.edge.max_ws_per_ip)

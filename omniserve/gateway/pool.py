@@ -365,14 +365,10 @@ class WorkerPool:
 
     def queue_items(self, reveal_ids: bool, limit: Optional[int] = None) -> list[dict]:
         """Plain dicts shaped like ``QueueItemOut``: a 10,000-entry listing must not stall the loop
-        with model validation. With shared state: this gateway's own waiters, at their global positions."""
+        with model validation. In process only (shared state: ``state.shared_listing``)."""
         items = list(self.queue)
-        if self.shared is not None:
-            positions = [t.position for t in items]
-            etas = [t.estimated_wait_s for t in items]
-        else:
-            positions = list(range(1, len(items) + 1))
-            etas, _ = self._layout([t.request_type for t in items])
+        positions = list(range(1, len(items) + 1))
+        etas, _ = self._layout([t.request_type for t in items])
         now = time.monotonic()
         if limit is not None:
             items = items[:limit]

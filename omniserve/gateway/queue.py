@@ -65,6 +65,11 @@ async def broadcast_forever(one_pass: Callable[[], Awaitable[None]], changed: as
         await asyncio.sleep(min(max(min_gap_s, 4 * spent), tick))
 
 
+def public_id(ticket_id: str) -> str:
+    """A ticket's name in listings for non-admins: derived from the secret id, useless to cancel it."""
+    return "pub_" + hashlib.sha256(ticket_id.encode()).hexdigest()[:12]
+
+
 @dataclass(eq=False)
 class Ticket:
     """One waiting request. ``ticket_id`` is a secret: knowing it lets its holder cancel it."""
@@ -87,7 +92,7 @@ class Ticket:
     @functools.cached_property
     def public_id(self) -> str:
         """What non-admins see in listings (cannot be used to cancel)."""
-        return "pub_" + hashlib.sha256(self.ticket_id.encode()).hexdigest()[:12]
+        return public_id(self.ticket_id)
 
     @property
     def waiting(self) -> bool:

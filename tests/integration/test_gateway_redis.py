@@ -87,15 +87,27 @@ async def serve_through(i: int, kind: str, ws, served: list[int], assigned: bool
 async def test_one_fifo_across_three_gateways_and_four_modes(gateways):
     gs, _ = gateways
     holder = await hold(gs[0], "omni_holder")
-    clients = []
+    clients, tickets = [], []
     for i in range(8):                       # round robin over the gateways, mixed modes
         kind, ws, q = await join(gs[i % 3], i)
         assert q["type"] == "queued", q
         assert (q["position"], q["queue_length"]) == (i + 1, i + 1), q      # contiguous across gateways
         clients.append((kind, ws))
-    # every gateway's /status shows the global queue
+        tickets.append(q["ticket_id"])
+    # every gateway's /status shows the global queue, and so does its /api/queue listing
     await asyncio.sleep(0.6)
     assert [status(g)["queue_length"] for g in gs] == [8, 8, 8]
+    w_url = gateways[1].url
+    for g in gs:
+        for admin in (True, False):
+            listed = httpx.get(g.url + "/api/queue", headers=g.admin if admin else {}, trust_env=False).json()
+            items = listed["items"]
+            assert listed["queue_length"] == 8 and [x["position"] for x in items] == list(range(1, 9)), listed
+            assert [x["request_type"] for x in items] == [MODES[i % 4][0] for i in range(8)]
+            ids = [x["ticket_id"] for x in items]
+            assert ids == tickets if admin else (all(t.startswith("pub_") for t in ids) and not set(ids) & set(tickets))
+            assert all(x["waited_s"] >= 0 and x["estimated_wait_s"] >= 0 for x in items)
+            assert [(r["worker_url"], r["request_type"]) for r in listed["running_tasks"]] == [(w_url, "omni_duplex")]
     served: list[int] = []
     tasks = [asyncio.create_task(serve_through(i, k, ws, served)) for i, (k, ws) in enumerate(clients)]
     await asyncio.sleep(0.3)
@@ -178,6 +190,9 @@ async def test_redis_restarted_under_load(gateways, redis_server):
     await ws.send(json.dumps({"messages": [{"role": "user", "content": "while down"}]}))
     m = await recv(ws, 5)
     assert m["type"] == "error" and "unreachable" in m["error"], m
+    await asyncio.sleep(0.6)          # past the listing's cache
+    r = httpx.get(gs[1].url + "/api/queue", trust_env=False)
+    assert r.status_code == 503 and "unreachable" in r.json()["detail"], r.text
     # the running session goes on while Redis is away
     await running.send(json.dumps({"type": "pause"}))
     await running.send(json.dumps({"type": "resume"}))

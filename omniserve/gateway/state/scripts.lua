@@ -311,3 +311,26 @@ for _, sk in ipairs(redis.call('SMEMBERS', P .. 'slots')) do
 end
 return {redis.call('ZCARD', P .. 'q'), tonumber(redis.call('GET', P .. 'qver') or '0'), now_ms(), ranks,
         redis.call('HGETALL', P .. 'types'), slots}
+
+--@ list
+-- ARGV: prefix, limit  ->  {now ms, length, {ticket, type, order, ...} for the first ``limit``
+-- waiters, {slot, ticket, type, since, ...} per claimed slot}: the whole queue's listing
+-- (``GET /api/queue``), whichever gateway holds each waiter.
+local P = ARGV[1]
+local n = tonumber(ARGV[2])
+local head = n > 0 and redis.call('ZRANGE', P .. 'q', 0, n - 1, 'WITHSCORES') or {}
+local items = {}
+for i = 1, #head, 2 do
+  items[#items + 1] = head[i]
+  items[#items + 1] = redis.call('HGET', P .. 'tk:' .. head[i], 'type') or ''
+  items[#items + 1] = head[i + 1]
+end
+local running = {}
+for _, sk in ipairs(redis.call('SMEMBERS', P .. 'slots')) do
+  local s = redis.call('HMGET', P .. 'slot:' .. sk, 'state', 'ticket', 'type', 'since')
+  if s[1] == 'claimed' and s[2] and s[2] ~= '' then
+    running[#running + 1] = sk; running[#running + 1] = s[2]
+    running[#running + 1] = s[3] or ''; running[#running + 1] = s[4] or '0'
+  end
+end
+return {now_ms(), redis.call('ZCARD', P .. 'q'), items, running}

@@ -1,0 +1,66 @@
+"""``SharedListing``: ``GET /api/queue`` over the whole shared queue (``gateway.redis_url``).
+
+Each gateway process holds only its own waiters' sockets; the listing is Redis's: the first
+``LIST_MAX`` tickets in queue order and every claimed slot, in one script (``list``), whichever
+process holds each client. The waiters and sessions of the answering process add what only it
+knows (a session id, the exact wait). One answer is reused for ``CACHE_S``, so a client polling
+the public listing costs Redis at most a few scripts a second per process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from ..eta import EtaEstimator
+from ..pool import WorkerPool
+from ..queue import public_id
+from .scripts import Scripts
+from .shared_queue import SharedQueue
+
+LIST_MAX = 1000        # waiters listed at most (the queue's length is always the whole)
+CACHE_S = 0.5
+
+
+class SharedListing:
+    def __init__(self, scripts: Scripts, queue: SharedQueue, pool: WorkerPool, eta: EtaEstimator) -> None:
+        self.scripts, self.queue, self.pool, self.eta = scripts, queue, pool, eta
+        self._cached: Optional[tuple[float, Any]] = None
+
+    async def _answer(self) -> Any:
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > CACHE_S:
+            self._cached = (now, await self.scripts.call("list", LIST_MAX))
+        return self._cached[1]
+
+    async def listing(self, reveal_ids: bool, limit: int) -> tuple[int, list[dict], list[dict]]:
+        """The queue's length, its first ``min(limit, LIST_MAX)`` waiters and the running sessions,
+        as plain dicts shaped like ``QueueItemOut`` and ``RunningTaskOut``. Raises the client's
+        errors when Redis is unreachable."""
+        now_ms, length, flat, claims = await self._answer()
+        now_us, mono = int(now_ms) * 1000, time.monotonic()
+        items: list[dict] = []
+        for i in range(0, min(len(flat), 3 * max(0, limit)), 3):
+            tid, rtype, order = flat[i], flat[i + 1], int(flat[i + 2])
+            mine = self.queue.get(tid)
+            rank = i // 3
+            items.append({
+                "ticket_id": tid if reveal_ids else public_id(tid), "request_type": rtype,
+                "session_id": mine.session_id if reveal_ids and mine is not None else None,
+                "position": rank + 1, "estimated_wait_s": round(self.queue.eta_at(rank), 1),
+                "waited_s": round(mono - mine.enqueued_at if mine is not None else max(0, now_us - order) / 1e6, 1)})
+        running: list[dict] = []
+        for i in range(0, len(claims), 4):
+            slot_key, tid, rtype, since = claims[i], claims[i + 1], claims[i + 2], int(claims[i + 3] or 0)
+            s = self.pool.slot(slot_key)
+            if s is not None and s.ticket is not None and s.ticket.ticket_id == tid:
+                elapsed = mono - s.busy_since          # ours: the session id is known here
+                session = s.ticket.session_id
+            else:
+                elapsed = max(0, int(now_ms) - since) / 1000
+                session = None
+            url, _, index = slot_key.rpartition("#")
+            running.append({"worker_url": url, "request_type": rtype, "session_id": session,
+                            "elapsed_s": round(elapsed, 1),
+                            "estimated_remaining_s": round(self.eta.remaining(rtype, elapsed), 1),
+                            "slot": int(index) if index.isdigit() else 0})
+        return int(length), items, running

@@ -12,18 +12,27 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
 class IpCounter:
-    """How many of something each client address holds, against one limit."""
+    """How many of something each client address holds, against one limit. With several gateways
+    (``state.shared_ips``) ``others`` holds what the other gateways last reported of the addresses
+    that hold many there, and the limit is for all of them together."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._n: dict[str, int] = {}
+        self.others: dict[str, int] = {}
 
     def acquire(self, ip: str) -> bool:
         n = self._n.get(ip, 0)
-        if n >= self.limit:
+        if n + self.others.get(ip, 0) >= self.limit:
             return False
         self._n[ip] = n + 1
         return True
+
+    def heavy(self) -> dict[str, int]:
+        """The addresses holding at least a sixteenth of the limit here (at least 2): what the other
+        gateways must know of. Addresses under it can add at most that much per gateway unseen."""
+        least = max(2, self.limit // 16)
+        return {ip: n for ip, n in self._n.items() if n >= least}
 
     def release(self, ip: str) -> None:
         n = self._n.get(ip, 0) - 1

@@ -30,6 +30,7 @@ from .recording_owners import recording_owners
 from .recording_proxy import RecordingProxy
 from .state.link import Outbox, RedisLink, new_gateway_id
 from .state.scripts import Scripts
+from .state.shared_ips import SharedIpCounts
 from .state.shared_listing import SharedListing
 from .state.shared_pool import SharedPool
 from .state.shared_queue import SharedQueue
@@ -70,6 +71,8 @@ class Gateway:
         self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)
         self.ip_sockets = IpCounter(s.edge.max_ws_per_ip)
         self.ip_queued = IpCounter(s.edge.max_queued_per_ip)
+        self.shared_ips = SharedIpCounts(self.redis_link, scripts, {"ws": self.ip_sockets, "queued": self.ip_queued}) \
+            if self.redis_link is not None else None      # the per-address limits for all gateways together
         self.apps = AppRegistry(self.data_dir / "apps.json", self.shared)
         self.presets = Presets()
         self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s,
@@ -108,6 +111,8 @@ class Gateway:
         _log_long_gc()
         if self.shared is not None:
             await self.shared.start()     # the registries' first view, before anyone is served
+        if self.shared_ips is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.shared_ips.run(), name="ip-counts"))
         if self.voices is not None:       # the audio of our voices that a Redis restart lost
             self._tasks.append(asyncio.get_running_loop().create_task(self.voices.run(), name="voices"))
         self.queue.start()

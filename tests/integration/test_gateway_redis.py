@@ -309,3 +309,37 @@ async def test_a_refusal_puts_the_ticket_back_and_the_same_slot_serves_it(tmp_pa
         for g in gs:
             g.stop()
         w.stop()
+
+
+async def test_the_per_address_socket_limit_holds_for_all_gateways_together(tmp_path, redis_server):
+    """max_ws_per_ip 4 on two gateways: two sockets on each, and a fifth is refused on either
+    (each alone would take two more); one closed, a new one is taken again. The counts travel
+    once a second (``state.shared_ips``)."""
+    w = start_fake_worker(tmp_path)
+    env = dict(ENV, OMNISERVE_GATEWAY__REDIS_URL=redis_server.url, OMNISERVE_GATEWAY__EDGE__MAX_WS_PER_IP="4")
+    a, b = [start_gateway(tmp_path, [w.url], 1, env, data_dir=tmp_path / f"gw{i}") for i in range(2)]
+    try:
+        holder = await hold(a, "omni_holder")
+        waiters = [(await join(g, 3))[1] for g in (a, b, b)]          # omni_duplex waiters: a 2, b 2
+        await asyncio.sleep(2.0)                                       # a report each way, and then some
+
+        async def refused(g) -> bool:
+            try:
+                ws = await websockets.connect(g.ws + "/ws/duplex/omni_extra", open_timeout=5)
+            except websockets.exceptions.InvalidStatus as e:
+                assert e.response.status_code == 403
+                return True
+            await ws.close()
+            return False
+
+        assert await refused(a) and await refused(b)
+        await waiters[2].close()
+        await asyncio.sleep(2.0)
+        assert not await refused(a)
+        for ws in waiters[:2]:
+            await ws.close()
+        await finish(holder)
+    finally:
+        for g in (a, b):
+            g.stop(signal.SIGKILL)
+        w.stop()

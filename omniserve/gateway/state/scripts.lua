@@ -334,3 +334,38 @@ for _, sk in ipairs(redis.call('SMEMBERS', P .. 'slots')) do
   end
 end
 return {now_ms(), redis.call('ZCARD', P .. 'q'), items, running}
+
+--@ ips
+-- ARGV: prefix, gateway id, ttl ms, kind count, then per kind: kind, pair count, address, count, ...
+--   ->  per kind, in order: {address, the other gateways' sum, ...}. This gateway's report (its
+-- addresses holding many of that kind) replaces its last one and expires with ``ttl``; every other
+-- gateway's report is summed (``SharedIpCounts``: per-address limits for all gateways together).
+local P, gw, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local gws = redis.call('SMEMBERS', P .. 'gws')
+local out = {}
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
+  local kind, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local mine = P .. 'ips:' .. kind .. ':' .. gw
+  redis.call('DEL', mine)
+  for _ = 1, n do
+    redis.call('HSET', mine, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  if n > 0 then redis.call('PEXPIRE', mine, ttl) end
+  local sums = {}
+  for _, g in ipairs(gws) do
+    if g ~= gw then
+      local h = redis.call('HGETALL', P .. 'ips:' .. kind .. ':' .. g)
+      for j = 1, #h, 2 do sums[h[j]] = (sums[h[j]] or 0) + tonumber(h[j + 1]) end
+    end
+  end
+  local flat = {}
+  for addr, s in pairs(sums) do
+    flat[#flat + 1] = addr
+    flat[#flat + 1] = s
+  end
+  out[#out + 1] = flat
+end
+return out

@@ -78,7 +78,7 @@ class Gateway:
         self.ref_audio = RefAudioRegistry(self.data_dir / "ref_audio", s.max_ref_audio_bytes, s.max_ref_audio_s,
                                           s.edge.max_voices)
         self.voices = None if self.shared is None or self.redis_link is None else \
-            SharedVoices(self.shared, self.redis_link, self.ref_audio.local, s.edge.max_voices)
+            SharedVoices(self.shared, self.redis_link, scripts, self.ref_audio.local, s.edge.max_voices)
         self.ref_audio.shared = self.voices     # uploaded voices in Redis, for every gateway
         # recordings stay on the worker that made them: who holds which, and the proxy to it
         self.recording_owners = recording_owners(s, self.redis_link)
@@ -113,7 +113,7 @@ class Gateway:
             await self.shared.start()     # the registries' first view, before anyone is served
         if self.shared_ips is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.shared_ips.run(), name="ip-counts"))
-        if self.voices is not None:       # the audio of our voices that a Redis restart lost
+        if self.voices is not None:       # our spares reconciled with Redis (state/shared_voices.py)
             self._tasks.append(asyncio.get_running_loop().create_task(self.voices.run(), name="voices"))
         self.queue.start()
         await self.pool.start()

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
-import os
-import re
 import logging
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Optional, Protocol
@@ -30,9 +26,8 @@ from .. import ffbox, mediaprobe
 from ..audio import IN_RATE, SOUNDFILE_CONTAINERS, AudioError, decode_f32, read_audio_bytes, to_wav_bytes
 from ..protocol.rest import RefAudioOut
 from .presets import DEFAULT_VOICE
+from .voice_files import ID_RE, NAME_RE, LocalVoices
 
-NAME_RE = re.compile(r'^[^<>&"`\\]{1,64}$')   # plus str.isprintable(); escaping then changes nothing
-ID_RE = re.compile(r"^ra_[0-9a-f]{16}$")
 DEFAULT_ID = "default"
 FFMPEG_TIMEOUT_S = 30.0
 
@@ -54,66 +49,6 @@ class VoiceStore(Protocol):
     async def add(self, ref_id: str, meta: dict, wav: bytes) -> None: ...
     async def delete(self, ref_id: str) -> bool: ...
     async def audio(self, ref_id: str) -> Optional[bytes]: ...
-
-
-def valid_meta(meta: object) -> Optional[dict]:
-    """A stored voice's record (``name``, ``duration_s``, ``created_at``), or None when malformed."""
-    if not isinstance(meta, dict):
-        return None
-    name, dur, created = meta.get("name"), meta.get("duration_s"), meta.get("created_at")
-    if not (isinstance(name, str) and NAME_RE.match(name) and name.isprintable()
-            and isinstance(dur, (int, float)) and isinstance(created, (int, float))):
-        return None
-    return {"name": name, "duration_s": float(dur), "created_at": float(created)}
-
-
-class LocalVoices:
-    """Voices on this gateway's disk: ``<folder>/<id>.wav`` and ``index.json`` (id → record)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._index_path = folder / "index.json"
-        self._lock = threading.Lock()
-        self.items: dict[str, dict] = {}
-        if self._index_path.is_file():
-            try:
-                raw = json.loads(self._index_path.read_text())
-                self.items = {k: m for k, v in raw.items() if ID_RE.match(k) and (m := valid_meta(v)) is not None}
-            except Exception:
-                self.items = {}
-
-    def put(self, ref_id: str, meta: dict, wav: bytes) -> None:
-        with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / f"{ref_id}.wav").write_bytes(wav)
-            self.items[ref_id] = meta
-            self._save()
-
-    def remove(self, ref_id: str) -> bool:
-        with self._lock:
-            if self.items.pop(ref_id, None) is None:
-                return False
-            (self.folder / f"{ref_id}.wav").unlink(missing_ok=True)
-            self._save()
-        return True
-
-    def path(self, ref_id: str) -> Optional[Path]:
-        if not ID_RE.match(ref_id) or ref_id not in self.items:
-            return None
-        p = (self.folder / f"{ref_id}.wav").resolve()
-        return p if p.is_relative_to(self.folder.resolve()) and p.is_file() else None
-
-    def read(self, ref_id: str) -> Optional[bytes]:
-        p = self.path(ref_id)
-        try:
-            return p.read_bytes() if p is not None else None
-        except OSError:
-            return None
-
-    def _save(self) -> None:
-        tmp = self._index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.items, indent=1))
-        os.replace(tmp, self._index_path)
 
 
 class RefAudioRegistry:

@@ -57,7 +57,7 @@ class RedisLink:
         # binary values (voices' audio): replies left as bytes
         self.raw: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             url, max_connections=8, timeout=timeout_s, decode_responses=False, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s))
+            socket_connect_timeout=timeout_s, health_check_interval=10))
         self.up = True          # the last command got through
 
     def ok(self) -> None:

@@ -369,3 +369,50 @@ for _ = 1, tonumber(ARGV[4]) do
   out[#out + 1] = flat
 end
 return out
+
+--@ voice_sync
+-- ARGV: prefix, channel, notice, then per voice on this gateway's disk: id, record (JSON)
+--   ->  {ids whose audio Redis lacks or holds only for a while, ids deleted}. A voice of the shared
+-- map ``voices`` keeps its record; one deleted through some gateway (a ``voice_gone`` tombstone)
+-- is reported, for its spare to go; any other was lost with a Redis restart: its record goes back
+-- (with a notice), and its audio is asked for.
+local P = ARGV[1]
+local map = P .. 'map:voices'
+local need, gone, added = {}, {}, false
+for i = 4, #ARGV, 2 do
+  local id, rec = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', map, id) == 0 then
+    if redis.call('EXISTS', P .. 'voice_gone:' .. id) == 1 then
+      gone[#gone + 1] = id
+    else
+      redis.call('HSET', map, id, rec)
+      added = true
+    end
+  end
+  if redis.call('HEXISTS', map, id) == 1 and redis.call('TTL', P .. 'voice:' .. id) ~= -1 then
+    need[#need + 1] = id         -- -2: missing; 0 or more: still expiring (its upload did not finish)
+  end
+end
+if added then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return {need, gone}
+
+--@ voice_audio
+-- ARGV: prefix, id, audio  ->  1 when the audio is in Redis for good now, 0 when the voice is not
+-- listed (a deleted voice never comes back this way).
+local P = ARGV[1]
+if redis.call('HEXISTS', P .. 'map:voices', ARGV[2]) == 0 then return 0 end
+local k = P .. 'voice:' .. ARGV[2]
+if redis.call('EXISTS', k) == 1 then
+  redis.call('PERSIST', k)
+else
+  redis.call('SET', k, ARGV[3])
+end
+return 1
+
+--@ voice_gone
+-- ARGV: prefix, id, tombstone seconds  ->  1. Marks a voice deleted and drops its audio, before its
+-- record leaves the map: the gateway holding its spare then drops the spare instead of putting it back.
+local P = ARGV[1]
+redis.call('SET', P .. 'voice_gone:' .. ARGV[2], '1', 'EX', tonumber(ARGV[3]))
+redis.call('DEL', P .. 'voice:' .. ARGV[2])
+return 1

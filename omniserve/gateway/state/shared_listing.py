@@ -3,16 +3,19 @@
 Each gateway process holds only its own waiters' sockets; the listing is Redis's: the first
 ``LIST_MAX`` tickets in queue order and every claimed slot, in one script (``list``), whichever
 process holds each client. The waiters and sessions of the answering process add what only it
-knows (a session id, the exact wait). One answer is reused for ``CACHE_S``, so a client polling
-the public listing costs Redis at most a few scripts a second per process.
+knows (a session id, the exact wait); a remote waiter put back at the head after a refusal shows
+the head's wait. One answer (and its rendering) is shared by every caller for ``CACHE_S``, so
+clients polling the public listing cost Redis at most two scripts a second per process.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Optional
 
 from ..eta import EtaEstimator
 from ..pool import WorkerPool
+from ...protocol.modes import REQUEST_TYPES
 from ..queue import public_id
 from .scripts import Scripts
 from .shared_queue import SharedQueue
@@ -24,22 +27,33 @@ CACHE_S = 0.5
 class SharedListing:
     def __init__(self, scripts: Scripts, queue: SharedQueue, pool: WorkerPool, eta: EtaEstimator) -> None:
         self.scripts, self.queue, self.pool, self.eta = scripts, queue, pool, eta
-        self._cached: Optional[tuple[float, Any]] = None
-
-    async def _answer(self) -> Any:
-        now = time.monotonic()
-        if self._cached is None or now - self._cached[0] > CACHE_S:
-            self._cached = (now, await self.scripts.call("list", LIST_MAX))
-        return self._cached[1]
+        self._asked: Optional[tuple[float, asyncio.Task]] = None      # one script in flight for everyone
+        self._rendered: dict[bool, tuple[asyncio.Task, tuple]] = {}   # per reveal_ids, LIST_MAX long
 
     async def listing(self, reveal_ids: bool, limit: int) -> tuple[int, list[dict], list[dict]]:
         """The queue's length, its first ``min(limit, LIST_MAX)`` waiters and the running sessions,
-        as plain dicts shaped like ``QueueItemOut`` and ``RunningTaskOut``. Raises the client's
-        errors when Redis is unreachable."""
-        now_ms, length, flat, claims = await self._answer()
+        as plain dicts shaped like ``QueueItemOut`` and ``RunningTaskOut``. Concurrent and repeated
+        callers within ``CACHE_S`` share one script and one rendering. Raises the client's errors
+        when Redis is unreachable."""
+        now = time.monotonic()
+        if self._asked is None or now - self._asked[0] > CACHE_S or _failed(self._asked[1]):
+            task = asyncio.ensure_future(self.scripts.call("list", LIST_MAX))
+            task.add_done_callback(_failed)        # retrieved even when every caller went away
+            self._asked = (now, task)
+        task = self._asked[1]
+        answer = await asyncio.shield(task)
+        done = self._rendered.get(reveal_ids)
+        if done is None or done[0] is not task:
+            done = (task, self._render(answer, reveal_ids))
+            self._rendered[reveal_ids] = done
+        length, items, running = done[1]
+        return length, items[:max(0, limit)], running
+
+    def _render(self, answer: Any, reveal_ids: bool) -> tuple[int, list[dict], list[dict]]:
+        now_ms, length, flat, claims = answer
         now_us, mono = int(now_ms) * 1000, time.monotonic()
         items: list[dict] = []
-        for i in range(0, min(len(flat), 3 * max(0, limit)), 3):
+        for i in range(0, len(flat), 3):
             tid, rtype, order = flat[i], flat[i + 1], int(flat[i + 2])
             mine = self.queue.get(tid)
             rank = i // 3
@@ -58,9 +72,17 @@ class SharedListing:
             else:
                 elapsed = max(0, int(now_ms) - since) / 1000
                 session = None
+            if rtype not in REQUEST_TYPES:      # a type this version does not know (a rolling upgrade)
+                continue
             url, _, index = slot_key.rpartition("#")
             running.append({"worker_url": url, "request_type": rtype, "session_id": session,
                             "elapsed_s": round(elapsed, 1),
                             "estimated_remaining_s": round(self.eta.remaining(rtype, elapsed), 1),
                             "slot": int(index) if index.isdigit() else 0})
         return int(length), items, running
+
+
+def _failed(task: asyncio.Task) -> bool:
+    """Whether a finished task failed (its exception is then retrieved)."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
+

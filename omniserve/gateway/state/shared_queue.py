@@ -123,8 +123,14 @@ class SharedQueue:
         ticket.position = 1
 
         async def op() -> None:
-            seq = await self.scripts.call("requeue_front", ticket.ticket_id, ticket.request_type,
-                                          self.link.gateway_id, affinity(ticket))
+            try:
+                seq = await self.scripts.call("requeue_front", ticket.ticket_id, ticket.request_type,
+                                              self.link.gateway_id, affinity(ticket))
+            except UNAVAILABLE:
+                raise                          # the outbox retries it: still in flight
+            except BaseException:
+                self._in_flight.discard(ticket.ticket_id)   # dropped: a view may find it lost
+                raise
             self._in_flight.discard(ticket.ticket_id)
             if seq:
                 ticket.seq = int(seq)

@@ -20,7 +20,7 @@ from omniserve.gateway.eta import EtaEstimator
 from omniserve.gateway.state.link import RedisLink, key
 from omniserve.gateway.state.shared import SharedMaps
 from omniserve.protocol.rest import EtaConfigUpdate
-from tests.support.gateway_procs import GatewayProc, start_gateway
+from tests.support.gateway_procs import GatewayProc, start_gateway_pair
 
 ADMIN = "admin-" + secrets.token_hex(12)
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
@@ -34,12 +34,7 @@ def gateways(redis_server, tmp_path_factory):
     """Gateways A and B: separate data folders (nothing shared on disk), one Redis, keys required."""
     tmp = tmp_path_factory.mktemp("gwshared")
     env = {"OMNISERVE_GATEWAY__REQUIRE_KEYS": "true", "OMNISERVE_GATEWAY__ADMIN_TOKEN": ADMIN}
-    a = start_gateway(tmp, [], 0, env, data_dir=tmp / "a", redis_url=redis_server.url)
-    try:
-        b = start_gateway(tmp, [], 0, env, data_dir=tmp / "b", redis_url=redis_server.url)
-    except BaseException:
-        a.stop()
-        raise
+    a, b = start_gateway_pair(tmp, env, (tmp / "a", tmp / "b"), redis_server.url)
     yield a, b
     a.stop()
     b.stop()

@@ -19,7 +19,7 @@ import soundfile as sf
 from omniserve.gateway.state.link import key
 from omniserve.gateway.state.shared_voices import SYNC_S
 from omniserve.gateway.voice_files import LocalVoices
-from tests.support.gateway_procs import GatewayProc, start_gateway
+from tests.support.gateway_procs import GatewayProc, start_gateway_pair
 from tests.support.redis_server import RedisServer, running_redis
 
 ADMIN = "admin-" + secrets.token_hex(12)
@@ -32,12 +32,7 @@ PROPAGATION_S = 1.0          # a change on one gateway holds on the others withi
 def gateways(redis_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gwvoices")
     env = {"OMNISERVE_GATEWAY__ADMIN_TOKEN": ADMIN, "OMNISERVE_GATEWAY__EDGE__MAX_VOICES": str(MAX_VOICES)}
-    a = start_gateway(tmp, [], 0, env, data_dir=tmp / "a", redis_url=redis_server.url)
-    try:
-        b = start_gateway(tmp, [], 0, env, data_dir=tmp / "b", redis_url=redis_server.url)
-    except BaseException:
-        a.stop()
-        raise
+    a, b = start_gateway_pair(tmp, env, (tmp / "a", tmp / "b"), redis_server.url)
     yield a, b
     a.stop()
     b.stop()
@@ -154,13 +149,8 @@ def test_audio_comes_back_after_redis_restarts_empty(clean, redis_server):
 
 
 def _pair(redis: RedisServer, tmp: Path, folders: tuple[str, str]) -> tuple[GatewayProc, GatewayProc]:
-    env = {"OMNISERVE_GATEWAY__ADMIN_TOKEN": ADMIN}
-    first = start_gateway(tmp, [], 0, env, data_dir=tmp / folders[0], redis_url=redis.url)
-    try:
-        return first, start_gateway(tmp, [], 0, env, data_dir=tmp / folders[1], redis_url=redis.url)
-    except BaseException:
-        first.stop()
-        raise
+    return start_gateway_pair(tmp, {"OMNISERVE_GATEWAY__ADMIN_TOKEN": ADMIN}, (tmp / folders[0], tmp / folders[1]),
+                              redis.url)
 
 
 def test_voices_survive_redis_and_every_gateway_restarting(tmp_path):

@@ -115,6 +115,17 @@ def start_gateway(tmp: Path, workers: list[str], n_ready: int = 0, env: Optional
     return g
 
 
+def start_gateway_pair(tmp: Path, env: dict, data_dirs: tuple[Path, Path], redis_url: str) -> tuple[GatewayProc, GatewayProc]:
+    """Two gateways on one Redis, no workers, started in the order of ``data_dirs`` (the first is
+    stopped again when the second fails to start)."""
+    first = start_gateway(tmp, [], 0, env, data_dir=data_dirs[0], redis_url=redis_url)
+    try:
+        return first, start_gateway(tmp, [], 0, env, data_dir=data_dirs[1], redis_url=redis_url)
+    except BaseException:
+        first.stop()
+        raise
+
+
 @contextmanager
 def fake_system(tmp: Path, *worker_flags: str, env: Optional[dict] = None) -> Iterator[tuple[GatewayProc, Proc]]:
     """One fake worker (``worker_flags``) behind a gateway (``env``), both stopped afterwards."""

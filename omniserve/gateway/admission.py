@@ -5,6 +5,7 @@ trusted proxy), in plain dicts: checks are O(1) and entries vanish when they rea
 """
 from __future__ import annotations
 
+import heapq
 import re
 from typing import Optional
 
@@ -28,11 +29,13 @@ class IpCounter:
         self._n[ip] = n + 1
         return True
 
-    def heavy(self) -> dict[str, int]:
-        """The addresses holding at least a sixteenth of the limit here (at least 2): what the other
-        gateways must know of. Addresses under it can add at most that much per gateway unseen."""
+    def heavy(self, most: int) -> dict[str, int]:
+        """The addresses holding at least a sixteenth of the limit here (at least 2), the ``most``
+        heaviest: what the other gateways must know of. One under it adds at most that much per
+        gateway unseen."""
         least = max(2, self.limit // 16)
-        return {ip: n for ip, n in self._n.items() if n >= least}
+        found = [(n, ip) for ip, n in self._n.items() if n >= least]
+        return {ip: n for n, ip in (heapq.nlargest(most, found) if len(found) > most else found)}
 
     def release(self, ip: str) -> None:
         n = self._n.get(ip, 0) - 1

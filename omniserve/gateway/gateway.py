@@ -124,6 +124,8 @@ class Gateway:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self.shared_ips is not None:
+            await self.shared_ips.forget()
         await self.queue.stop()
         if self.shared_pool is not None:
             await self.shared_pool.stop()

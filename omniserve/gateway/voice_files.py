@@ -39,6 +39,7 @@ class LocalVoices:
         self._lock = threading.Lock()
         self.items: dict[str, dict] = {}
         self._seen_mtime: Optional[int] = None
+        self._gen = 0                  # bumped by every put and remove of this process
         self.refresh()
 
     def _file(self, ref_id: str, ext: str) -> Path:
@@ -52,6 +53,7 @@ class LocalVoices:
             return
         if mtime == self._seen_mtime:
             return
+        gen = self._gen
         items: dict[str, dict] = {}
         legacy = self.folder / LEGACY_INDEX
         try:
@@ -72,7 +74,10 @@ class LocalVoices:
             if m is not None:
                 items[k] = m
         with self._lock:
-            self.items, self._seen_mtime = items, mtime
+            if gen == self._gen:
+                self.items, self._seen_mtime = items, mtime
+            else:                      # a put or remove of ours ran meanwhile: read again next time
+                self._seen_mtime = None
 
     def put(self, ref_id: str, meta: dict, wav: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -80,12 +85,14 @@ class LocalVoices:
         _write(self._file(ref_id, "json"), json.dumps(meta).encode())
         with self._lock:
             self.items[ref_id] = meta
+            self._gen += 1
 
     def remove(self, ref_id: str) -> bool:
         if not ID_RE.match(ref_id):
             return False
         with self._lock:
             known = self.items.pop(ref_id, None) is not None
+            self._gen += 1
         self._file(ref_id, "json").unlink(missing_ok=True)
         self._file(ref_id, "wav").unlink(missing_ok=True)
         return known

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = logging.getLogger(__name__)
 
 PREFIX = "omniserve:"
+RAW_POOL = 8                 # connections of the binary client (voices' audio)
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -56,7 +57,7 @@ class RedisLink:
             max_connections=2)
         # binary values (voices' audio): replies left as bytes
         self.raw: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=8, timeout=timeout_s, decode_responses=False, socket_timeout=timeout_s,
+            url, max_connections=RAW_POOL, timeout=timeout_s, decode_responses=False, socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s, health_check_interval=10))
         self.up = True          # the last command got through
 

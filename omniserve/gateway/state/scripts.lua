@@ -384,7 +384,7 @@ for i = 4, #ARGV, 2 do
   if redis.call('HEXISTS', map, id) == 0 then
     if redis.call('EXISTS', P .. 'voice_gone:' .. id) == 1 then
       gone[#gone + 1] = id
-    else
+    elseif redis.call('TTL', P .. 'voice:' .. id) < 0 then   -- an expiring audio: its upload is under way
       redis.call('HSET', map, id, rec)
       added = true
     end
@@ -401,6 +401,7 @@ return {need, gone}
 -- listed (a deleted voice never comes back this way).
 local P = ARGV[1]
 if redis.call('HEXISTS', P .. 'map:voices', ARGV[2]) == 0 then return 0 end
+if redis.call('EXISTS', P .. 'voice_gone:' .. ARGV[2]) == 1 then return 0 end
 local k = P .. 'voice:' .. ARGV[2]
 if redis.call('EXISTS', k) == 1 then
   redis.call('PERSIST', k)
@@ -410,9 +411,12 @@ end
 return 1
 
 --@ voice_gone
--- ARGV: prefix, id, tombstone seconds  ->  1. Marks a voice deleted and drops its audio, before its
--- record leaves the map: the gateway holding its spare then drops the spare instead of putting it back.
+-- ARGV: prefix, id, tombstone seconds, channel, notice  ->  1 when the voice was listed. In one step:
+-- a tombstone (the gateway holding the spare then drops it instead of putting it back), the audio
+-- and the record gone, and the shared map's change notice.
 local P = ARGV[1]
 redis.call('SET', P .. 'voice_gone:' .. ARGV[2], '1', 'EX', tonumber(ARGV[3]))
 redis.call('DEL', P .. 'voice:' .. ARGV[2])
-return 1
+local n = redis.call('HDEL', P .. 'map:voices', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return n

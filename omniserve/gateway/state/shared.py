@@ -52,8 +52,12 @@ else
   i = i + 2 * tonumber(ARGV[5])
 end
 local nset, cap = tonumber(ARGV[6]), tonumber(ARGV[4])
-if cap >= 0 and redis.call('HLEN', KEYS[1]) - 1 + nset > cap then
-  return {-1, redis.call('HGETALL', KEYS[1])}
+if cap >= 0 then
+  local new = 0          -- only fields not there yet count against the cap
+  for j = i, i + 2 * nset - 2, 2 do new = new + 1 - redis.call('HEXISTS', KEYS[1], ARGV[j]) end
+  if redis.call('HLEN', KEYS[1]) - 1 + new > cap then
+    return {-1, redis.call('HGETALL', KEYS[1])}
+  end
 end
 for _ = 1, nset do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
 local deleted = 0

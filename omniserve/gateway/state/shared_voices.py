@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from ..ref_audio import VoicesFull
 from ..voice_files import ID_RE, LocalVoices, valid_meta
-from .link import UNAVAILABLE, RedisLink, StateUnavailable, key
+from .link import RAW_POOL, UNAVAILABLE, RedisLink, StateUnavailable, key
 from .scripts import Scripts
 from .shared import CHANNEL, MapFull, SharedMaps
 
@@ -51,6 +51,8 @@ class SharedVoices:
         self._map = shared.map(MAP, self._changed, {k: json.dumps(v) for k, v in local.items.items()})
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._cached_bytes = 0
+        self._loading: dict[str, asyncio.Future] = {}
+        self._reads = asyncio.Semaphore(RAW_POOL)
 
     def _changed(self, data: dict[str, str]) -> None:
         items: dict[str, dict] = {}
@@ -62,6 +64,8 @@ class SharedVoices:
             if ID_RE.match(k) and meta is not None:
                 items[k] = meta
         self.items = items
+        for k in [k for k in self._cache if k not in items]:      # deleted through another gateway
+            self._uncache(k)
 
     # ----------------------------------------------------------------- write
     async def add(self, ref_id: str, meta: dict, wav: bytes) -> None:
@@ -85,17 +89,17 @@ class SharedVoices:
             await self._raw_failed(e)       # the next sync makes it stay
 
     async def delete(self, ref_id: str) -> bool:
-        """The tombstone (and the audio's end) first, then the record: a spare never brings back a
+        """Tombstone, audio and record in one script (``voice_gone``): a spare never brings back a
         voice deleted through another gateway. ``StateUnavailable`` when Redis cannot be reached."""
         try:
-            await self.scripts.call("voice_gone", ref_id, TOMBSTONE_S)
+            deleted = await self.scripts.call("voice_gone", ref_id, TOMBSTONE_S, CHANNEL, MAP)
         except UNAVAILABLE as e:
             self.link.failed(e)
             raise StateUnavailable() from None
         self._uncache(ref_id)
-        deleted = await self._map.write(delete=[ref_id])
+        self.items.pop(ref_id, None)          # our copy at once; the map's reload follows the notice
         await asyncio.to_thread(self.local.remove, ref_id)
-        return deleted > 0
+        return int(deleted) > 0
 
     # ------------------------------------------------------------------ read
     async def audio(self, ref_id: str) -> Optional[bytes]:
@@ -107,9 +111,18 @@ class SharedVoices:
         if data is not None:
             self._cache.move_to_end(ref_id)
             return data
+        loading = self._loading.get(ref_id)
+        if loading is None:          # one read per voice, whoever else asks meanwhile
+            loading = self._loading[ref_id] = asyncio.ensure_future(self._load(ref_id))
+            loading.add_done_callback(lambda f: (self._loading.pop(ref_id, None), f.cancelled() or f.exception()))
+        return await asyncio.shield(loading)
+
+    async def _load(self, ref_id: str) -> Optional[bytes]:
+        data: Optional[bytes] = None
         unreachable = False
         try:
-            got = await self.link.raw.get(_audio_key(ref_id))
+            async with self._reads:      # never more than the pool holds: a burst waits here, not failing there
+                got = await self.link.raw.get(_audio_key(ref_id))
             data = got if isinstance(got, bytes) else None       # the raw client does not decode
         except UNAVAILABLE as e:
             await self._raw_failed(e)
@@ -125,6 +138,7 @@ class SharedVoices:
         return data
 
     def _remember(self, ref_id: str, data: bytes) -> None:
+        self._uncache(ref_id)
         self._cache[ref_id] = data
         self._cached_bytes += len(data)
         while self._cached_bytes > CACHE_BYTES and self._cache:

@@ -83,15 +83,16 @@ class LocalVoices:
         self.folder.mkdir(parents=True, exist_ok=True)
         _write(self._file(ref_id, "wav"), wav)
         _write(self._file(ref_id, "json"), json.dumps(meta).encode())
-        with self._lock:
-            self.items[ref_id] = meta
+        with self._lock:       # a new dict, never changed in place: listings iterate it in other threads
+            self.items = {**self.items, ref_id: meta}
             self._gen += 1
 
     def remove(self, ref_id: str) -> bool:
         if not ID_RE.match(ref_id):
             return False
         with self._lock:
-            known = self.items.pop(ref_id, None) is not None
+            known = ref_id in self.items
+            self.items = {k: v for k, v in self.items.items() if k != ref_id}
             self._gen += 1
         self._file(ref_id, "json").unlink(missing_ok=True)
         self._file(ref_id, "wav").unlink(missing_ok=True)

@@ -97,7 +97,8 @@ class SharedVoices:
             self.link.failed(e)
             raise StateUnavailable() from None
         self._uncache(ref_id)
-        self.items.pop(ref_id, None)          # our copy at once; the map's reload follows the notice
+        # our copy at once (a new dict: listings iterate it in other threads); the map's reload follows
+        self.items = {k: v for k, v in self.items.items() if k != ref_id}
         await asyncio.to_thread(self.local.remove, ref_id)
         return int(deleted) > 0
 

@@ -16,7 +16,7 @@ from typing import Optional
 import httpx
 import psutil
 
-from tests.support.gateway_procs import REPO, GatewayProc, free_port, start_gateway
+from tests.support.gateway_procs import REPO, GatewayProc, end_processes, free_port, start_gateway
 from tests.support.redis_server import RedisServer
 
 class Reaper:
@@ -148,14 +148,7 @@ class Workers:
         return time.monotonic() - t0
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        end_processes(self.procs)
 
 
 class Setup:

@@ -181,12 +181,8 @@ class Clients:
                     p.stdin.flush()
                 except (BrokenPipeError, OSError):
                     pass
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        from tests.support.gateway_procs import end_processes   # the parent's side only (the repo is on its path)
+        end_processes(self.procs, None)
 
 
 def say(obj: dict) -> None:

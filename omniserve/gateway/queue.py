@@ -65,6 +65,28 @@ async def broadcast_forever(one_pass: Callable[[], Awaitable[None]], changed: as
         await asyncio.sleep(min(max(min_gap_s, 4 * spent), tick))
 
 
+class Broadcasting:
+    """What both queues (``WaitQueue``, ``state.shared_queue.SharedQueue``) share: their broadcaster
+    task, ``broadcast_forever`` over the queue's own ``one_pass``."""
+    _changed: asyncio.Event
+    interval_s: float
+    min_gap_s: float
+    _task: Optional[asyncio.Task] = None
+
+    async def one_pass(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                broadcast_forever(self.one_pass, self._changed, self.interval_s, self.min_gap_s),
+                name="queue-broadcaster")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+
 def public_id(ticket_id: str) -> str:
     """A ticket's name in listings for non-admins: derived from the secret id, useless to cancel it."""
     return "pub_" + hashlib.sha256(ticket_id.encode()).hexdigest()[:12]
@@ -106,7 +128,7 @@ class _Tail:
         self.heap, self.t0 = heap, t0
 
 
-class WaitQueue:
+class WaitQueue(Broadcasting):
     """Insertion-ordered tickets (a dict is an O(1)-removal ordered set)."""
 
     def __init__(self, capacity: int, interval_s: float = 2.0, min_gap_s: float = 0.1) -> None:
@@ -116,7 +138,6 @@ class WaitQueue:
         self._items: dict[str, Ticket] = {}
         self._tail: Optional[_Tail] = None
         self._changed = asyncio.Event()
-        self._task: Optional[asyncio.Task] = None
         # set by the pool: (free_in_s list for usable workers, estimate(type) fn)
         self.layout: Callable[[list[str]], tuple[list[float], list[float]]] = lambda types: ([0.0] * len(types), [0.0])
         self.estimate: Callable[[str], float] = lambda t: 0.0
@@ -211,16 +232,6 @@ class WaitQueue:
         self.broadcasts += 1
         return woken
 
-    async def run(self) -> None:
-        async def one_pass() -> None:
-            if self._items:
-                self.refresh()
-        await broadcast_forever(one_pass, self._changed, self.interval_s, self.min_gap_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="queue-broadcaster")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+    async def one_pass(self) -> None:
+        if self._items:
+            self.refresh()

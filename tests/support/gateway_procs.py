@@ -16,11 +16,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def end_processes(procs: Iterable[subprocess.Popen], sig: Optional[int] = signal.SIGTERM, wait_s: float = 10.0) -> None:
+    """``sig`` to each one still running (None: they were told to end some other way), then wait up
+    to ``wait_s`` for each and SIGKILL what is left."""
+    procs = list(procs)
+    for p in procs:
+        if sig is not None and p.poll() is None:
+            p.send_signal(sig)
+    for p in procs:
+        try:
+            p.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 def free_port() -> int:
@@ -47,13 +62,7 @@ class Proc:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_processes([self.proc], sig)
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 import httpx
 import pytest
 
+from tests.support.gateway_procs import end_processes
+
 LOAD_TIMEOUT_S = 60.0
 MODEL_ALIAS = "qwen2.5-0.5b"
 _running: list["LLMServer"] = []
@@ -61,13 +63,7 @@ class LLMServer:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_processes([self.proc])
         if self in _running:
             _running.remove(self)
 

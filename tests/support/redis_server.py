@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.gateway_procs import free_port
+from tests.support.gateway_procs import end_processes, free_port
 
 BINARY = "redis-server"
 START_TIMEOUT_S = 10.0
@@ -78,13 +78,7 @@ class RedisServer:
     def _end(self, sig: int) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_processes([self.proc], sig)
         self.proc = None
 
     def stop(self) -> None:

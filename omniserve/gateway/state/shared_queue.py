@@ -22,7 +22,7 @@ import time
 from typing import Callable, Iterator, Optional, Protocol
 
 from ..eta import EtaEstimator
-from ..queue import QueueFull, Ticket, broadcast_forever, cancel_and_wait
+from ..queue import Broadcasting, QueueFull, Ticket
 from .link import UNAVAILABLE, Outbox, RedisLink, StateUnavailable
 from .scripts import Scripts
 
@@ -44,7 +44,7 @@ def affinity(ticket: Ticket) -> str:
     return " ".join(ticket.prefix_hashes[-HASHES_SENT:])
 
 
-class SharedQueue:
+class SharedQueue(Broadcasting):
     def __init__(self, link: RedisLink, scripts: Scripts, outbox: Outbox, eta: EtaEstimator, capacity: int,
                  interval_s: float = 2.0, min_gap_s: float = 0.1) -> None:
         self.link, self.scripts, self.outbox, self.eta = link, scripts, outbox, eta
@@ -55,7 +55,6 @@ class SharedQueue:
         # an enqueue or a requeue Redis has not yet answered: a view may not see it, and it is not lost
         self._in_flight: set[str] = set()
         self._changed = asyncio.Event()
-        self._task: Optional[asyncio.Task] = None
         self.length = 0                            # the global queue length, as of the last view
         self.slot_states: dict[str, int] = {}      # slots by state, as of the last view
         self.pool: Optional[SlotClaims] = None     # the SharedPool
@@ -250,21 +249,11 @@ class SharedQueue:
             weighted += n * self.eta.estimate(types[i])
         self._mean = weighted / total if total else 0.0
 
-    async def run(self) -> None:
-        """The broadcaster (``queue.broadcast_forever``): a view every tick, also with no waiter of
+    async def one_pass(self) -> None:
+        """The broadcaster's pass (``queue.Broadcasting``): a view every tick, also with no waiter of
         ours (``/status`` shows the global queue)."""
-        async def one_pass() -> None:
-            try:
-                await self.refresh()
-            except UNAVAILABLE as e:
-                self.link.failed(e)
-                await asyncio.sleep(0.5)
-        await broadcast_forever(one_pass, self._changed, self.interval_s, self.min_gap_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="queue-broadcaster")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        try:
+            await self.refresh()
+        except UNAVAILABLE as e:
+            self.link.failed(e)
+            await asyncio.sleep(0.5)

@@ -65,7 +65,7 @@ class Gateway:
                                worker_token=self.worker_token, release_idle_timeout_s=s.release_idle_timeout_s)
         self.shared_pool = SharedPool(self.redis_link, scripts, outbox, self.pool, self.queue, s.lease_s) \
             if self.redis_link is not None and isinstance(self.queue, SharedQueue) else None
-        self.listing = SharedListing(scripts, self.queue, self.pool, self.eta) \
+        self.listing = SharedListing(scripts, self.queue, self.pool) \
             if self.redis_link is not None and isinstance(self.queue, SharedQueue) else None   # GET /api/queue
         self.metrics = GatewayMetrics(self.pool, self.queue)   # /metrics (docs/metrics.md)
         self.waiter_budget = BufferBudget(s.edge.max_total_waiter_buffer_bytes)

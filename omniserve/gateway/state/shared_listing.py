@@ -13,7 +13,6 @@ import asyncio
 import time
 from typing import Any, Optional
 
-from ..eta import EtaEstimator
 from ..pool import WorkerPool
 from ...protocol.modes import REQUEST_TYPES
 from ..queue import public_id
@@ -25,8 +24,8 @@ CACHE_S = 0.5
 
 
 class SharedListing:
-    def __init__(self, scripts: Scripts, queue: SharedQueue, pool: WorkerPool, eta: EtaEstimator) -> None:
-        self.scripts, self.queue, self.pool, self.eta = scripts, queue, pool, eta
+    def __init__(self, scripts: Scripts, queue: SharedQueue, pool: WorkerPool) -> None:
+        self.scripts, self.queue, self.pool = scripts, queue, pool
         self._asked: Optional[tuple[float, asyncio.Task]] = None      # one script in flight for everyone
         self._rendered: dict[bool, tuple[asyncio.Task, tuple]] = {}   # per reveal_ids, LIST_MAX long
 
@@ -77,7 +76,7 @@ class SharedListing:
             url, _, index = slot_key.rpartition("#")
             running.append({"worker_url": url, "request_type": rtype, "session_id": session,
                             "elapsed_s": round(elapsed, 1),
-                            "estimated_remaining_s": round(self.eta.remaining(rtype, elapsed), 1),
+                            "estimated_remaining_s": round(self.queue.eta.remaining(rtype, elapsed), 1),
                             "slot": int(index) if index.isdigit() else 0})
         return int(length), items, running
 
